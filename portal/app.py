@@ -1,0 +1,210 @@
+"""``create_app(settings)``: the one Starlette application serving every host."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypedDict
+
+import asyncpg
+import jinja2
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+
+from portal import db as dbmod
+from portal.crypto import SecretBox
+from portal.errors import PortalError
+from portal.events import POOLS_CHANNEL, EventHub
+from portal.hosts import HostRouter
+from portal.settings import Settings
+from portal.tenants.pools import PoolCache
+from portal.web import (
+    http_error_handler,
+    make_environment,
+    portal_error_handler,
+    render,
+    server_error_handler,
+)
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+class State(TypedDict):
+    settings: Settings
+    db: asyncpg.Pool
+    redis: aioredis.Redis
+    hub: EventHub
+    pools: PoolCache
+    box: SecretBox
+    templates: jinja2.Environment
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    options: dict = {"decode_responses": True, "socket_connect_timeout": 5, "health_check_interval": 15}
+    if not settings.redis_url.startswith("unix:"):
+        options["socket_keepalive"] = True
+    return aioredis.from_url(settings.redis_url, **options)
+
+
+class Site(BaseRoute):
+    """Routes for one kind of host; the host router has already said which."""
+
+    def __init__(self, site: str, routes: Sequence[BaseRoute]) -> None:
+        self.site = site
+        self.router = Router(routes=list(routes))
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] in ("http", "websocket") and scope.get("portal_site") == self.site:
+            return Match.FULL, {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: object):
+        return self.router.url_path_for(name, **path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.router(scope, receive, send)
+
+
+# --- routes every site has -------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = request.state
+
+    async def pg() -> None:
+        async with state.db.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")
+
+    checks = {"postgres": pg(), "redis": state.redis.ping()}
+    result: dict[str, str] = {}
+    for name, check in checks.items():
+        try:
+            await asyncio.wait_for(check, timeout=2)
+            result[name] = "ok"
+        except Exception as exc:
+            log.warning("readiness: %s is not answering (%s)", name, type(exc).__name__)
+            result[name] = "unavailable"
+    if all(v == "ok" for v in result.values()):
+        return JSONResponse({"status": "ok", **result})
+    down = ", ".join(k for k, v in result.items() if v != "ok")
+    return JSONResponse(
+        {"error": "not_ready", "error_description": f"not answering: {down}", **result},
+        status_code=503,
+        headers={"retry-after": "5"},
+    )
+
+
+# --- apex ------------------------------------------------------------------
+
+
+async def apex_home(request: Request) -> Response:
+    return render(request, "apex.html")
+
+
+# --- pool host -------------------------------------------------------------
+
+
+async def pool_home(request: Request) -> Response:
+    return render(request, "pool_home.html")
+
+
+async def pool_logo(request: Request) -> Response:
+    pool = request.state.pool
+    if pool.logo_sha256 is None:
+        return FileResponse(
+            STATIC_DIR / "default-logo.svg", headers={"cache-control": "public, max-age=3600"}
+        )
+    etag = f'"{pool.logo_sha256}"'
+    headers = {"etag": etag, "cache-control": "public, max-age=300"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    png = await request.state.db.fetchval("SELECT logo_png FROM pools WHERE id = $1", pool.id)
+    if png is None:  # changed under us; the cache will hear of it
+        raise HTTPException(404)
+    return Response(png, media_type="image/png", headers=headers)
+
+
+async def host_error(request: Request) -> Response:
+    raise request.state.host_error
+
+
+def routes(settings: Settings) -> list[BaseRoute]:
+    common: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    apex = [*common, Route("/", apex_home)]
+    pool = [*common, Route("/", pool_home), Route("/logo", pool_logo)]
+    errors = [
+        Route(
+            "/{path:path}",
+            host_error,
+            methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        )
+    ]
+    return [Site("apex", apex), Site("pool", pool), Site("host_error", errors)]
+
+
+def create_app(settings: Settings) -> Starlette:
+    box = SecretBox(settings.secret_key)
+    templates = make_environment()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        db = await dbmod.create_pool(settings)
+        redis = None
+        hub = None
+        try:
+            await dbmod.check_schema(db)
+            redis = redis_client(settings)
+            await redis.ping()
+            pools = PoolCache(db, ttl=settings.pool_cache_ttl)
+            hub = EventHub(redis)
+            hub.on(POOLS_CHANNEL, pools.handle_event)
+            hub.on_reconnect(pools.clear)
+            await hub.start()
+            yield State(
+                settings=settings,
+                db=db,
+                redis=redis,
+                hub=hub,
+                pools=pools,
+                box=box,
+                templates=templates,
+            )
+        finally:
+            if hub is not None:
+                await hub.stop()
+            if redis is not None:
+                with contextlib.suppress(Exception):
+                    await redis.aclose()
+            await db.close()
+
+    return Starlette(
+        debug=False,
+        routes=routes(settings),
+        middleware=[Middleware(HostRouter, settings=settings)],
+        exception_handlers={
+            PortalError: portal_error_handler,
+            HTTPException: http_error_handler,
+            Exception: server_error_handler,
+        },
+        lifespan=lifespan,
+    )

@@ -1,0 +1,372 @@
+"""The ``portal`` command (design §4). Commands that create something print one
+JSON object on stdout; errors go to stderr with exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from portal import db as dbmod
+from portal import migrations
+from portal.crypto import SecretBox
+from portal.embedded import EmbeddedError
+from portal.errors import PortalError
+from portal.settings import ConfigError, Settings, dev_secret_key
+
+DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy"
+
+
+class CommandError(Exception):
+    """Ends the command with this message and exit status 2."""
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, ensure_ascii=False))
+
+
+@contextlib.contextmanager
+def stores(environ: dict[str, str], *, dev: bool) -> Iterator[Settings]:
+    """Settings for a command; embedded stores under PORTAL_DATA_DIR for
+    whichever of DATABASE_URL / REDIS_URL is unset (local use only)."""
+    from portal.embedded import EmbeddedStores
+
+    env = dict(environ)
+    embedded_pg = not env.get("DATABASE_URL")
+    embedded_redis = not env.get("REDIS_URL")
+    local = dev or embedded_pg
+    env.setdefault("PORTAL_ENV", "dev" if local else "prod")
+    data_dir = Path(env.get("PORTAL_DATA_DIR", ".portal"))
+    if not env.get("PORTAL_SECRET_KEY") and env["PORTAL_ENV"] == "dev":
+        env["PORTAL_SECRET_KEY"] = dev_secret_key(data_dir)
+    if env["PORTAL_ENV"] == "dev" and not env.get("PORTAL_DEFAULT_MP_APPID"):
+        from portal.wechat.fake import DEMO_APPID, DEMO_SECRET
+
+        env["PORTAL_DEFAULT_MP_APPID"] = DEMO_APPID
+        env["PORTAL_DEFAULT_MP_SECRET"] = DEMO_SECRET
+    with EmbeddedStores(data_dir, postgres=embedded_pg, redis=embedded_redis) as embedded:
+        if embedded_pg:
+            env["DATABASE_URL"] = embedded.database_url
+        if embedded_redis:
+            env["REDIS_URL"] = embedded.redis_url
+        try:
+            yield Settings.from_env(env)
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
+
+
+async def _with_conn(settings: Settings, fn, *, check_schema: bool = True):
+    conn = await dbmod.connect(settings)
+    try:
+        if not check_schema:
+            pass
+        elif settings.is_dev:
+            await migrations.migrate(conn)  # local use: keep the schema current
+        elif todo := await migrations.pending(conn):
+            names = ", ".join(m.name for m in todo)
+            raise CommandError(
+                f"the database schema is not current (pending: {names}); run `portal migrate`"
+            )
+        return await fn(conn)
+    finally:
+        await conn.close()
+
+
+async def _announce(settings: Settings, slug: str) -> None:
+    """Tell running portal processes to forget what they cached about ``slug``."""
+    import redis.asyncio as aioredis
+
+    from portal.events import POOLS_CHANNEL
+
+    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=3)
+    try:
+        await client.publish(POOLS_CHANNEL, json.dumps({"slug": slug}))
+    except Exception as exc:
+        print(
+            f"warning: could not notify running processes ({type(exc).__name__})", file=sys.stderr
+        )
+    finally:
+        await client.aclose()
+
+
+# --- commands ----------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn):
+            return await migrations.migrate(conn)
+
+        applied = asyncio.run(_with_conn(settings, run, check_schema=False))
+    _print_json({"applied": applied})
+    return 0
+
+
+def pool_json(settings: Settings, created) -> dict[str, Any]:
+    pool = created.pool
+    url = settings.pool_url(pool.slug)
+    out = {
+        "slug": pool.slug,
+        "name": pool.name,
+        "url": url,
+        "issuer": url,
+        "default_client_id": created.default_client.client_id,
+        "mp_appid": pool.mp_appid or settings.default_mp_appid or None,
+        "callback_url": pool.callback_url,
+    }
+    if created.default_client_secret:
+        out["default_client_secret"] = created.default_client_secret
+    return out
+
+
+def cmd_pool_create(args: argparse.Namespace) -> int:
+    from portal.tenants import pools
+
+    mp_secret = None
+    if args.mp_secret_stdin:
+        if not args.mp_appid:
+            raise CommandError("--mp-secret-stdin needs --mp-appid")
+        mp_secret = sys.stdin.readline().strip()
+    elif args.mp_appid:
+        raise CommandError("--mp-appid needs --mp-secret-stdin (the secret is read from stdin)")
+    pools.validate_slug(args.slug)  # fail before starting anything
+    with stores(dict(os.environ), dev=False) as settings:
+        box = SecretBox(settings.secret_key)
+
+        async def run(conn):
+            return await pools.create(
+                conn,
+                box,
+                slug=args.slug,
+                name=args.name,
+                callback_url=args.callback_url,
+                mp_appid=args.mp_appid,
+                mp_secret=mp_secret,
+                allow_http=settings.is_dev,
+            )
+
+        created = asyncio.run(_with_conn(settings, run))
+        asyncio.run(_announce(settings, created.pool.slug))
+        _print_json(pool_json(settings, created))
+    return 0
+
+
+def cmd_client_create(args: argparse.Namespace) -> int:
+    from portal.tenants import clients, pools
+
+    with stores(dict(os.environ), dev=False) as settings:
+        box = SecretBox(settings.secret_key)
+
+        async def run(conn):
+            pool = await pools.get_by_slug(conn, args.slug)
+            if pool is None:
+                raise CommandError(f"no pool with slug {args.slug!r}")
+            async with conn.transaction():
+                return await clients.create(
+                    conn,
+                    box,
+                    pool_id=pool.id,
+                    name=args.name,
+                    redirect_uris=args.redirect_uri,
+                    web_origins=args.origin,
+                    post_logout_redirect_uris=args.post_logout_redirect_uri,
+                    public=args.public,
+                    allow_http=settings.is_dev,
+                )
+
+        client, secret = asyncio.run(_with_conn(settings, run))
+    out: dict[str, Any] = {
+        "client_id": client.client_id,
+        "pool": args.slug,
+        "name": client.name,
+        "public": client.is_public,
+        "redirect_uris": list(client.redirect_uris),
+        "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
+        "web_origins": list(client.web_origins),
+    }
+    if secret is not None:
+        out["client_secret"] = secret
+    _print_json(out)
+    return 0
+
+
+def cmd_admin_create(args: argparse.Namespace) -> int:
+    from portal.tenants import admins
+
+    if not args.password_stdin:
+        raise CommandError("the password is read from stdin: pass --password-stdin")
+    password = sys.stdin.readline().rstrip("\n")
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn):
+            return await admins.create(
+                conn,
+                email=args.email,
+                password=password,
+                superadmin=args.superadmin,
+                pool_slugs=args.pool,
+            )
+
+        admin, slugs = asyncio.run(_with_conn(settings, run))
+    _print_json(
+        {"id": admin.id, "email": admin.email, "superadmin": admin.is_superadmin, "pools": slugs}
+    )
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from portal.tenants import keys, pools
+
+    with stores(dict(os.environ), dev=False) as settings:
+        box = SecretBox(settings.secret_key)
+
+        async def run(conn):
+            pool = await pools.get_by_slug(conn, args.slug)
+            if pool is None:
+                raise CommandError(f"no pool with slug {args.slug!r}")
+            return await keys.rotate(conn, box, pool.id)
+
+        key = asyncio.run(_with_conn(settings, run))
+        asyncio.run(_announce(settings, args.slug))
+    _print_json({"pool": args.slug, "kid": key.kid, "alg": key.alg})
+    return 0
+
+
+def cmd_fake_wechat(args: argparse.Namespace) -> int:
+    from portal.wechat import fake
+
+    apps = dict(args.app) if args.app else None
+    print(f"fake WeChat API on http://{args.host}:{args.port}", file=sys.stderr)
+    fake.serve(host=args.host, port=args.port, apps=apps, busy_rate=args.busy_rate)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    env.setdefault("PORTAL_ENV", "prod")
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    if not settings.database_url or not settings.redis_url:
+        raise CommandError(
+            "portal serve needs DATABASE_URL and REDIS_URL (use `portal dev` locally)"
+        )
+    argv = [sys.executable, "-m", "gunicorn", "-c", str(DEPLOY_DIR / "gunicorn.conf.py")]
+    argv += ["--bind", f"{args.host}:{args.port}"]
+    if args.workers:
+        argv += ["--workers", str(args.workers)]
+    argv.append("portal.asgi:from_env()")
+    os.execvpe(argv[0], argv, env)  # noqa: S606
+    return 0  # not reached
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from portal import devserver
+
+    return devserver.run(host=args.host, port=args.port, wechat_port=args.wechat_port)
+
+
+# --- parser --------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from portal.wechat.fake import parse_app_arg
+
+    parser = argparse.ArgumentParser(prog="portal", description="WeChat scan login portal")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "dev", help="run everything locally (embedded stores, fake WeChat, demo pool)"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--wechat-port", type=int, default=None, help="fake WeChat port (default: port+1)"
+    )
+    p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("serve", help="production server (gunicorn with uvicorn workers)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=0, help="default: one per core")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("migrate", help="apply the SQL migrations in sql/")
+    p.set_defaults(func=cmd_migrate)
+
+    pool = sub.add_parser("pool", help="user pools").add_subparsers(dest="action", required=True)
+    p = pool.add_parser("create", help="create a user pool")
+    p.add_argument("slug")
+    p.add_argument("--name", required=True)
+    p.add_argument("--callback-url")
+    p.add_argument("--mp-appid", help="a private mini program's AppID")
+    p.add_argument("--mp-secret-stdin", action="store_true", help="read its AppSecret from stdin")
+    p.set_defaults(func=cmd_pool_create)
+
+    client = sub.add_parser("client", help="application clients").add_subparsers(
+        dest="action", required=True
+    )
+    p = client.add_parser("create", help="register an application client in a pool")
+    p.add_argument("slug")
+    p.add_argument("--name", required=True)
+    p.add_argument("--redirect-uri", nargs="+", required=True, action="extend")
+    p.add_argument("--origin", nargs="+", default=[], action="extend", help="allowed web origins")
+    p.add_argument("--post-logout-redirect-uri", nargs="+", default=[], action="extend")
+    p.add_argument("--public", action="store_true", help="no secret: PKCE only (SPAs, the SDK)")
+    p.set_defaults(func=cmd_client_create)
+
+    admin = sub.add_parser("admin", help="console admins").add_subparsers(
+        dest="action", required=True
+    )
+    p = admin.add_parser("create", help="create a console admin")
+    p.add_argument("email")
+    p.add_argument("--password-stdin", action="store_true")
+    p.add_argument("--superadmin", action="store_true")
+    p.add_argument("--pool", action="append", default=[], help="a pool slug (repeatable)")
+    p.set_defaults(func=cmd_admin_create)
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
+    p = keys.add_parser(
+        "rotate", help="new signing key; the old one stays in JWKS until its tokens expire"
+    )
+    p.add_argument("slug")
+    p.set_defaults(func=cmd_keys_rotate)
+
+    p = sub.add_parser("fake-wechat", help="run the fake WeChat API alone")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8001)
+    p.add_argument("--app", action="append", type=parse_app_arg, help="APPID:SECRET (repeatable)")
+    p.add_argument("--busy-rate", type=float, default=0.0)
+    p.set_defaults(func=cmd_fake_wechat)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (
+        CommandError,
+        PortalError,
+        ConfigError,
+        migrations.MigrationError,
+        EmbeddedError,
+    ) as exc:
+        message = exc.description if isinstance(exc, PortalError) else str(exc)
+        code = f"{exc.error}: " if isinstance(exc, PortalError) else ""
+        print(f"portal: error: {code}{message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The asyncpg pool."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+
+from portal import migrations
+from portal.settings import Settings
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        init=_init_connection,
+        # Fail fast: a request should not hang for minutes on a dead database.
+        timeout=10,
+        command_timeout=30,
+    )
+
+
+async def connect(settings: Settings) -> asyncpg.Connection:
+    conn = await asyncpg.connect(settings.database_url, timeout=10)
+    await _init_connection(conn)
+    return conn
+
+
+class SchemaNotCurrent(RuntimeError):
+    pass
+
+
+async def check_schema(pool: asyncpg.Pool) -> None:
+    """Refuse to serve against a database whose migrations are not all applied."""
+    async with pool.acquire() as conn:
+        try:
+            todo = await migrations.pending(conn)
+        except migrations.MigrationError as exc:
+            raise SchemaNotCurrent(str(exc)) from None
+    if todo:
+        names = ", ".join(m.name for m in todo)
+        raise SchemaNotCurrent(
+            f"database schema is not current (pending: {names}); run `portal migrate`"
+        )

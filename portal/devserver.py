@@ -1,0 +1,100 @@
+"""``portal dev``: the whole product on one machine with nothing set up.
+
+Embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL are set), the
+migrations, the fake WeChat API, a demo pool ``demo`` with a demo client, and
+the portal itself, in one process. Ctrl-C stops all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+
+import uvicorn
+
+from portal import db as dbmod
+from portal import migrations
+from portal.app import create_app
+from portal.crypto import SecretBox
+from portal.settings import Settings
+from portal.tenants import clients, pools
+
+DEMO_SLUG = "demo"
+
+
+async def prepare(settings: Settings) -> dict[str, str]:
+    """Migrate and make sure the demo pool and its demo client exist."""
+    box = SecretBox(settings.secret_key)
+    conn = await dbmod.connect(settings)
+    try:
+        await migrations.migrate(conn)
+        pool = await pools.get_by_slug(conn, DEMO_SLUG)
+        if pool is None:
+            created = await pools.create(
+                conn,
+                box,
+                slug=DEMO_SLUG,
+                name="Demo 演示",
+                callback_url=f"{settings.base_url}/dev/callback",
+                allow_http=True,
+            )
+            pool = created.pool
+        demo = await conn.fetchval(
+            "SELECT client_id FROM clients WHERE pool_id = $1 AND name = 'Demo website'", pool.id
+        )
+        if demo is None:
+            async with conn.transaction():
+                client, _ = await clients.create(
+                    conn,
+                    box,
+                    pool_id=pool.id,
+                    name="Demo website",
+                    redirect_uris=[f"{settings.base_url}/dev/callback"],
+                    web_origins=[settings.base_url],
+                    public=True,
+                    allow_http=True,
+                )
+            demo = client.client_id
+    finally:
+        await conn.close()
+    return {"demo_client_id": demo}
+
+
+def run(*, host: str, port: int, wechat_port: int | None) -> int:
+    from portal.cli import stores
+    from portal.wechat import fake
+
+    env = dict(os.environ)
+    env["PORTAL_ENV"] = "dev"
+    env.setdefault("PORTAL_BASE_URL", f"http://localhost:{port}")
+    with contextlib.ExitStack() as stack:
+        if not env.get("WECHAT_API_BASE"):
+            running = stack.enter_context(fake.run_in_thread(port=wechat_port or port + 1))
+            env["WECHAT_API_BASE"] = running.url
+        settings = stack.enter_context(stores(env, dev=True))
+        info = asyncio.run(prepare(settings))
+        demo_url = settings.pool_url(DEMO_SLUG)
+        print(
+            "\n".join(
+                [
+                    "",
+                    "  WeChat scan login portal (dev)",
+                    f"  demo pool:        {demo_url}/",
+                    f"  platform:         {settings.base_url}/",
+                    f"  phone simulator:  {settings.base_url}/dev/phone",
+                    f"  fake WeChat API:  {settings.wechat_api_base}",
+                    f"  demo client_id:   {info['demo_client_id']}",
+                    f"  data dir:         {settings.data_dir.resolve()}",
+                    "",
+                ]
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+        config = uvicorn.Config(
+            create_app(settings), host=host, port=port, proxy_headers=False, server_header=False
+        )
+        uvicorn.Server(config).run()
+    return 0

@@ -1,0 +1,133 @@
+"""Settings, read once from the environment into a frozen object.
+
+Nothing reads ``os.environ`` after start-up: ``create_app(settings)`` gets
+everything it needs from here, so tests build their own settings freely.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_BASE_URL = "http://localhost:8000"
+DEFAULT_WECHAT_API_BASE = "https://api.weixin.qq.com"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_url: str = DEFAULT_BASE_URL
+    database_url: str = ""
+    redis_url: str = ""
+    secret_key: str = ""
+    env: str = "prod"
+    data_dir: Path = Path(".portal")
+    wechat_api_base: str = DEFAULT_WECHAT_API_BASE
+    default_mp_appid: str = ""
+    default_mp_secret: str = ""
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    # Seconds a cached pool (or a cached "no such pool") is trusted without
+    # an invalidation message: a safety net should a pub/sub message be lost.
+    pool_cache_ttl: float = 300.0
+    scheme: str = field(init=False)
+    apex_host: str = field(init=False)
+    port: int | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"PORTAL_BASE_URL must be http(s)://host[:port], got {self.base_url!r}"
+            )
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ConfigError("PORTAL_BASE_URL must not have a path, query or fragment")
+        if self.env not in ("dev", "prod"):
+            raise ConfigError(f"PORTAL_ENV must be 'dev' or 'prod', got {self.env!r}")
+        if self.env == "prod" and len(self.secret_key) < 32:
+            raise ConfigError(
+                "PORTAL_SECRET_KEY is required in production (at least 32 characters)"
+            )
+        object.__setattr__(self, "scheme", parts.scheme)
+        object.__setattr__(self, "apex_host", parts.hostname.lower())
+        object.__setattr__(self, "port", parts.port)
+        object.__setattr__(self, "base_url", f"{parts.scheme}://{self.apex_netloc}")
+
+    @property
+    def apex_netloc(self) -> str:
+        return self.apex_host if self.port is None else f"{self.apex_host}:{self.port}"
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env == "dev"
+
+    def pool_url(self, slug: str) -> str:
+        """The issuer and home of a pool: same scheme and port, on ``slug.<apex>``."""
+        return f"{self.scheme}://{slug}.{self.apex_netloc}"
+
+    def replace(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            "base_url": env.get("PORTAL_BASE_URL", DEFAULT_BASE_URL),
+            "database_url": env.get("DATABASE_URL", ""),
+            "redis_url": env.get("REDIS_URL", ""),
+            "secret_key": env.get("PORTAL_SECRET_KEY", ""),
+            "env": env.get("PORTAL_ENV", "prod"),
+            "data_dir": Path(env.get("PORTAL_DATA_DIR", ".portal")),
+            "wechat_api_base": env.get("WECHAT_API_BASE", DEFAULT_WECHAT_API_BASE),
+            "default_mp_appid": env.get("PORTAL_DEFAULT_MP_APPID", ""),
+            "default_mp_secret": env.get("PORTAL_DEFAULT_MP_SECRET", ""),
+            "trusted_proxies": parse_networks(env.get("PORTAL_TRUSTED_PROXIES", "")),
+        }
+        for name, var in (
+            ("db_pool_min", "PORTAL_DB_POOL_MIN"),
+            ("db_pool_max", "PORTAL_DB_POOL_MAX"),
+        ):
+            if var in env:
+                try:
+                    values[name] = int(env[var])
+                except ValueError:
+                    raise ConfigError(f"{var} must be an integer") from None
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """``"127.0.0.1, 10.0.0.0/8"`` → networks; a bad entry is a ConfigError."""
+    networks = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"PORTAL_TRUSTED_PROXIES: {item!r} is not an IP address or network"
+            ) from None
+    return tuple(networks)
+
+
+def dev_secret_key(data_dir: Path) -> str:
+    """The dev master secret: generated once, kept in the data dir (mode 0600)."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key

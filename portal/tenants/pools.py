@@ -1,0 +1,219 @@
+"""User pools: creation, lookup, and the in-process cache the host router reads."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from portal import validation
+from portal.crypto import SecretBox
+from portal.errors import Conflict, ValidationError
+from portal.events import POOLS_CHANNEL, EventHub
+from portal.tenants import clients, keys
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+APPID_RE = re.compile(r"^wx[0-9a-zA-Z]{16}$")
+
+# Subdomains that must never be a tenant: they are, or look like, the platform's own.
+RESERVED_SLUGS = frozenset(
+    """www api console admin administrator root login logout auth oauth oauth2 oidc sso
+    account accounts id identity static assets cdn img images media files upload uploads
+    mail email smtp imap pop ns ns1 ns2 mx ftp dev staging test demo-admin status health
+    healthz readyz metrics docs help support billing blog app apps platform portal system
+    default internal localhost wechat weixin mp security""".split()
+)
+
+
+@dataclass(frozen=True)
+class Pool:
+    id: int
+    slug: str
+    name: str
+    logo_sha256: str | None
+    logo_shape: str
+    callback_url: str | None
+    mp_appid: str | None  # None: the platform's default mini program
+    phone_required: bool
+    login_only: bool
+    link_by_phone: bool
+    qr_lifetime: int
+    id_token_ttl: int
+    access_token_ttl: int
+    refresh_token_ttl: int
+    id_token_alg: str
+    updated_at: datetime
+
+    @property
+    def has_logo(self) -> bool:
+        return self.logo_sha256 is not None
+
+
+_COLUMNS = """id, slug, name, logo_sha256, logo_shape, callback_url, mp_appid, phone_required,
+    login_only, link_by_phone, qr_lifetime, id_token_ttl, access_token_ttl, refresh_token_ttl,
+    id_token_alg, updated_at"""
+
+
+def _pool(row: asyncpg.Record) -> Pool:
+    return Pool(**dict(row))
+
+
+def validate_slug(slug: str) -> str:
+    if not SLUG_RE.match(slug):
+        raise ValidationError(
+            f"slug {slug!r} is not valid: use 1 to 32 lowercase letters, digits and hyphens, "
+            "starting and ending with a letter or digit",
+            error="invalid_slug",
+        )
+    if slug in RESERVED_SLUGS:
+        raise ValidationError(f"slug {slug!r} is reserved", error="invalid_slug")
+    return slug
+
+
+def mp_secret_context(pool_id: int) -> str:
+    return f"pool:{pool_id}:mp_secret"
+
+
+@dataclass(frozen=True)
+class CreatedPool:
+    pool: Pool
+    default_client: clients.Client
+    default_client_secret: str
+
+
+async def create(
+    conn: asyncpg.Connection,
+    box: SecretBox,
+    *,
+    slug: str,
+    name: str,
+    callback_url: str | None = None,
+    mp_appid: str | None = None,
+    mp_secret: str | None = None,
+    allow_http: bool = False,
+) -> CreatedPool:
+    """A pool with its default client and first signing key, all or nothing."""
+    validate_slug(slug)
+    name = validation.display_name(name)
+    if callback_url:
+        callback_url = validation.redirect_uri(
+            callback_url, field="callback_url", allow_http=allow_http
+        )
+    if (mp_appid is None) != (mp_secret is None):
+        raise ValidationError("a private mini program needs both its AppID and its AppSecret")
+    if mp_appid is not None and not APPID_RE.match(mp_appid):
+        raise ValidationError(f"mini program AppID {mp_appid!r} is not valid (wx + 16 characters)")
+    if mp_secret is not None and not re.fullmatch(r"[0-9A-Za-z]{16,64}", mp_secret):
+        raise ValidationError("mini program AppSecret is not valid")
+    async with conn.transaction():
+        try:
+            row = await conn.fetchrow(
+                f"""INSERT INTO pools (slug, name, callback_url) VALUES ($1, $2, $3)
+                    RETURNING {_COLUMNS}""",
+                slug,
+                name,
+                callback_url,
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict(
+                f"a pool with slug {slug!r} already exists", error="slug_taken"
+            ) from None
+        pool = _pool(row)
+        if mp_appid is not None:
+            sealed = box.encrypt(mp_secret, mp_secret_context(pool.id))
+            row = await conn.fetchrow(
+                f"""UPDATE pools SET mp_appid = $2, mp_secret_enc = $3 WHERE id = $1
+                    RETURNING {_COLUMNS}""",
+                pool.id,
+                mp_appid,
+                sealed,
+            )
+            pool = _pool(row)
+        client, secret = await clients.create(
+            conn,
+            box,
+            pool_id=pool.id,
+            name=name,
+            redirect_uris=[callback_url] if callback_url else [],
+            is_default=True,
+            allow_http=allow_http,
+        )
+        await keys.create(conn, box, pool.id, pool.id_token_alg)
+    return CreatedPool(pool, client, secret or "")
+
+
+async def get_by_slug(conn: asyncpg.Connection | asyncpg.Pool, slug: str) -> Pool | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM pools WHERE slug = $1", slug)
+    return _pool(row) if row else None
+
+
+async def mp_secret(
+    conn: asyncpg.Connection | asyncpg.Pool, box: SecretBox, pool: Pool
+) -> str | None:
+    sealed = await conn.fetchval("SELECT mp_secret_enc FROM pools WHERE id = $1", pool.id)
+    return box.decrypt(sealed, mp_secret_context(pool.id)).decode() if sealed else None
+
+
+async def announce_change(hub_or_redis: EventHub, slug: str) -> None:
+    """Tell every process to drop its cached copy of ``slug`` (also after create)."""
+    await hub_or_redis.publish(POOLS_CHANNEL, {"slug": slug})
+
+
+class PoolCache:
+    """Slug → Pool (or "no such pool") per process.
+
+    Entries are dropped by messages on the pools channel; the TTL is only a
+    safety net. Misses are cached too, so a flood of requests for random
+    subdomains costs one query per name per TTL, not one per request.
+    """
+
+    def __init__(self, db: asyncpg.Pool, ttl: float = 300.0, miss_ttl: float = 30.0) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._miss_ttl = miss_ttl
+        self._entries: dict[str, tuple[float, Pool | None]] = {}
+        self._loading: dict[str, asyncio.Future[Pool | None]] = {}
+        self.loads = 0  # queries made; read by tests
+
+    async def get(self, slug: str) -> Pool | None:
+        entry = self._entries.get(slug)
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        if slug in self._loading:  # one query per slug however many ask at once
+            return await asyncio.shield(self._loading[slug])
+        future: asyncio.Future[Pool | None] = asyncio.get_running_loop().create_future()
+        self._loading[slug] = future
+        try:
+            self.loads += 1
+            pool = await get_by_slug(self._db, slug)
+            ttl = self._ttl if pool is not None else self._miss_ttl
+            if self._loading.get(slug) is future:  # not invalidated meanwhile
+                self._entries[slug] = (time.monotonic() + ttl, pool)
+            future.set_result(pool)
+            return pool
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning if nobody waits
+            raise
+        finally:
+            if self._loading.get(slug) is future:
+                del self._loading[slug]
+
+    def invalidate(self, slug: str) -> None:
+        self._entries.pop(slug, None)
+        self._loading.pop(slug, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._loading.clear()
+
+    def handle_event(self, message: dict) -> None:
+        slug = message.get("slug")
+        if isinstance(slug, str):
+            self.invalidate(slug)
+        else:
+            self.clear()

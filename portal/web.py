@@ -1,0 +1,136 @@
+"""Rendering pages and errors, shared by every feature."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import urlencode
+
+import jinja2
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from portal import i18n
+from portal.errors import PortalError
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+# Pages under these prefixes are JSON APIs; everything else is a page for people.
+_JSON_PREFIXES = ("/api/", "/oidc/", "/.well-known/", "/healthz", "/readyz", "/metrics")
+_PAGE_PATHS = frozenset({"/oidc/auth", "/oidc/logout"})
+
+
+def make_environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,  # every template, whatever its extension
+        undefined=jinja2.StrictUndefined,
+        enable_async=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def wants_json(request: Request) -> bool:
+    path = request.url.path
+    if path in _PAGE_PATHS:
+        return False
+    if path.startswith(_JSON_PREFIXES):
+        return True
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def lang_switch_url(request: Request, lang: str) -> str:
+    other = "en" if lang == "zh-CN" else "zh-CN"
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
+    params.append(("lang", other))
+    return f"{request.url.path}?{urlencode(params)}"
+
+
+def render(
+    request: Request, template: str, context: dict | None = None, status_code: int = 200
+) -> HTMLResponse:
+    env: jinja2.Environment = request.state.templates
+    lang, chosen = i18n.pick(request)
+    settings = request.state.settings
+    ctx = {
+        "request": request,
+        "lang": lang,
+        "_": i18n.translator(lang),
+        "switch_url": lang_switch_url(request, lang),
+        "pool": request.state.pool,
+        "settings": settings,
+        **(context or {}),
+    }
+    response = HTMLResponse(env.get_template(template).render(ctx), status_code=status_code)
+    if chosen:
+        response.set_cookie(
+            i18n.COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="lax",
+            secure=settings.scheme == "https",
+        )  # fmt: skip
+    response.headers["content-language"] = lang
+    return response
+
+
+def error_response(request: Request, status_code: int, error: str, description: str) -> Response:
+    if wants_json(request):
+        return JSONResponse(
+            {"error": error, "error_description": description}, status_code=status_code
+        )
+    _ = i18n.translator(i18n.pick(request)[0])
+    message = _(f"error.{error}")
+    if message == f"error.{error}":
+        message = (
+            _(f"error.{status_code}")
+            if f"error.{status_code}" in i18n.MESSAGES["en"]
+            else description
+        )
+    return render(
+        request,
+        "error.html",
+        {"status_code": status_code, "error": error, "message": message},
+        status_code,
+    )
+
+
+async def portal_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PortalError)
+    response = error_response(request, exc.status_code, exc.error, exc.description)
+    if exc.status_code == 503:
+        response.headers.setdefault("retry-after", "5")
+    return response
+
+
+_HTTP_ERRORS = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+}
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error = _HTTP_ERRORS.get(exc.status_code, "http_error")
+    descriptions = {404: "Not found.", 405: "Method not allowed."}
+    response = error_response(
+        request, exc.status_code, error, descriptions.get(exc.status_code, "Bad request.")
+    )
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def server_error_handler(request: Request, exc: Exception) -> Response:
+    # The detail goes to the log only; the client learns nothing internal.
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    try:
+        return error_response(
+            request, 500, "server_error", "Internal error; please try again later."
+        )
+    except Exception:
+        return JSONResponse({"error": "server_error", "error_description": "Internal error."}, 500)

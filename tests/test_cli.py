@@ -1,0 +1,211 @@
+"""The ``portal`` command, run as a real subprocess against the test stores."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def run(db, stores, secret_key):
+    env = {
+        **os.environ,
+        "DATABASE_URL": stores.database_url,
+        "REDIS_URL": stores.redis_url,
+        "PORTAL_SECRET_KEY": secret_key,
+        "PORTAL_ENV": "prod",
+        "PORTAL_BASE_URL": "https://login.example.com",
+        "PORTAL_DEFAULT_MP_APPID": "wx000000000000demo",
+    }
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "portal", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    return run
+
+
+def test_pool_create_prints_one_json_object(run, db):
+    r = run(
+        "pool",
+        "create",
+        "acme",
+        "--name",
+        "Acme 公司",
+        "--callback-url",
+        "https://acme.example.com/after-login",
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["slug"] == "acme" and out["name"] == "Acme 公司"
+    assert out["url"] == out["issuer"] == "https://acme.login.example.com"
+    assert out["mp_appid"] == "wx000000000000demo"
+    assert out["default_client_id"]
+    assert r.stdout.count("\n") == 1
+
+
+async def test_pool_create_with_a_private_mini_program(run, db):
+    r = run("pool", "create", "priv", "--name", "Private", "--mp-appid", "wx1234567890abcdef",
+            "--mp-secret-stdin", stdin="0123456789abcdef0123456789abcdef\n")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["mp_appid"] == "wx1234567890abcdef"
+    row = await db.fetchrow("SELECT mp_appid, mp_secret_enc FROM pools WHERE slug = 'priv'")
+    assert row["mp_appid"] == "wx1234567890abcdef"
+    assert b"0123456789abcdef" not in row["mp_secret_enc"]
+
+
+@pytest.mark.parametrize(
+    ("slug", "message"),
+    [
+        ("Acme", "not valid"),
+        ("a" * 33, "not valid"),
+        ("acme-", "not valid"),
+        ("a.b", "not valid"),
+        ("acme_1", "not valid"),
+        ("www", "reserved"),
+        ("console", "reserved"),
+        ("api", "reserved"),
+    ],
+)
+async def test_invalid_slugs_exit_2_with_a_clear_error(run, db, slug, message):
+    r = run("pool", "create", slug, "--name", "X")
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert "invalid_slug" in r.stderr and message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert await db.fetchval("SELECT count(*) FROM pools") == 0
+
+
+async def test_duplicate_slug_exits_2_and_changes_nothing(run, db):
+    assert run("pool", "create", "acme", "--name", "First").returncode == 0
+    r = run("pool", "create", "acme", "--name", "Second")
+    assert r.returncode == 2
+    assert "already exists" in r.stderr and "Traceback" not in r.stderr
+    assert await db.fetchval("SELECT name FROM pools WHERE slug = 'acme'") == "First"
+    assert await db.fetchval("SELECT count(*) FROM clients") == 1
+    assert await db.fetchval("SELECT count(*) FROM signing_keys") == 1
+
+
+async def test_bad_callback_url_leaves_nothing_half_written(run, db):
+    r = run(
+        "pool", "create", "acme", "--name", "Acme", "--callback-url", "http://acme.example.com/cb"
+    )
+    assert r.returncode == 2 and "https" in r.stderr
+    assert await db.fetchval("SELECT count(*) FROM pools") == 0
+
+
+async def test_client_create(run, db):
+    assert run("pool", "create", "acme", "--name", "Acme").returncode == 0
+    r = run("client", "create", "acme", "--name", "Shop", "--redirect-uri", "https://shop.example.com/cb",
+            "https://shop.example.com/cb2", "--origin", "https://shop.example.com")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["client_id"] and len(out["client_secret"]) >= 40
+    assert out["redirect_uris"] == ["https://shop.example.com/cb", "https://shop.example.com/cb2"]
+    assert out["web_origins"] == ["https://shop.example.com"]
+    stored = await db.fetchval(
+        "SELECT secret_hash FROM clients WHERE client_id = $1", out["client_id"]
+    )
+    assert stored and out["client_secret"] not in stored
+
+    r = run(
+        "client",
+        "create",
+        "acme",
+        "--name",
+        "SPA",
+        "--redirect-uri",
+        "https://spa.example.com/",
+        "--public",
+    )
+    out = json.loads(r.stdout)
+    assert "client_secret" not in out and out["public"] is True
+
+    for bad in (
+        "not a url",
+        "https://x.example.com/cb#frag",
+        "javascript:alert(1)",
+        "http://x.example.com/",
+    ):
+        r = run("client", "create", "acme", "--name", "Bad", "--redirect-uri", bad)
+        assert r.returncode == 2, bad
+    r = run("client", "create", "nope", "--name", "X", "--redirect-uri", "https://x.example.com/")
+    assert r.returncode == 2 and "no pool" in r.stderr
+    assert await db.fetchval("SELECT count(*) FROM clients WHERE name IN ('Bad', 'X')") == 0
+
+
+async def test_admin_create(run, db):
+    assert run("pool", "create", "acme", "--name", "Acme").returncode == 0
+    r = run(
+        "admin",
+        "create",
+        "Ops@Example.com",
+        "--password-stdin",
+        "--pool",
+        "acme",
+        stdin="correct horse battery\n",
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {
+        "id": 1,
+        "email": "ops@example.com",
+        "superadmin": False,
+        "pools": ["acme"],
+    }
+    stored = await db.fetchval("SELECT password_hash FROM admins")
+    assert stored.startswith("$argon2id$") and "correct horse" not in stored
+    r = run("admin", "create", "ops@example.com", "--password-stdin", stdin="another password\n")
+    assert r.returncode == 2 and "already exists" in r.stderr
+    r = run(
+        "admin", "create", "root@example.com", "--password-stdin", "--superadmin", stdin="short\n"
+    )
+    assert r.returncode == 2 and "at least" in r.stderr
+    r = run(
+        "admin",
+        "create",
+        "x@example.com",
+        "--password-stdin",
+        "--pool",
+        "nope",
+        stdin="long enough pw\n",
+    )
+    assert r.returncode == 2
+    assert await db.fetchval("SELECT count(*) FROM admins") == 1
+
+
+async def test_keys_rotate_keeps_the_old_key_published(run, db):
+    assert run("pool", "create", "acme", "--name", "Acme").returncode == 0
+    old = await db.fetchval("SELECT kid FROM signing_keys WHERE active")
+    r = run("keys", "rotate", "acme")
+    assert r.returncode == 0, r.stderr
+    new = json.loads(r.stdout)["kid"]
+    assert new != old
+    rows = await db.fetch(
+        "SELECT kid, active, publish_until > now() AS published FROM signing_keys"
+    )
+    assert {(r["kid"], r["active"]) for r in rows} == {(old, False), (new, True)}
+    assert all(r["published"] for r in rows if not r["active"])
+
+
+def test_serve_refuses_to_start_without_a_secret_key(run):
+    env_free = subprocess.run(
+        [sys.executable, "-m", "portal", "serve"],
+        env={
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PORTAL_", "DATABASE_URL", "REDIS_URL"))
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert env_free.returncode == 2
+    assert "PORTAL_SECRET_KEY" in env_free.stderr
