@@ -1,0 +1,334 @@
+"""The production WeChat API client (async, httpx), shared by all processes.
+
+The access token lives in Redis (``wechat:token:{appid}``), so every process
+of every machine uses the same one and only one of them refreshes it at a
+time. Secrets, session keys, access tokens and codes never appear in
+exceptions or logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from portal.wechat.errors import ErrCode, WeChatError, WeChatUnavailable
+
+__all__ = ["PhoneInfo", "Session", "WeChatClient", "WeChatError", "WeChatUnavailable"]
+
+log = logging.getLogger(__name__)
+
+_TOKEN_INVALID = (ErrCode.INVALID_CREDENTIAL, ErrCode.ACCESS_TOKEN_EXPIRED)
+# Connection never established: WeChat cannot have acted on the request.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_RELEASE_LOCK = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class _RedactQuery(logging.Filter):
+    """httpx logs every request URL at INFO, and jscode2session carries the
+    AppSecret in its query string (WeChat accepts nothing else)."""
+
+    _pattern = re.compile(r"\b(secret|js_code|access_token|code)=[^&\s\"']*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self._pattern.sub(r"\1=***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_httpx_logger = logging.getLogger("httpx")
+if not any(isinstance(f, _RedactQuery) for f in _httpx_logger.filters):
+    _httpx_logger.addFilter(_RedactQuery())
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    openid: str
+    unionid: str | None
+    session_key: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneInfo:
+    phone_number: str
+    pure_phone_number: str
+    country_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedToken:
+    token: str
+    refresh_at: float
+    expires_at: float
+
+
+class WeChatClient:
+    """Calls WeChat's server APIs for any mini program (appid, secret per call).
+
+    ``retry_backoff`` is the sleep before each retry of a transient failure
+    (timeout, connection error, errcode -1, HTTP 5xx); after the last one the
+    call raises :class:`WeChatUnavailable`. Other errcodes raise
+    :class:`WeChatError` at once.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        redis: Redis,
+        http: httpx.AsyncClient | None = None,
+        *,
+        timeout: float = 5.0,
+        retry_backoff: Sequence[float] = (0.2, 0.6),
+        refresh_margin: float = 300.0,
+        lock_ttl: float = 30.0,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._redis = redis
+        self._own_http = http is None
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0))
+        )
+        self._backoff = tuple(retry_backoff)
+        self._refresh_margin = refresh_margin
+        self._lock_ttl = lock_ttl
+        self._release_lock = redis.register_script(_RELEASE_LOCK)
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self._http.aclose()
+
+    # -- API calls -------------------------------------------------------
+
+    async def code2session(self, appid: str, secret: str, js_code: str) -> Session:
+        params = {
+            "appid": appid,
+            "secret": secret,
+            "js_code": js_code,
+            "grant_type": "authorization_code",
+        }
+        data = await self._call("GET", "/sns/jscode2session", params=params, hide=(secret, js_code))
+        return Session(data["openid"], data.get("unionid"), data["session_key"])
+
+    async def phone_number(self, appid: str, secret: str, phone_code: str) -> PhoneInfo:
+        data = await self._call_with_token(
+            appid,
+            secret,
+            "/wxa/business/getuserphonenumber",
+            {"code": phone_code},
+            hide=(phone_code,),
+        )
+        info = data["phone_info"]
+        return PhoneInfo(info["phoneNumber"], info["purePhoneNumber"], str(info["countryCode"]))
+
+    async def wxacode_unlimited(
+        self,
+        appid: str,
+        secret: str,
+        scene: str,
+        page: str,
+        *,
+        width: int = 430,
+        check_path: bool = False,
+        env_version: str = "release",
+    ) -> bytes:
+        """The PNG of an unlimited mini-program code that opens ``page`` with ``scene``."""
+        body = {
+            "scene": scene,
+            "page": page,
+            "width": width,
+            "check_path": check_path,
+            "env_version": env_version,
+        }
+        return await self._call_with_token(
+            appid, secret, "/wxa/getwxacodeunlimit", body, image=True
+        )
+
+    # -- access token ----------------------------------------------------
+
+    async def access_token(self, appid: str, secret: str, *, force: bool = False) -> str:
+        """The mini program's stable access token, from the shared cache when fresh.
+
+        ``force=True`` treats the currently cached token as invalid. It still
+        goes through the refresh lock, so many callers forcing at once cause
+        one refresh, not a chain of them invalidating each other.
+        """
+        rejected = None
+        if force:
+            cached = await self._read_token(appid)
+            rejected = cached.token if cached else None
+        return await self._token(appid, secret, rejected)
+
+    async def _token(self, appid: str, secret: str, rejected: str | None) -> str:
+        lock, owner = f"wechat:token:{appid}:lock", secrets.token_hex(16)
+        deadline = time.monotonic() + self._lock_ttl + 5
+        while True:
+            cached = await self._read_token(appid)
+            usable = cached is not None and cached.token != rejected
+            if usable and cached.refresh_at > time.time():
+                return cached.token
+            if await self._redis.set(lock, owner, nx=True, px=int(self._lock_ttl * 1000)):
+                try:
+                    # Someone may have refreshed between our read and our lock.
+                    cached = await self._read_token(appid)
+                    if cached and cached.token != rejected and cached.refresh_at > time.time():
+                        return cached.token
+                    return await self._fetch_token(appid, secret, rejected)
+                finally:
+                    await self._release_lock(keys=[lock], args=[owner])
+            # Another process is refreshing: the current token is fine meanwhile.
+            if usable and cached.expires_at - 30 > time.time():
+                return cached.token
+            if time.monotonic() > deadline:
+                raise WeChatUnavailable("timed out waiting for the access token refresh")
+            await asyncio.sleep(0.05)
+
+    async def _fetch_token(self, appid: str, secret: str, rejected: str | None) -> str:
+        started = time.time()
+        data = await self._stable_token(appid, secret, force=False)
+        if data["access_token"] == rejected:
+            # WeChat still hands out the token it just refused: make it issue a new one.
+            data = await self._stable_token(appid, secret, force=True)
+        token, expires_in = data["access_token"], int(data["expires_in"])
+        cached = _CachedToken(
+            token=token,
+            refresh_at=started + max(expires_in - self._refresh_margin, expires_in / 2),
+            expires_at=started + expires_in,
+        )
+        await self._redis.set(
+            f"wechat:token:{appid}", json.dumps(asdict(cached)), px=max(1, int(expires_in * 1000))
+        )
+        return token
+
+    async def _stable_token(self, appid: str, secret: str, *, force: bool) -> dict[str, Any]:
+        body = {
+            "grant_type": "client_credential",
+            "appid": appid,
+            "secret": secret,
+            "force_refresh": force,
+        }
+        return await self._call("POST", "/cgi-bin/stable_token", json_body=body, hide=(secret,))
+
+    async def _read_token(self, appid: str) -> _CachedToken | None:
+        raw = await self._redis.get(f"wechat:token:{appid}")
+        if raw is None:
+            return None
+        return _CachedToken(**json.loads(raw))
+
+    # -- HTTP ------------------------------------------------------------
+
+    async def _call_with_token(
+        self,
+        appid: str,
+        secret: str,
+        path: str,
+        body: dict[str, Any],
+        *,
+        hide: tuple[str, ...] = (),
+        image: bool = False,
+    ) -> Any:
+        """POST with the access token; if WeChat refuses the token, refresh it and retry once."""
+        token = await self._token(appid, secret, None)
+        try:
+            return await self._call(
+                "POST",
+                path,
+                params={"access_token": token},
+                json_body=body,
+                hide=(*hide, token),
+                image=image,
+            )
+        except WeChatError as exc:
+            if exc.errcode not in _TOKEN_INVALID:
+                raise
+            log.info(
+                "WeChat refused the access token of %s (errcode %s), refreshing", appid, exc.errcode
+            )
+        token = await self._token(appid, secret, rejected=token)
+        return await self._call(
+            "POST",
+            path,
+            params={"access_token": token},
+            json_body=body,
+            hide=(*hide, token),
+            image=image,
+        )
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
+        hide: tuple[str, ...] = (),
+        image: bool = False,
+    ) -> Any:
+        """One WeChat API call with retries: the JSON dict, or the bytes of an image.
+
+        ``hide`` lists the request's credentials, scrubbed from any errmsg.
+        """
+        url = self._base + path
+        reason = ""
+        maybe_spent = False  # a failed attempt may have reached WeChat and spent a code
+        for attempt in range(len(self._backoff) + 1):
+            if attempt:
+                pause = self._backoff[attempt - 1]
+                log.warning("WeChat %s failed (%s), retry %d in %gs", path, reason, attempt, pause)
+                await asyncio.sleep(pause)
+            try:
+                response = await self._http.request(method, url, params=params, json=json_body)
+            except httpx.TransportError as exc:
+                # Only the class name: str(exc) or a chained traceback may carry the URL.
+                reason = type(exc).__name__
+                maybe_spent = maybe_spent or not isinstance(exc, _NOT_SENT)
+                continue
+            if response.status_code >= 500:
+                reason, maybe_spent = f"HTTP {response.status_code}", True
+                continue
+            if image and response.headers.get("content-type", "").startswith("image/"):
+                return response.content
+            data = _parse(response, path)
+            errcode = int(data.get("errcode") or 0)
+            if errcode == 0:
+                return data
+            errmsg = _scrub(str(data.get("errmsg", "")), hide)
+            if errcode == ErrCode.SYSTEM_BUSY:
+                reason = errmsg
+                continue
+            if errcode == ErrCode.CODE_USED and maybe_spent:
+                # Our own earlier attempt spent the code: the user did nothing wrong.
+                raise WeChatUnavailable(f"code spent by a failed attempt: {errmsg}", api=path)
+            raise WeChatError(errcode, errmsg, api=path)
+        raise WeChatUnavailable(f"{reason} after {len(self._backoff) + 1} attempts", api=path)
+
+
+def _parse(response: httpx.Response, path: str) -> dict[str, Any]:
+    # WeChat labels some JSON answers text/plain: parse the body whatever the type.
+    try:
+        data = json.loads(response.content)
+    except ValueError:
+        data = None
+    if response.status_code != 200 or not isinstance(data, dict):
+        raise WeChatUnavailable(f"unexpected answer (HTTP {response.status_code})", api=path)
+    return data
+
+
+def _scrub(text: str, hide: tuple[str, ...]) -> str:
+    for value in hide:
+        if value:
+            text = text.replace(value, "***")
+    return text

@@ -1,0 +1,77 @@
+"""WeChat API error codes and the exceptions the client raises.
+
+WeChat answers errors with HTTP 200 and ``{"errcode": N, "errmsg": "..."}``; the
+codes below are the ones this project reacts to (and the fake produces).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ErrCode(IntEnum):
+    SYSTEM_BUSY = -1
+    INVALID_CREDENTIAL = 40001  # access token unknown, or no longer the latest one
+    INVALID_GRANT_TYPE = 40002
+    INVALID_APPID = 40013
+    INVALID_CODE = 40029
+    INVALID_ARGS = 40097
+    INVALID_APPSECRET = 40125
+    INVALID_SCENE_CHARS = 40129  # a character WeChat does not allow in a scene
+    CODE_USED = 40163
+    INVALID_SCENE = 40169
+    HIGH_RISK_USER = 40226
+    APPID_MISSING = 41002
+    APPSECRET_MISSING = 41004
+    CODE_MISSING = 41008
+    INVALID_PAGE = 41030
+    ACCESS_TOKEN_EXPIRED = 42001
+    DAILY_QUOTA = 45009
+    MINUTE_QUOTA = 45011
+    DATA_FORMAT = 47001
+
+
+ERRMSG: dict[int, str] = {
+    ErrCode.SYSTEM_BUSY: "system error",
+    ErrCode.INVALID_CREDENTIAL: "invalid credential, access_token is invalid or not latest",
+    ErrCode.INVALID_GRANT_TYPE: "invalid grant_type",
+    ErrCode.INVALID_APPID: "invalid appid",
+    ErrCode.INVALID_CODE: "invalid code",
+    ErrCode.INVALID_ARGS: "invalid args",
+    ErrCode.INVALID_APPSECRET: "invalid appsecret",
+    ErrCode.INVALID_SCENE_CHARS: "invalid scene",
+    ErrCode.CODE_USED: "code been used",
+    ErrCode.INVALID_SCENE: "invalid length for scene, or the data is not json string",
+    ErrCode.HIGH_RISK_USER: "high risk user",
+    ErrCode.APPID_MISSING: "appid missing",
+    ErrCode.APPSECRET_MISSING: "appsecret missing",
+    ErrCode.CODE_MISSING: "missing code",
+    ErrCode.INVALID_PAGE: "invalid page",
+    ErrCode.ACCESS_TOKEN_EXPIRED: "access_token expired",
+    ErrCode.DAILY_QUOTA: "reach max api daily quota limit",
+    ErrCode.MINUTE_QUOTA: "api minute-quota reach limit  mustslower  retry next minute",
+    ErrCode.DATA_FORMAT: "data format error",
+}
+
+
+class WeChatError(Exception):
+    """WeChat answered with a non-zero ``errcode`` (``errmsg`` as WeChat sent it,
+    with any credential of the request redacted)."""
+
+    def __init__(self, errcode: int, errmsg: str, *, api: str | None = None) -> None:
+        self.errcode = int(errcode)
+        self.errmsg = errmsg
+        self.api = api
+        super().__init__(f"WeChat {api or 'API'} errcode {self.errcode}: {errmsg}")
+
+
+class WeChatUnavailable(WeChatError):
+    """WeChat could not be reached or stayed busy (errcode -1) after the retries.
+
+    A subclass of :class:`WeChatError` with ``errcode == -1`` so that one
+    ``except WeChatError`` mapping by errcode works; catch this first to tell
+    "try again later" (502) apart from a definite refusal.
+    """
+
+    def __init__(self, errmsg: str, *, api: str | None = None) -> None:
+        super().__init__(ErrCode.SYSTEM_BUSY, errmsg, api=api)

@@ -1,0 +1,452 @@
+"""A fake WeChat API server for dev and tests (design §7), all in memory.
+
+It answers like ``api.weixin.qq.com``: HTTP 200 with WeChat's JSON field names
+and ``{"errcode": N, "errmsg": "..."}`` errors, so the production client talks
+to it unchanged (only ``WECHAT_API_BASE`` differs).
+
+WeChat endpoints and their rules:
+
+- ``GET /sns/jscode2session``: a ``js_code`` ``USER`` or ``USER.ANYTHING``
+  (USER: letters, digits, ``_``) logs in as WeChat user USER, once (then
+  40163). ``invalid...`` or malformed → 40029, ``risky...`` → 40226. The
+  openid is derived from (appid, USER), the unionid from USER alone.
+- ``POST /cgi-bin/stable_token`` (JSON): the same token until its last 5
+  minutes, when a new one is issued (the old stays valid until it expires);
+  ``force_refresh: true`` issues a new one and kills the previous at once.
+  ``GET /cgi-bin/token``: a new token per call, the previous lives 5 more minutes.
+  Unknown appid → 40013, wrong secret → 40125.
+- ``POST /wxa/business/getuserphonenumber?access_token=``: a ``code``
+  ``DIGITS`` or ``DIGITS.ANYTHING`` yields that number (country code 86), once.
+- ``POST /wxa/getwxacodeunlimit?access_token=``: a PNG QR code (error
+  correction H) whose text is exactly ``scene``. Scene empty or over 32
+  characters → 40169, outside WeChat's character set → 40129; a ``page``
+  starting with ``invalid`` → 41030.
+- Missing or unknown access token → 40001, expired → 42001.
+- ``busy_rate`` F answers ``{"errcode": -1, "errmsg": "system error"}`` to
+  that fraction of calls.
+
+Test-control endpoints (never counted, never busy; bad input → HTTP 400):
+
+- ``POST /_fake/faults`` ``{"path": "/sns/jscode2session", "errcode": 45011,
+  "errmsg"?: "...", "delay"?: 3.0, "times"?: 1}``: the next ``times`` calls
+  of that path first sleep ``delay`` seconds, then answer ``errcode`` (if
+  given) instead of doing their work. → ``{"path", "pending"}``
+- ``GET /_fake/stats`` → ``{"calls": {path: number of calls}}``
+- ``POST /_fake/reset``: clears faults, stats, used codes, tokens and the clock.
+- ``POST /_fake/clock`` ``{"advance": seconds}``: moves the fake's clock
+  forward (to expire tokens). → ``{"offset": seconds}``
+- ``POST /_fake/apps`` ``{"appid", "secret"}``: registers a mini program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import io
+import json
+import random
+import re
+import secrets
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import segno
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from portal.wechat.errors import ERRMSG, ErrCode
+
+DEMO_APPID = "wx000000000000demo"
+DEMO_SECRET = "demosecretdemosecretdemosecret00"
+
+TOKEN_TTL = 7200
+RENEW_WINDOW = 300  # WeChat renews stable tokens (and retires plain ones) 5 minutes early
+
+JSCODE2SESSION = "/sns/jscode2session"
+STABLE_TOKEN = "/cgi-bin/stable_token"
+TOKEN = "/cgi-bin/token"
+PHONE_NUMBER = "/wxa/business/getuserphonenumber"
+WXACODE_UNLIMIT = "/wxa/getwxacodeunlimit"
+API_PATHS = (JSCODE2SESSION, STABLE_TOKEN, TOKEN, PHONE_NUMBER, WXACODE_UNLIMIT)
+
+_USER_CODE = re.compile(r"([A-Za-z0-9_]{1,64})(?:\..*)?", re.DOTALL)
+_PHONE_CODE = re.compile(r"([0-9]{1,20})(?:\..*)?", re.DOTALL)
+_SCENE = re.compile(r"[A-Za-z0-9!#$&'()*+,/:;=?@\-._~]*")
+
+
+def openid_for(appid: str, user: str) -> str:
+    """The fake's openid of WeChat user ``user`` in mini program ``appid``."""
+    digest = hashlib.sha256(f"{appid}:{user}".encode()).digest()
+    return "o" + base64.urlsafe_b64encode(digest).decode()[:27]
+
+
+def unionid_for(user: str) -> str:
+    """The fake's unionid of WeChat user ``user`` (the same in every mini program)."""
+    digest = hashlib.sha256(f"unionid:{user}".encode()).digest()
+    return "o" + base64.urlsafe_b64encode(digest).decode()[:28]
+
+
+class _Refusal(Exception):
+    def __init__(self, errcode: int, errmsg: str | None = None) -> None:
+        self.errcode = int(errcode)
+        self.errmsg = errmsg or ERRMSG.get(errcode, "fault injected")
+
+
+@dataclass(frozen=True)
+class _Fault:
+    errcode: int | None
+    errmsg: str | None
+    delay: float
+
+
+def _errbody(errcode: int, errmsg: str) -> dict[str, Any]:
+    # Real errmsgs end with a request id; callers must not match on errmsg text.
+    return {"errcode": errcode, "errmsg": f"{errmsg}, rid: {secrets.token_hex(8)}"}
+
+
+def _qr_png(text: str, width: int) -> bytes:
+    qr = segno.make_qr(text, error="h")
+    modules = qr.symbol_size(border=4)[0]
+    out = io.BytesIO()
+    qr.save(out, kind="png", scale=max(1, width // modules), border=4)
+    return out.getvalue()
+
+
+class _FakeWeChat:
+    def __init__(self, apps: dict[str, str], busy_rate: float, seed: int | None) -> None:
+        self.apps = apps
+        self.busy_rate = busy_rate
+        self.rng = random.Random(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.faults: dict[str, deque[_Fault]] = {}
+        self.used_codes: set[str] = set()
+        self.used_phone_codes: set[str] = set()
+        self.tokens: dict[str, tuple[str, float]] = {}  # token -> (appid, expires_at)
+        self.stable: dict[str, str] = {}  # appid -> current stable token
+        self.plain: dict[str, str] = {}  # appid -> latest /cgi-bin/token token
+        self.clock_offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.clock_offset
+
+    # -- helpers ---------------------------------------------------------
+
+    def _check_app(self, appid: Any, secret: Any) -> str:
+        if not appid:
+            raise _Refusal(ErrCode.APPID_MISSING)
+        if not isinstance(appid, str) or appid not in self.apps:
+            raise _Refusal(ErrCode.INVALID_APPID)
+        if not secret:
+            raise _Refusal(ErrCode.APPSECRET_MISSING)
+        if not secrets.compare_digest(str(secret).encode(), self.apps[appid].encode()):
+            raise _Refusal(ErrCode.INVALID_APPSECRET)
+        return appid
+
+    def _check_token(self, request: Request) -> str:
+        entry = self.tokens.get(request.query_params.get("access_token", ""))
+        if entry is None:
+            raise _Refusal(ErrCode.INVALID_CREDENTIAL)
+        appid, expires_at = entry
+        if self.now() >= expires_at:
+            raise _Refusal(ErrCode.ACCESS_TOKEN_EXPIRED)
+        return appid
+
+    def _issue(self, appid: str) -> str:
+        token = secrets.token_urlsafe(96)
+        self.tokens[token] = (appid, self.now() + TOKEN_TTL)
+        return token
+
+    @staticmethod
+    async def _body(request: Request, errcode: int = ErrCode.DATA_FORMAT) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise _Refusal(errcode) from None
+        if not isinstance(body, dict):
+            raise _Refusal(errcode)
+        return body
+
+    # -- WeChat endpoints ------------------------------------------------
+
+    async def jscode2session(self, request: Request) -> dict[str, Any]:
+        q = request.query_params
+        appid = self._check_app(q.get("appid"), q.get("secret"))
+        if q.get("grant_type") != "authorization_code":
+            raise _Refusal(ErrCode.INVALID_GRANT_TYPE)
+        code = q.get("js_code", "")
+        if not code:
+            raise _Refusal(ErrCode.CODE_MISSING)
+        match = _USER_CODE.fullmatch(code)
+        if match is None or code.startswith("invalid"):
+            raise _Refusal(ErrCode.INVALID_CODE)
+        if code.startswith("risky"):
+            raise _Refusal(ErrCode.HIGH_RISK_USER)
+        if code in self.used_codes:
+            raise _Refusal(ErrCode.CODE_USED)
+        self.used_codes.add(code)
+        user = match.group(1)
+        return {
+            "session_key": base64.b64encode(secrets.token_bytes(16)).decode(),
+            "openid": openid_for(appid, user),
+            "unionid": unionid_for(user),
+        }
+
+    async def stable_token(self, request: Request) -> dict[str, Any]:
+        body = await self._body(request)
+        if body.get("grant_type") != "client_credential":
+            raise _Refusal(ErrCode.INVALID_GRANT_TYPE)
+        appid = self._check_app(body.get("appid"), body.get("secret"))
+        force = body.get("force_refresh", False)
+        if not isinstance(force, bool):
+            raise _Refusal(ErrCode.INVALID_ARGS)
+        now = self.now()
+        current = self.stable.get(appid)
+        expires_at = self.tokens.get(current or "", ("", 0.0))[1]
+        if force or expires_at - now <= RENEW_WINDOW:
+            if force and current:
+                self.tokens.pop(current, None)
+            current = self.stable[appid] = self._issue(appid)
+            expires_at = now + TOKEN_TTL
+        return {"access_token": current, "expires_in": int(expires_at - now)}
+
+    async def token(self, request: Request) -> dict[str, Any]:
+        q = request.query_params
+        if q.get("grant_type") != "client_credential":
+            raise _Refusal(ErrCode.INVALID_GRANT_TYPE)
+        appid = self._check_app(q.get("appid"), q.get("secret"))
+        previous = self.plain.get(appid)
+        if previous in self.tokens:
+            _, expires_at = self.tokens[previous]
+            self.tokens[previous] = (appid, min(expires_at, self.now() + RENEW_WINDOW))
+        self.plain[appid] = token = self._issue(appid)
+        return {"access_token": token, "expires_in": TOKEN_TTL}
+
+    async def phone_number(self, request: Request) -> dict[str, Any]:
+        appid = self._check_token(request)
+        code = (await self._body(request)).get("code")
+        if not code or not isinstance(code, str):
+            raise _Refusal(ErrCode.CODE_MISSING)
+        match = _PHONE_CODE.fullmatch(code)
+        if match is None:
+            raise _Refusal(ErrCode.INVALID_CODE)
+        if code in self.used_phone_codes:
+            raise _Refusal(ErrCode.CODE_USED)
+        self.used_phone_codes.add(code)
+        number = match.group(1)
+        return {
+            "errcode": 0,
+            "errmsg": "ok",
+            "phone_info": {
+                "phoneNumber": number,
+                "purePhoneNumber": number,
+                "countryCode": "86",
+                "watermark": {"timestamp": int(self.now()), "appid": appid},
+            },
+        }
+
+    async def wxacode_unlimit(self, request: Request) -> Response:
+        self._check_token(request)
+        body = await self._body(request, ErrCode.INVALID_SCENE)
+        scene, page = body.get("scene"), body.get("page", "")
+        if not isinstance(scene, str) or not 1 <= len(scene) <= 32:
+            raise _Refusal(ErrCode.INVALID_SCENE)
+        if not _SCENE.fullmatch(scene):
+            raise _Refusal(ErrCode.INVALID_SCENE_CHARS)
+        if not isinstance(page, str) or page.startswith("invalid"):
+            raise _Refusal(ErrCode.INVALID_PAGE)
+        if body.get("env_version", "release") not in ("release", "trial", "develop"):
+            raise _Refusal(ErrCode.INVALID_ARGS)
+        width = body.get("width", 430)
+        if not isinstance(width, int):
+            raise _Refusal(ErrCode.INVALID_ARGS)
+        return Response(_qr_png(scene, min(max(width, 280), 1280)), media_type="image/png")
+
+    def endpoint(
+        self,
+        handler: Callable[[Request], Awaitable[dict[str, Any] | Response]],
+        media_type: str = "application/json",
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Wrap a WeChat handler with stats, injected faults, busy answers and errors."""
+
+        def answer(body: dict[str, Any]) -> Response:
+            return Response(json.dumps(body, ensure_ascii=False), media_type=media_type)
+
+        async def wrapped(request: Request) -> Response:
+            path = request.url.path
+            self.calls[path] += 1
+            queue = self.faults.get(path)
+            if queue:
+                fault = queue.popleft()
+                if fault.delay > 0:
+                    await asyncio.sleep(fault.delay)
+                if fault.errcode is not None:
+                    refusal = _Refusal(fault.errcode, fault.errmsg)
+                    return answer(_errbody(refusal.errcode, refusal.errmsg))
+            if self.busy_rate and self.rng.random() < self.busy_rate:
+                return answer(_errbody(ErrCode.SYSTEM_BUSY, ERRMSG[ErrCode.SYSTEM_BUSY]))
+            try:
+                result = await handler(request)
+            except _Refusal as refusal:
+                return answer(_errbody(refusal.errcode, refusal.errmsg))
+            return result if isinstance(result, Response) else answer(result)
+
+        return wrapped
+
+    # -- test control ----------------------------------------------------
+
+    async def add_fault(self, request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+            path = body["path"]
+            errcode = None if body.get("errcode") is None else int(body["errcode"])
+            delay = float(body.get("delay", 0))
+            times = int(body.get("times", 1))
+        except (ValueError, TypeError, KeyError):
+            return _bad_request("expected {path, errcode and/or delay, times?}")
+        if path not in API_PATHS:
+            return _bad_request(f"path must be one of {', '.join(API_PATHS)}")
+        if (errcode is None and delay <= 0) or times < 1:
+            return _bad_request("need errcode or a positive delay, and times >= 1")
+        queue = self.faults.setdefault(path, deque())
+        queue.extend([_Fault(errcode, body.get("errmsg"), delay)] * times)
+        return JSONResponse({"path": path, "pending": len(queue)})
+
+    async def stats(self, request: Request) -> Response:
+        return JSONResponse({"calls": dict(self.calls)})
+
+    async def reset_endpoint(self, request: Request) -> Response:
+        self.reset()
+        return JSONResponse({"ok": True})
+
+    async def clock(self, request: Request) -> Response:
+        try:
+            advance = float(json.loads(await request.body())["advance"])
+        except (ValueError, TypeError, KeyError):
+            return _bad_request('expected {"advance": seconds}')
+        if advance < 0:
+            return _bad_request("the clock only moves forward")
+        self.clock_offset += advance
+        return JSONResponse({"offset": self.clock_offset})
+
+    async def add_app(self, request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+            appid, secret = str(body["appid"]), str(body["secret"])
+        except (ValueError, TypeError, KeyError):
+            return _bad_request('expected {"appid", "secret"}')
+        if not appid or not secret:
+            return _bad_request("appid and secret must not be empty")
+        self.apps[appid] = secret
+        return JSONResponse({"appid": appid})
+
+
+def _bad_request(message: str) -> Response:
+    return JSONResponse({"error": "bad_request", "error_description": message}, status_code=400)
+
+
+def create_fake_wechat_app(
+    apps: dict[str, str] | None = None, busy_rate: float = 0.0, seed: int | None = None
+) -> Starlette:
+    """The fake as an ASGI app; ``apps`` maps appid → secret (default: the demo app).
+
+    The fake's state is at ``app.state.fake``; ``app.state.apps`` is the live
+    appid → secret dict.
+    """
+    if not 0.0 <= busy_rate <= 1.0:
+        raise ValueError("busy_rate must be between 0 and 1")
+    fake = _FakeWeChat(dict(apps) if apps else {DEMO_APPID: DEMO_SECRET}, busy_rate, seed)
+    api = fake.endpoint
+    routes = [
+        # Like the real one, jscode2session answers JSON labelled text/plain.
+        Route(JSCODE2SESSION, api(fake.jscode2session, "text/plain"), methods=["GET"]),
+        Route(STABLE_TOKEN, api(fake.stable_token), methods=["POST"]),
+        Route(TOKEN, api(fake.token), methods=["GET"]),
+        Route(PHONE_NUMBER, api(fake.phone_number), methods=["POST"]),
+        Route(WXACODE_UNLIMIT, api(fake.wxacode_unlimit), methods=["POST"]),
+        Route("/_fake/faults", fake.add_fault, methods=["POST"]),
+        Route("/_fake/stats", fake.stats, methods=["GET"]),
+        Route("/_fake/reset", fake.reset_endpoint, methods=["POST"]),
+        Route("/_fake/clock", fake.clock, methods=["POST"]),
+        Route("/_fake/apps", fake.add_app, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.fake = fake
+    app.state.apps = fake.apps
+    return app
+
+
+class _AppArgError(argparse.ArgumentTypeError, ValueError):
+    """A ValueError for plain callers; argparse shows its message as is."""
+
+
+def parse_app_arg(s: str) -> tuple[str, str]:
+    """Parse ``--app APPID:SECRET``."""
+    appid, sep, secret = s.partition(":")
+    appid, secret = appid.strip(), secret.strip()
+    if not sep or not appid or not secret:
+        raise _AppArgError("expected APPID:SECRET, both non-empty")
+    return appid, secret
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    apps: dict[str, str] | None = None,
+    busy_rate: float = 0.0,
+    seed: int | None = None,
+) -> None:
+    """Run the fake until interrupted (``portal fake-wechat``)."""
+    uvicorn.run(create_fake_wechat_app(apps, busy_rate, seed), host=host, port=port)
+
+
+@dataclass(frozen=True)
+class RunningFake:
+    url: str  # base URL, no trailing slash: use as WECHAT_API_BASE
+    apps: dict[str, str]  # the live appid → secret dict
+
+
+@contextmanager
+def run_in_thread(
+    apps: dict[str, str] | None = None,
+    busy_rate: float = 0.0,
+    seed: int | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> Iterator[RunningFake]:
+    """Run the fake over real HTTP in a background thread (tests, ``portal dev``).
+
+    ``port=0`` picks a free port; the URL yielded carries the real one.
+    """
+    app = create_fake_wechat_app(apps, busy_rate, seed)
+    # log_config=None: leave the host program's logging alone. (access_log=False
+    # would silence uvicorn.access for the whole process, the portal's too.)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off", ws="none")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="fake-wechat", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"the fake WeChat server did not start on {host}:{port}")
+        time.sleep(0.01)
+    bound_port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield RunningFake(url=f"http://{host}:{bound_port}", apps=app.state.apps)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,385 @@
+"""The fake WeChat API, over real HTTP, answers like WeChat (design §7)."""
+
+import asyncio
+import io
+import time
+
+import httpx
+import pytest
+import zxingcpp
+from PIL import Image
+
+from portal.wechat.fake import (
+    DEMO_APPID,
+    DEMO_SECRET,
+    create_fake_wechat_app,
+    openid_for,
+    parse_app_arg,
+    run_in_thread,
+    unionid_for,
+)
+
+OTHER_APPID, OTHER_SECRET = "wx00000000000other", "othersecretothersecretothersecre"
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with run_in_thread({DEMO_APPID: DEMO_SECRET, OTHER_APPID: OTHER_SECRET}) as running:
+        yield running
+
+
+@pytest.fixture
+async def http(fake):
+    async with httpx.AsyncClient(base_url=fake.url) as client:
+        (await client.post("/_fake/reset")).raise_for_status()
+        yield client
+
+
+async def login(http, code, appid=DEMO_APPID, secret=DEMO_SECRET, grant_type="authorization_code"):
+    params = {"appid": appid, "secret": secret, "js_code": code, "grant_type": grant_type}
+    response = await http.get("/sns/jscode2session", params=params)
+    assert response.status_code == 200
+    return response.json()
+
+
+async def stable_token(http, appid=DEMO_APPID, secret=DEMO_SECRET, **extra):
+    body = {"grant_type": "client_credential", "appid": appid, "secret": secret, **extra}
+    return (await http.post("/cgi-bin/stable_token", json=body)).json()
+
+
+async def token(http, appid=DEMO_APPID, secret=DEMO_SECRET):
+    return (await stable_token(http, appid, secret))["access_token"]
+
+
+async def phone(http, access_token, code):
+    response = await http.post(
+        "/wxa/business/getuserphonenumber",
+        params={"access_token": access_token},
+        json={"code": code},
+    )
+    return response.json()
+
+
+async def wxacode(http, access_token, **body):
+    return await http.post(
+        "/wxa/getwxacodeunlimit", params={"access_token": access_token}, json=body
+    )
+
+
+def errcode(data):
+    return data.get("errcode")
+
+
+# -- jscode2session ------------------------------------------------------
+
+
+async def test_login_openid_per_app_unionid_shared(http):
+    demo = await login(http, "alice.1")
+    again = await login(http, "alice")
+    other = await login(http, "alice.2", OTHER_APPID, OTHER_SECRET)
+    bob = await login(http, "bob_2.x")
+
+    assert demo["openid"] == again["openid"] == openid_for(DEMO_APPID, "alice")
+    assert len(demo["openid"]) == 28 and demo["openid"].startswith("o")
+    assert other["openid"] == openid_for(OTHER_APPID, "alice") != demo["openid"]
+    assert demo["unionid"] == other["unionid"] == unionid_for("alice")
+    assert bob["openid"] == openid_for(DEMO_APPID, "bob_2")
+    assert bob["unionid"] != demo["unionid"]
+    assert demo["session_key"] and demo["session_key"] != again["session_key"]
+
+
+async def test_jscode2session_answers_json_as_text_plain_like_wechat(http):
+    params = {
+        "appid": DEMO_APPID,
+        "secret": DEMO_SECRET,
+        "js_code": "carol",
+        "grant_type": "authorization_code",
+    }
+    response = await http.get("/sns/jscode2session", params=params)
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+async def test_code_works_once(http):
+    assert "openid" in await login(http, "dave.once")
+    used = await login(http, "dave.once")
+    assert errcode(used) == 40163
+    assert used["errmsg"].startswith("code been used")
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("invalid", 40029),
+        ("invalid_user.1", 40029),
+        ("not-a-user", 40029),
+        ("two words", 40029),
+        (".nouser", 40029),
+        ("", 41008),
+        ("risky", 40226),
+        ("risky_bob.7", 40226),
+    ],
+)
+async def test_bad_codes(http, code, expected):
+    assert errcode(await login(http, code)) == expected
+
+
+async def test_login_credentials_checked(http):
+    assert errcode(await login(http, "erin", appid="wxunknown")) == 40013
+    assert errcode(await login(http, "erin", secret="wrong")) == 40125
+    assert errcode(await login(http, "erin", secret=OTHER_SECRET)) == 40125
+    assert errcode(await login(http, "erin", grant_type="client_credential")) == 40002
+    # Refused calls do not spend the code.
+    assert "openid" in await login(http, "erin")
+
+
+# -- access tokens -------------------------------------------------------
+
+
+async def test_stable_token_is_stable_until_forced(http):
+    first = await stable_token(http)
+    assert first["expires_in"] == 7200
+    assert (await stable_token(http))["access_token"] == first["access_token"]
+
+    forced = await stable_token(http, force_refresh=True)
+    assert forced["access_token"] != first["access_token"]
+    # A forced refresh kills the previous token at once.
+    assert errcode(await phone(http, first["access_token"], "13800000000")) == 40001
+    assert "phone_info" in await phone(http, forced["access_token"], "13800000001")
+
+
+async def test_stable_token_renewed_in_its_last_five_minutes(http):
+    first = await token(http)
+    await http.post("/_fake/clock", json={"advance": 7200 - 299})
+    second = await stable_token(http)
+    assert second["access_token"] != first and second["expires_in"] == 7200
+    # The old one stays valid until it expires...
+    assert "phone_info" in await phone(http, first, "13800000002")
+    await http.post("/_fake/clock", json={"advance": 300})
+    # ...then it is expired, the new one is not.
+    assert errcode(await phone(http, first, "13800000003")) == 42001
+    assert "phone_info" in await phone(http, second["access_token"], "13800000004")
+
+
+async def test_stable_token_credentials_checked(http):
+    assert errcode(await stable_token(http, appid="wxunknown")) == 40013
+    assert errcode(await stable_token(http, secret="wrong")) == 40125
+    assert errcode(await stable_token(http, grant_type="password")) == 40002
+    assert errcode(await stable_token(http, force_refresh="yes")) == 40097
+    response = await http.post("/cgi-bin/stable_token", content=b"not json")
+    assert errcode(response.json()) == 47001
+
+
+async def test_plain_token(http):
+    params = {"grant_type": "client_credential", "appid": DEMO_APPID, "secret": DEMO_SECRET}
+    first = (await http.get("/cgi-bin/token", params=params)).json()
+    second = (await http.get("/cgi-bin/token", params=params)).json()
+    assert first["expires_in"] == 7200 and first["access_token"] != second["access_token"]
+    assert "phone_info" in await phone(http, first["access_token"], "13800000005")
+    await http.post("/_fake/clock", json={"advance": 301})
+    assert errcode(await phone(http, first["access_token"], "13800000006")) == 42001
+    assert "phone_info" in await phone(http, second["access_token"], "13800000007")
+    bad = (await http.get("/cgi-bin/token", params={**params, "secret": "x"})).json()
+    assert errcode(bad) == 40125
+
+
+@pytest.mark.parametrize("access_token", [None, "", "unknown-token"])
+async def test_missing_or_unknown_token(http, access_token):
+    params = {} if access_token is None else {"access_token": access_token}
+    response = await http.post(
+        "/wxa/business/getuserphonenumber", params=params, json={"code": "1"}
+    )
+    assert errcode(response.json()) == 40001
+    response = await http.post("/wxa/getwxacodeunlimit", params=params, json={"scene": "x"})
+    assert response.headers["content-type"].startswith("application/json")
+    assert errcode(response.json()) == 40001
+
+
+async def test_expired_token(http):
+    access_token = await token(http)
+    await http.post("/_fake/clock", json={"advance": 7200})
+    assert errcode(await phone(http, access_token, "13800000008")) == 42001
+    assert (await wxacode(http, access_token, scene="x")).json()["errcode"] == 42001
+
+
+# -- phone numbers -------------------------------------------------------
+
+
+async def test_phone_number(http):
+    demo_token = await token(http)
+    answer = await phone(http, demo_token, "13812345678")
+    assert answer["errcode"] == 0 and answer["errmsg"] == "ok"
+    info = answer["phone_info"]
+    assert info["phoneNumber"] == info["purePhoneNumber"] == "13812345678"
+    assert info["countryCode"] == "86"
+    assert info["watermark"]["appid"] == DEMO_APPID
+    assert abs(info["watermark"]["timestamp"] - time.time()) < 60
+
+    other_token = await token(http, OTHER_APPID, OTHER_SECRET)
+    other = await phone(http, other_token, "13812345678.second")
+    assert other["phone_info"]["purePhoneNumber"] == "13812345678"
+    assert other["phone_info"]["watermark"]["appid"] == OTHER_APPID
+
+
+async def test_phone_code_rules(http):
+    access_token = await token(http)
+    assert "phone_info" in await phone(http, access_token, "13900000000.a")
+    assert errcode(await phone(http, access_token, "13900000000.a")) == 40163
+    assert errcode(await phone(http, access_token, "alice")) == 40029
+    assert errcode(await phone(http, access_token, "+8613900000000")) == 40029
+    assert errcode(await phone(http, access_token, "")) == 41008
+
+
+# -- mini-program codes --------------------------------------------------
+
+
+def decode_qr(png: bytes) -> str:
+    results = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    assert len(results) == 1
+    return results[0].text
+
+
+@pytest.mark.parametrize("scene", ["a", "Xk3_-9aZ" * 4, "id=12&from=pc"])
+async def test_wxacode_encodes_the_scene(http, scene):
+    response = await wxacode(http, await token(http), scene=scene, page="pages/login/index")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert decode_qr(response.content) == scene
+
+
+async def test_wxacode_width(http):
+    access_token = await token(http)
+    small = await wxacode(http, access_token, scene="abc", width=280)
+    large = await wxacode(http, access_token, scene="abc", width=1280)
+    assert Image.open(io.BytesIO(small.content)).width <= 280
+    assert Image.open(io.BytesIO(large.content)).width > 1000
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"scene": "x" * 33}, 40169),
+        ({"scene": ""}, 40169),
+        ({"page": "pages/index/index"}, 40169),
+        ({"scene": "has space"}, 40129),
+        ({"scene": "ok", "page": "invalid/page"}, 41030),
+        ({"scene": "ok", "env_version": "beta"}, 40097),
+    ],
+)
+async def test_wxacode_errors_are_json(http, body, expected):
+    response = await wxacode(http, await token(http), **body)
+    assert response.headers["content-type"].startswith("application/json")
+    assert errcode(response.json()) == expected
+
+
+# -- busy rate, faults, stats, reset --------------------------------------
+
+
+async def test_busy_rate_one_answers_system_error_everywhere():
+    with run_in_thread(busy_rate=1.0) as busy:
+        async with httpx.AsyncClient(base_url=busy.url) as http:
+            answers = [
+                await login(http, "alice"),
+                await stable_token(http),
+                await phone(http, "any", "13800000000"),
+                (await wxacode(http, "any", scene="x")).json(),
+            ]
+            assert [errcode(a) for a in answers] == [-1, -1, -1, -1]
+            assert all(a["errmsg"].startswith("system error") for a in answers)
+
+
+async def test_busy_rate_fraction():
+    with run_in_thread(busy_rate=0.5, seed=7) as busy:
+        async with httpx.AsyncClient(base_url=busy.url) as http:
+            answers = [await login(http, f"user{i}") for i in range(200)]
+    busy_count = sum(errcode(a) == -1 for a in answers)
+    assert 60 < busy_count < 140
+    assert all("openid" in a for a in answers if errcode(a) != -1)
+
+
+async def test_fault_errcode(http):
+    fault = {"path": "/sns/jscode2session", "errcode": 45011, "times": 2}
+    assert (await http.post("/_fake/faults", json=fault)).json()["pending"] == 2
+    assert errcode(await login(http, "frank.1")) == 45011
+    assert errcode(await login(http, "frank.1")) == 45011
+    assert "openid" in await login(http, "frank.1")
+
+
+async def test_fault_other_paths_untouched(http):
+    await http.post("/_fake/faults", json={"path": "/cgi-bin/stable_token", "errcode": -1})
+    assert "openid" in await login(http, "gina")
+    assert errcode(await stable_token(http)) == -1
+    assert "access_token" in await stable_token(http)
+
+
+async def test_fault_delay(http):
+    await http.post("/_fake/faults", json={"path": "/sns/jscode2session", "delay": 0.3})
+    started = time.monotonic()
+    assert "openid" in await login(http, "hank")
+    assert time.monotonic() - started >= 0.3
+    started = time.monotonic()
+    assert "openid" in await login(http, "hank.2")
+    assert time.monotonic() - started < 0.3
+
+
+async def test_fault_delay_then_timeout_for_client(http):
+    await http.post("/_fake/faults", json={"path": "/cgi-bin/stable_token", "delay": 1.0})
+    with pytest.raises(httpx.ReadTimeout):
+        await http.post("/cgi-bin/stable_token", json={}, timeout=0.1)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"path": "/nope", "errcode": -1},
+        {"path": "/sns/jscode2session"},
+        {"path": "/sns/jscode2session", "errcode": -1, "times": 0},
+        {"errcode": -1},
+    ],
+)
+async def test_bad_fault_is_refused(http, fault):
+    assert (await http.post("/_fake/faults", json=fault)).status_code == 400
+
+
+async def test_stats_and_reset(http):
+    await login(http, "ivan")
+    await login(http, "ivan")
+    old_token = await token(http)
+    await http.post("/_fake/faults", json={"path": "/sns/jscode2session", "errcode": -1})
+    stats = (await http.get("/_fake/stats")).json()
+    assert stats == {"calls": {"/sns/jscode2session": 2, "/cgi-bin/stable_token": 1}}
+
+    await http.post("/_fake/reset")
+    assert (await http.get("/_fake/stats")).json() == {"calls": {}}
+    assert "openid" in await login(http, "ivan")  # used codes and faults are gone
+    assert errcode(await phone(http, old_token, "13800000009")) == 40001  # tokens too
+
+
+async def test_register_app_at_runtime(http, fake):
+    body = {"appid": "wx0000000000000new", "secret": "newsecret"}
+    assert (await http.post("/_fake/apps", json=body)).status_code == 200
+    assert "openid" in await login(http, "judy", "wx0000000000000new", "newsecret")
+    assert fake.apps["wx0000000000000new"] == "newsecret"
+    assert (await http.post("/_fake/apps", json={"appid": "x"})).status_code == 400
+
+
+async def test_concurrent_codes_only_one_wins(http):
+    answers = await asyncio.gather(*(login(http, "kate.race") for _ in range(10)))
+    assert sum("openid" in a for a in answers) == 1
+    assert sum(errcode(a) == 40163 for a in answers) == 9
+
+
+# -- helpers for the CLI ---------------------------------------------------
+
+
+def test_parse_app_arg():
+    assert parse_app_arg("wx123:s3cret") == ("wx123", "s3cret")
+    assert parse_app_arg("wx123:a:b") == ("wx123", "a:b")
+    for bad in ["wx123", "wx123:", ":secret", ""]:
+        with pytest.raises(ValueError, match="APPID:SECRET"):
+            parse_app_arg(bad)
+
+
+def test_busy_rate_must_be_a_fraction():
+    with pytest.raises(ValueError, match="busy_rate"):
+        create_fake_wechat_app(busy_rate=1.5)
