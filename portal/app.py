@@ -25,10 +25,14 @@ from starlette.types import Receive, Scope, Send
 from portal import db as dbmod
 from portal.crypto import SecretBox
 from portal.errors import PortalError
-from portal.events import POOLS_CHANNEL, EventHub
+from portal.events import POOLS_CHANNEL, TICKETS_CHANNEL, EventHub
 from portal.hosts import HostRouter
+from portal.scan import mpapi, qrapi
+from portal.scan.tickets import Tickets
+from portal.scan.waiters import Waiters
 from portal.settings import Settings
 from portal.tenants.pools import PoolCache
+from portal.tokens import KeyCache
 from portal.web import (
     http_error_handler,
     make_environment,
@@ -36,6 +40,7 @@ from portal.web import (
     render,
     server_error_handler,
 )
+from portal.wechat.client import WeChatClient
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -49,10 +54,19 @@ class State(TypedDict):
     pools: PoolCache
     box: SecretBox
     templates: jinja2.Environment
+    tickets: Tickets
+    waiters: Waiters
+    keys: KeyCache
+    logos: qrapi.LogoCache
+    wechat: WeChatClient
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
-    options: dict = {"decode_responses": True, "socket_connect_timeout": 5, "health_check_interval": 15}
+    options: dict = {
+        "decode_responses": True,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 15,
+    }
     if not settings.redis_url.startswith("unix:"):
         options["socket_keepalive"] = True
     return aioredis.from_url(settings.redis_url, **options)
@@ -150,8 +164,14 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/readyz", readyz),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    apex = [*common, Route("/", apex_home)]
-    pool = [*common, Route("/", pool_home), Route("/logo", pool_logo)]
+    apex = [*common, Route("/", apex_home), *mpapi.routes()]
+    pool = [
+        *common,
+        Route("/", pool_home),
+        Route("/logo", pool_logo),
+        *qrapi.routes(),
+        *mpapi.routes(),
+    ]
     errors = [
         Route(
             "/{path:path}",
@@ -171,15 +191,24 @@ def create_app(settings: Settings) -> Starlette:
         db = await dbmod.create_pool(settings)
         redis = None
         hub = None
+        wechat = None
         try:
             await dbmod.check_schema(db)
             redis = redis_client(settings)
             await redis.ping()
             pools = PoolCache(db, ttl=settings.pool_cache_ttl)
+            waiters = Waiters()
+            keys = KeyCache(db, box)
             hub = EventHub(redis)
             hub.on(POOLS_CHANNEL, pools.handle_event)
+            hub.on(POOLS_CHANNEL, keys.clear)
+            hub.on(TICKETS_CHANNEL, waiters.handle_event)
+            # Messages published while the subscription was down are lost: re-check everything.
             hub.on_reconnect(pools.clear)
+            hub.on_reconnect(keys.clear)
+            hub.on_reconnect(waiters.wake_all)
             await hub.start()
+            wechat = WeChatClient(settings.wechat_api_base, redis)
             yield State(
                 settings=settings,
                 db=db,
@@ -188,8 +217,15 @@ def create_app(settings: Settings) -> Starlette:
                 pools=pools,
                 box=box,
                 templates=templates,
+                tickets=Tickets(redis, box),
+                waiters=waiters,
+                keys=keys,
+                logos=qrapi.LogoCache(),
+                wechat=wechat,
             )
         finally:
+            if wechat is not None:
+                await wechat.aclose()
             if hub is not None:
                 await hub.stop()
             if redis is not None:

@@ -151,6 +151,11 @@ async def get_by_slug(conn: asyncpg.Connection | asyncpg.Pool, slug: str) -> Poo
     return _pool(row) if row else None
 
 
+async def get_by_id(conn: asyncpg.Connection | asyncpg.Pool, pool_id: int) -> Pool | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM pools WHERE id = $1", pool_id)
+    return _pool(row) if row else None
+
+
 async def mp_secret(
     conn: asyncpg.Connection | asyncpg.Pool, box: SecretBox, pool: Pool
 ) -> str | None:

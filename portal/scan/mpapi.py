@@ -1,0 +1,262 @@
+"""The mini-program API (design §5): the WeChat side of a scan login.
+
+Valid on the apex and on every pool host: a mini program serves many pools
+and knows only the ticket it scanned.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from portal.crypto import random_token
+from portal.errors import PortalError, ServiceUnavailable
+from portal.jsonapi import optional_str, read_json, required_str
+from portal.scan import users
+from portal.scan.qrapi import TICKET_RE
+from portal.scan.tickets import FINAL, NotScanned, TicketExpired, TicketNotFound
+from portal.tenants import clients, pools
+from portal.tenants.pools import Pool
+from portal.validation import redirect_uri
+from portal.wechat.errors import ErrCode, WeChatError, WeChatUnavailable
+
+SESSION_TTL = 7200
+
+
+class InvalidSession(PortalError):
+    status_code = 401
+    error = "invalid_session"
+    description = "The mini-program session is missing or expired; log in again with wx.login."
+
+
+class WrongMiniProgram(PortalError):
+    status_code = 403
+    error = "wrong_mini_program"
+    description = "This QR code belongs to a site served by another mini program."
+
+
+_WECHAT_ERRORS: dict[int, tuple[int, str, str]] = {
+    ErrCode.INVALID_CODE: (400, "invalid_code", "The wx.login code is not valid."),
+    ErrCode.CODE_USED: (
+        400,
+        "code_used",
+        "The wx.login code was already used; call wx.login again.",
+    ),
+    ErrCode.MINUTE_QUOTA: (
+        429,
+        "wechat_rate_limited",
+        "WeChat is rate limiting this mini program; try again shortly.",
+    ),
+    ErrCode.HIGH_RISK_USER: (403, "wechat_risky_user", "WeChat refused this account as high risk."),
+}
+
+
+def wechat_error(exc: WeChatError) -> PortalError:
+    if isinstance(exc, WeChatUnavailable):
+        return PortalError(
+            "WeChat is not answering; try again shortly.",
+            error="wechat_unavailable",
+            status_code=502,
+        )
+    status, error, description = _WECHAT_ERRORS.get(
+        exc.errcode, (502, "wechat_error", f"WeChat refused the request (errcode {exc.errcode}).")
+    )
+    return PortalError(description, error=error, status_code=status)
+
+
+def _session_key(request: Request, token: str) -> str:
+    return f"mps:{request.state.box.hash_secret(token)}"
+
+
+async def mp_secret_for_appid(request: Request, appid: str) -> str | None:
+    settings = request.state.settings
+    if settings.default_mp_appid and appid == settings.default_mp_appid:
+        return settings.default_mp_secret
+    row = await request.state.db.fetchrow(
+        "SELECT id, mp_secret_enc FROM pools WHERE mp_appid = $1 ORDER BY id LIMIT 1", appid
+    )
+    if row is None:
+        return None
+    return request.state.box.decrypt(
+        row["mp_secret_enc"], pools.mp_secret_context(row["id"])
+    ).decode()
+
+
+async def session(request: Request) -> Response:
+    data = await read_json(request)
+    appid = required_str(data, "appid", max_len=64)
+    code = required_str(data, "code", max_len=256)
+    secret = await mp_secret_for_appid(request, appid)
+    if secret is None:
+        raise PortalError(
+            "This mini program is not registered with the portal.", error="invalid_appid"
+        )
+    try:
+        wx = await request.state.wechat.code2session(appid, secret, code)
+    except WeChatError as exc:
+        raise wechat_error(exc) from None
+    token = random_token(32)
+    record = {"appid": appid, "openid": wx.openid, "unionid": wx.unionid}
+    await request.state.redis.set(_session_key(request, token), json.dumps(record), ex=SESSION_TTL)
+    return JSONResponse(
+        {"session_token": token, "expires_in": SESSION_TTL}, headers={"cache-control": "no-store"}
+    )
+
+
+async def _mp_user(request: Request) -> dict:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip() or len(token) > 200:
+        raise InvalidSession()
+    raw = await request.state.redis.get(_session_key(request, token.strip()))
+    if raw is None:
+        raise InvalidSession()
+    return json.loads(raw)
+
+
+async def _ticket_pool(request: Request) -> tuple[str, Pool, object]:
+    ticket = request.path_params["ticket"]
+    if not TICKET_RE.match(ticket):
+        raise TicketNotFound()
+    state = await request.state.tickets.state(ticket)
+    pool = await pools.get_by_id(request.state.db, state.pool_id)
+    if pool is None:
+        raise TicketNotFound()
+    return ticket, pool, state
+
+
+def pool_appid(request: Request, pool: Pool) -> str:
+    return pool.mp_appid or request.state.settings.default_mp_appid
+
+
+async def scan(request: Request) -> Response:
+    who = await _mp_user(request)
+    ticket, pool, state = await _ticket_pool(request)
+    if who["appid"] != pool_appid(request, pool):
+        raise WrongMiniProgram()
+    # A returning user's face shows on the PC page at once; a new one's after confirm.
+    known = await request.state.db.fetchrow(
+        """SELECT u.nickname, u.avatar_url FROM wechat_identities i JOIN users u ON u.id = i.user_id
+           WHERE i.pool_id = $1 AND i.appid = $2 AND i.openid = $3""",
+        pool.id,
+        who["appid"],
+        who["openid"],
+    )
+    await request.state.tickets.scan(
+        ticket,
+        who["appid"],
+        who["openid"],
+        nickname=(known and known["nickname"]) or "",
+        avatar_url=(known and known["avatar_url"]) or "",
+    )
+    client = await clients.get(request.state.db, pool.id, state.client_id)
+    base = request.state.settings.pool_url(pool.slug)
+    state = await request.state.tickets.state(ticket)
+    return JSONResponse(
+        {
+            "status": "scanned",
+            "pool": {
+                "name": pool.name,
+                "logo_url": f"{base}/logo?v={pool.logo_sha256 or 'default'}",
+            },
+            "client": {"name": client.name} if client and not client.is_default else None,
+            "expires_in": state.expires_in,
+            "phone_required": pool.phone_required,
+        }
+    )
+
+
+async def confirm(request: Request) -> Response:
+    who = await _mp_user(request)
+    data = await read_json(request, optional=True)
+    phone_code = optional_str(data, "phone_code", max_len=256)
+    nickname = optional_str(data, "nickname", max_len=64)
+    avatar_url = optional_str(data, "avatar_url", max_len=1000)
+    if avatar_url:
+        avatar_url = redirect_uri(avatar_url, field="avatar_url", allow_http=True)
+    ticket, pool, state = await _ticket_pool(request)
+    appid, openid = who["appid"], who["openid"]
+    if appid != pool_appid(request, pool):
+        raise WrongMiniProgram()
+    # Check the ticket before asking WeChat for the phone (each phone code works once).
+    if state.status == "pending":
+        raise NotScanned()
+    if state.status in FINAL:
+        raise TicketExpired()
+    tickets = request.state.tickets
+    phone = None
+    if phone_code:
+        secret = await mp_secret_for_appid(request, appid)
+        try:
+            info = await request.state.wechat.phone_number(appid, secret, phone_code)
+        except WeChatError as exc:
+            if exc.errcode in (ErrCode.INVALID_CODE, ErrCode.CODE_USED):
+                raise PortalError(
+                    "The phone number code is not valid.", error="invalid_phone_code"
+                ) from None
+            raise wechat_error(exc) from None
+        phone = users.Phone(info.pure_phone_number, str(info.country_code or "86"))
+    db = request.state.db
+    event = {
+        "pool_id": pool.id,
+        "client_id": state.client_id,
+        "appid": appid,
+        "openid": openid,
+        "ip": request.state.client_ip,
+        "user_agent": request.headers.get("user-agent"),
+    }
+    try:
+        async with db.acquire() as conn, conn.transaction():
+            result = await users.login(
+                conn,
+                pool,
+                appid=appid,
+                openid=openid,
+                unionid=who.get("unionid"),
+                phone=phone,
+                nickname=nickname,
+                avatar_url=avatar_url,
+            )
+            user = result.user
+            # The commit point: only if the ticket is still ours does the user's row stay.
+            await tickets.confirm(
+                ticket,
+                appid,
+                openid,
+                user_id=str(user["id"]),
+                auth_time=int(time.time()),
+                nickname=user["nickname"] or "",
+                avatar_url=user["avatar_url"] or "",
+            )
+    except (users.LoginRefused, users.PhoneRequired) as exc:
+        await users.record_event(db, result=exc.error, **event)
+        raise
+    except (asyncpg.PostgresConnectionError, OSError):
+        raise ServiceUnavailable() from None
+    await users.record_event(
+        db, result="signup" if result.created else "success", user_id=user["id"], **event
+    )
+    return JSONResponse({"status": "confirmed"})
+
+
+async def cancel(request: Request) -> Response:
+    who = await _mp_user(request)
+    ticket, pool, _ = await _ticket_pool(request)
+    if who["appid"] != pool_appid(request, pool):
+        raise WrongMiniProgram()
+    await request.state.tickets.cancel(ticket, who["appid"], who["openid"])
+    return JSONResponse({"status": "cancelled"})
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/api/mp/session", session, methods=["POST"]),
+        Route("/api/mp/tickets/{ticket}/scan", scan, methods=["POST"]),
+        Route("/api/mp/tickets/{ticket}/confirm", confirm, methods=["POST"]),
+        Route("/api/mp/tickets/{ticket}/cancel", cancel, methods=["POST"]),
+    ]

@@ -1,0 +1,256 @@
+"""The QR API on a pool host (design §5): create a ticket, show its QR, follow
+its status by long poll or Server-Sent Events, and exchange it once confirmed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from portal import qrimage, tokens
+from portal.errors import PortalError, ValidationError
+from portal.jsonapi import optional_str, read_json, required_str
+from portal.scan import users
+from portal.scan.tickets import FINAL, TicketNotFound, TicketState, dumps
+from portal.tenants import clients, keys
+from portal.tenants.pools import Pool
+
+TICKET_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+MAX_WAIT = 30
+SSE_KEEPALIVE = 15.0
+SSE_HEADERS = {"cache-control": "no-cache, no-store", "x-accel-buffering": "no"}
+
+
+class InvalidClient(PortalError):
+    error = "invalid_client"
+    description = "Unknown client_id for this pool."
+
+
+def content_url(request: Request, ticket: str) -> str:
+    return f"{request.state.settings.pool_url(request.state.pool.slug)}/q/{ticket}"
+
+
+async def _state_of_pool(request: Request, ticket: str) -> TicketState:
+    """The ticket, if it exists and belongs to this host's pool (else 404 either way)."""
+    if not TICKET_RE.match(ticket):
+        raise TicketNotFound()
+    state = await request.state.tickets.state(ticket)
+    if state.pool_id != request.state.pool.id:
+        raise TicketNotFound()
+    return state
+
+
+def _secret(request: Request) -> str | None:
+    return request.headers.get("x-ticket-secret") or request.query_params.get("secret")
+
+
+async def create_qrcode(request: Request) -> Response:
+    pool: Pool = request.state.pool
+    data = await read_json(request, optional=True)
+    client_id = optional_str(data, "client_id", max_len=64)
+    if client_id:
+        client = await clients.get(request.state.db, pool.id, client_id)
+    else:
+        client = await clients.get_default(request.state.db, pool.id)
+    if client is None:
+        raise InvalidClient()
+    new = await request.state.tickets.create(
+        pool_id=pool.id, client_id=client.client_id, lifetime=pool.qr_lifetime
+    )
+    base = request.state.settings.pool_url(pool.slug)
+    body = {
+        "ticket": new.ticket,
+        "secret": new.secret,
+        "expires_in": new.expires_in,
+        "qrcode": {
+            "content": f"{base}/q/{new.ticket}",
+            "png": f"{base}/api/qrcode/{new.ticket}.png",
+            "svg": f"{base}/api/qrcode/{new.ticket}.svg",
+        },
+    }
+    return JSONResponse(body, status_code=201, headers={"cache-control": "no-store"})
+
+
+class LogoCache:
+    """Pool logos by content hash; a new logo has a new hash, so nothing goes stale."""
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self._logos: dict[str, bytes] = {}
+        self._max = max_entries
+
+    async def get(self, request: Request, pool: Pool) -> bytes | None:
+        if pool.logo_sha256 is None:
+            return None
+        logo = self._logos.get(pool.logo_sha256)
+        if logo is None:
+            logo = await request.state.db.fetchval(
+                "SELECT logo_png FROM pools WHERE id = $1", pool.id
+            )
+            if logo is None or hashlib.sha256(logo).hexdigest() != pool.logo_sha256:
+                return logo  # changed under us: use it, do not cache under the old hash
+            if len(self._logos) >= self._max:
+                self._logos.pop(next(iter(self._logos)))
+            self._logos[pool.logo_sha256] = logo
+        return logo
+
+
+async def qrcode_png(request: Request) -> Response:
+    return await _qrcode_image(request, "png")
+
+
+async def qrcode_svg(request: Request) -> Response:
+    return await _qrcode_image(request, "svg")
+
+
+async def _qrcode_image(request: Request, fmt: str) -> Response:
+    ticket = request.path_params["ticket"]
+    await _state_of_pool(request, ticket)
+    pool: Pool = request.state.pool
+    logo = await request.state.logos.get(request, pool)
+    content = content_url(request, ticket)
+    # Rendering is CPU work: keep it off the event loop so waiters stay prompt.
+    if fmt == "png":
+        image = await asyncio.to_thread(
+            qrimage.render_png, content, logo, logo_shape=pool.logo_shape
+        )
+        media = "image/png"
+    else:
+        image = (
+            await asyncio.to_thread(qrimage.render_svg, content, logo, logo_shape=pool.logo_shape)
+        ).encode()
+        media = "image/svg+xml"
+    return Response(
+        image, media_type=media, headers={"cache-control": f"private, max-age={pool.qr_lifetime}"}
+    )
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def status(request: Request) -> Response:
+    ticket = request.path_params["ticket"]
+    try:
+        wait = int(request.query_params.get("wait", "0"))
+    except ValueError:
+        raise ValidationError("wait must be a whole number of seconds.") from None
+    if not 0 <= wait <= MAX_WAIT:
+        raise ValidationError(f"wait must be between 0 and {MAX_WAIT}.")
+    known = request.query_params.get("known")
+    tickets = request.state.tickets
+    state = await _state_of_pool(request, ticket)
+    tickets.check_secret(state, _secret(request))
+    if wait and known == state.status and state.status not in FINAL:
+        with request.state.waiters.watch(ticket) as waiter:
+            state = await tickets.state(ticket)  # re-read now that we are registered
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            gone = asyncio.create_task(_disconnected(request))
+            try:
+                while state.status == known and state.status not in FINAL:
+                    remaining = min(deadline - loop.time(), state.expires_in + 0.05)
+                    if remaining <= 0 or gone.done():
+                        break
+                    woke = asyncio.create_task(waiter.wait(remaining))
+                    await asyncio.wait({woke, gone}, return_when=asyncio.FIRST_COMPLETED)
+                    if not woke.done():
+                        woke.cancel()
+                        break  # the client went away
+                    state = await tickets.state(ticket)
+            finally:
+                gone.cancel()
+    return JSONResponse(state.public(), headers={"cache-control": "no-store"})
+
+
+def _sse(data: dict) -> bytes:
+    return f"event: status\ndata: {dumps(data)}\n\n".encode()
+
+
+async def events(request: Request) -> Response:
+    ticket = request.path_params["ticket"]
+    tickets = request.state.tickets
+    state = await _state_of_pool(request, ticket)
+    tickets.check_secret(state, _secret(request))
+    waiters = request.state.waiters
+
+    async def stream() -> AsyncIterator[bytes]:
+        with waiters.watch(ticket) as waiter:
+            current = await tickets.state(ticket)
+            yield b"retry: 2000\n\n" + _sse(current.public())
+            sent = current.public()
+            loop = asyncio.get_running_loop()
+            while current.status not in FINAL:
+                keepalive_at = loop.time() + SSE_KEEPALIVE
+                timeout = min(SSE_KEEPALIVE, current.expires_in + 0.05)
+                woke = await waiter.wait(timeout)
+                if woke or current.expires_in <= timeout:
+                    current = await tickets.state(ticket)
+                    public = current.public()
+                    if (
+                        public["status"] != sent["status"]
+                        or public["scanned_by"] != sent["scanned_by"]
+                    ):
+                        yield _sse(public)
+                        sent = public
+                        continue
+                if loop.time() >= keepalive_at - 0.01:
+                    yield b": keepalive\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def exchange(request: Request) -> Response:
+    ticket = request.path_params["ticket"]
+    data = await read_json(request)
+    secret = required_str(data, "secret", max_len=100)
+    await _state_of_pool(request, ticket)
+    won = await request.state.tickets.exchange(ticket, secret)
+    pool: Pool = request.state.pool
+    db = request.state.db
+    client = await clients.get(db, pool.id, won.client_id)
+    user = await users.get(db, pool.id, won.user_id)
+    if client is None or user is None:  # deleted between confirm and exchange
+        raise PortalError("The login can no longer be completed.", error="invalid_grant")
+    async with db.acquire() as conn, conn.transaction():
+        issued = await tokens.issue(
+            conn,
+            request.state.keys,
+            request.state.box,
+            issuer=request.state.settings.pool_url(pool.slug),
+            pool=pool,
+            client_pk=client.id,
+            client_id=client.client_id,
+            user=user,
+            scope="openid profile phone",
+            auth_time=won.auth_time,
+        )
+    return JSONResponse(
+        {"user": users.public_user(user), **issued.as_dict()},
+        headers={"cache-control": "no-store", "pragma": "no-cache"},
+    )
+
+
+async def jwks(request: Request) -> Response:
+    async with request.state.db.acquire() as conn:
+        published = await keys.published(conn, request.state.pool.id)
+    return JSONResponse({"keys": published}, headers={"cache-control": "public, max-age=300"})
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/api/qrcode", create_qrcode, methods=["POST"]),
+        Route("/api/qrcode/{ticket}.png", qrcode_png, methods=["GET"]),
+        Route("/api/qrcode/{ticket}.svg", qrcode_svg, methods=["GET"]),
+        Route("/api/qrcode/{ticket}/status", status, methods=["GET"]),
+        Route("/api/qrcode/{ticket}/events", events, methods=["GET"]),
+        Route("/api/qrcode/{ticket}/exchange", exchange, methods=["POST"]),
+        Route("/oidc/jwks", jwks, methods=["GET"]),
+    ]

@@ -1,0 +1,317 @@
+"""QR login tickets in Redis.
+
+A ticket is one hash, ``ticket:{id}``. Every state change is one Lua script,
+so two scans, confirms or exchanges racing on the same ticket cannot both
+win, and each change is published (from inside the same script) on the
+tickets channel for the waiting browsers. Time is Redis's own clock, so
+portal hosts with skewed clocks agree on when a ticket expires; a ticket past
+its time becomes ``expired`` on the next look, even when nobody is watching.
+
+The ticket id is global (the mini program knows only the id); the pool it
+belongs to is a field, and every pool-host route checks it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from portal.crypto import SecretBox
+from portal.errors import PortalError
+from portal.events import TICKETS_CHANNEL
+
+FINAL = frozenset({"confirmed", "cancelled", "expired"})
+STATUSES = ("pending", "scanned", *sorted(FINAL))
+# Final tickets stay readable this long after their QR lifetime ends, so a
+# late status request learns "expired" (or the outcome) rather than 404.
+RETENTION_S = 300
+
+
+def key(ticket: str) -> str:
+    return f"ticket:{ticket}"
+
+
+class TicketNotFound(PortalError):
+    status_code = 404
+    error = "ticket_not_found"
+    description = "This QR code does not exist or is long gone."
+
+
+class TicketExpired(PortalError):
+    status_code = 410
+    error = "ticket_expired"
+    description = "This QR code has expired or was already used; refresh it on the website."
+
+
+class TicketTaken(PortalError):
+    status_code = 409
+    error = "ticket_taken"
+    description = "Someone else already scanned this QR code."
+
+
+class NotScanner(PortalError):
+    status_code = 403
+    error = "not_scanner"
+    description = "Only the WeChat user who scanned this QR code can confirm it."
+
+
+class NotScanned(PortalError):
+    status_code = 409
+    error = "ticket_not_scanned"
+    description = "Scan the QR code before confirming."
+
+
+class InvalidSecret(PortalError):
+    status_code = 403
+    error = "invalid_secret"
+    description = "The ticket secret is missing or wrong."
+
+
+_PROLOGUE = (
+    """
+redis.replicate_commands()
+local k = KEYS[1]
+if redis.call('EXISTS', k) == 0 then return {'not_found'} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function publish(status)
+  local f = redis.call('HMGET', k, 'exp', 'nick', 'avatar')
+  redis.call('PUBLISH', '"""
+    + TICKETS_CHANNEL
+    + """', cjson.encode(
+    {t = ARGV[1], s = status, e = tonumber(f[1]), n = f[2] or '', a = f[3] or ''}))
+end
+local status = redis.call('HGET', k, 'status')
+if (status == 'pending' or status == 'scanned') and now >= tonumber(redis.call('HGET', k, 'exp')) then
+  status = 'expired'
+  redis.call('HSET', k, 'status', status)
+  publish(status)
+end
+"""
+)
+
+# ARGV: ticket
+_STATUS = (
+    _PROLOGUE
+    + """
+local f = redis.call('HMGET', k, 'pool', 'client', 'exp', 'nick', 'avatar', 'sh')
+return {'ok', status, f[1], f[2], f[3], f[4] or '', f[5] or '', f[6], tostring(now)}
+"""
+)
+
+# ARGV: ticket, appid, openid
+_SCAN = (
+    _PROLOGUE
+    + """
+if status == 'pending' then
+  redis.call('HSET', k, 'status', 'scanned', 'appid', ARGV[2], 'openid', ARGV[3], 'nick', ARGV[4], 'avatar', ARGV[5])
+  publish('scanned')
+  return {'ok', tostring(now)}
+end
+if status == 'scanned' then
+  local by = redis.call('HMGET', k, 'appid', 'openid')
+  if by[1] == ARGV[2] and by[2] == ARGV[3] then return {'ok', tostring(now)} end
+  return {'taken'}
+end
+return {'expired'}
+"""
+)
+
+# ARGV: ticket, appid, openid, user id, auth time (s), nickname, avatar url
+_CONFIRM = (
+    _PROLOGUE
+    + """
+if status == 'pending' then return {'not_scanned'} end
+if status ~= 'scanned' then return {'expired'} end
+local by = redis.call('HMGET', k, 'appid', 'openid')
+if by[1] ~= ARGV[2] or by[2] ~= ARGV[3] then return {'not_scanner'} end
+redis.call('HSET', k, 'status', 'confirmed', 'uid', ARGV[4], 'at', ARGV[5], 'nick', ARGV[6], 'avatar', ARGV[7])
+publish('confirmed')
+return {'ok'}
+"""
+)
+
+# ARGV: ticket, appid, openid
+_CANCEL = (
+    _PROLOGUE
+    + """
+if status == 'scanned' then
+  local by = redis.call('HMGET', k, 'appid', 'openid')
+  if by[1] ~= ARGV[2] or by[2] ~= ARGV[3] then return {'not_scanner'} end
+elseif status ~= 'pending' then
+  return {'expired'}
+end
+redis.call('HSET', k, 'status', 'cancelled')
+publish('cancelled')
+return {'ok'}
+"""
+)
+
+# ARGV: ticket, secret hash
+_EXCHANGE = (
+    _PROLOGUE
+    + """
+if redis.call('HGET', k, 'sh') ~= ARGV[2] then return {'bad_secret'} end
+if status ~= 'confirmed' then return {'not_confirmed', status} end
+if redis.call('HSETNX', k, 'used', '1') == 0 then return {'used'} end
+local f = redis.call('HMGET', k, 'pool', 'client', 'uid', 'at', 'appid', 'openid')
+return {'ok', f[1], f[2], f[3], f[4], f[5], f[6]}
+"""
+)
+
+
+@dataclass(frozen=True)
+class NewTicket:
+    ticket: str
+    secret: str
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class TicketState:
+    ticket: str
+    status: str
+    pool_id: int
+    client_id: str
+    expires_at_ms: int
+    now_ms: int
+    nickname: str
+    avatar_url: str
+    secret_hash: str
+
+    @property
+    def expires_in(self) -> int:
+        if self.status in FINAL:
+            return 0
+        return max(0, -(-(self.expires_at_ms - self.now_ms) // 1000))
+
+    def public(self) -> dict:
+        """The status JSON of the QR API."""
+        scanned = self.status in ("scanned", "confirmed") and (self.nickname or self.avatar_url)
+        return {
+            "status": self.status,
+            "expires_in": self.expires_in,
+            "scanned_by": {"nickname": self.nickname or None, "avatar_url": self.avatar_url or None}
+            if scanned
+            else None,
+        }
+
+
+@dataclass(frozen=True)
+class Exchanged:
+    pool_id: int
+    client_id: str
+    user_id: str
+    auth_time: int
+    appid: str
+    openid: str
+
+
+class Tickets:
+    def __init__(self, redis: aioredis.Redis, box: SecretBox) -> None:
+        self.redis = redis
+        self.box = box
+        self._status = redis.register_script(_STATUS)
+        self._scan = redis.register_script(_SCAN)
+        self._confirm = redis.register_script(_CONFIRM)
+        self._cancel = redis.register_script(_CANCEL)
+        self._exchange = redis.register_script(_EXCHANGE)
+
+    async def create(self, *, pool_id: int, client_id: str, lifetime: int) -> NewTicket:
+        ticket = secrets.token_urlsafe(24)  # 32 characters, 192 bits: fits WeChat's scene limit
+        secret = secrets.token_urlsafe(32)
+        now_s, now_us = await self.redis.time()
+        expires_ms = now_s * 1000 + now_us // 1000 + lifetime * 1000
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                key(ticket),
+                mapping={
+                    "status": "pending",
+                    "pool": pool_id,
+                    "client": client_id,
+                    "sh": self.box.hash_secret(secret),
+                    "exp": expires_ms,
+                },
+            )
+            pipe.expire(key(ticket), lifetime + RETENTION_S)
+            await pipe.execute()
+        return NewTicket(ticket, secret, lifetime)
+
+    async def state(self, ticket: str) -> TicketState:
+        r = await self._status(keys=[key(ticket)], args=[ticket])
+        if r[0] != "ok":
+            raise TicketNotFound()
+        _, status, pool, client, exp, nick, avatar, sh, now = r
+        return TicketState(ticket, status, int(pool), client, int(exp), int(now), nick, avatar, sh)
+
+    def check_secret(self, state: TicketState, secret: str | None) -> None:
+        if not secret or not self.box.verify_secret(secret, state.secret_hash):
+            raise InvalidSecret()
+
+    async def scan(
+        self, ticket: str, appid: str, openid: str, *, nickname: str = "", avatar_url: str = ""
+    ) -> None:
+        r = await self._scan(keys=[key(ticket)], args=[ticket, appid, openid, nickname, avatar_url])
+        _raise_for(r[0])
+
+    async def confirm(
+        self,
+        ticket: str,
+        appid: str,
+        openid: str,
+        *,
+        user_id: str,
+        auth_time: int,
+        nickname: str,
+        avatar_url: str,
+    ) -> None:
+        r = await self._confirm(
+            keys=[key(ticket)],
+            args=[ticket, appid, openid, user_id, auth_time, nickname, avatar_url],
+        )
+        _raise_for(r[0])
+
+    async def cancel(self, ticket: str, appid: str, openid: str) -> None:
+        r = await self._cancel(keys=[key(ticket)], args=[ticket, appid, openid])
+        _raise_for(r[0])
+
+    async def exchange(self, ticket: str, secret: str) -> Exchanged:
+        r = await self._exchange(
+            keys=[key(ticket)], args=[ticket, self.box.hash_secret(secret or "")]
+        )
+        if r[0] == "ok":
+            return Exchanged(int(r[1]), r[2], r[3], int(r[4]), r[5], r[6])
+        if r[0] == "bad_secret":
+            raise InvalidSecret()
+        if r[0] == "not_found":
+            raise TicketNotFound()
+        if r[0] == "used":
+            raise PortalError("This login was already exchanged.", error="invalid_grant")
+        raise PortalError(f"The login is not confirmed (status: {r[1]}).", error="invalid_grant")
+
+
+def _raise_for(outcome: str) -> None:
+    errors = {
+        "not_found": TicketNotFound,
+        "expired": TicketExpired,
+        "taken": TicketTaken,
+        "not_scanner": NotScanner,
+        "not_scanned": NotScanned,
+    }
+    if outcome != "ok":
+        raise errors[outcome]()
+
+
+def parse_event(message: dict) -> tuple[str, dict] | None:
+    """A tickets-channel message → (ticket, fields) or None if malformed."""
+    ticket = message.get("t")
+    if not isinstance(ticket, str) or message.get("s") not in STATUSES:
+        return None
+    return ticket, message
+
+
+def dumps(data: dict) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,430 @@
+"""The scan login end to end over real HTTP: app, Redis, PostgreSQL and the fake WeChat."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from portal.tenants import pools
+from portal.wechat.fake import DEMO_APPID
+from tests.phone import Phone
+from tests.support import run_portal
+
+SECOND_APPID = "wx00000000000000b2"
+
+
+@pytest.fixture
+async def acme(db, box):
+    async with db.acquire() as conn:
+        created = await pools.create(conn, box, slug="acme", name="Acme", allow_http=True)
+    return created
+
+
+@pytest.fixture
+async def pc(portal, acme):
+    async with portal.client("acme") as client:
+        yield client
+
+
+@pytest.fixture
+async def apex(portal):
+    async with portal.client() as client:
+        yield client
+
+
+async def new_ticket(pc, **body) -> dict:
+    r = await pc.post("/api/qrcode", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def status(pc, t, **params) -> dict:
+    r = await pc.get(
+        f"/api/qrcode/{t['ticket']}/status", params=params, headers={"x-ticket-secret": t["secret"]}
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def sse_statuses(client, t, until=("confirmed", "cancelled", "expired")):
+    """Read the SSE stream to its end; returns the status payloads seen."""
+    seen = []
+    async with client.stream(
+        "GET", f"/api/qrcode/{t['ticket']}/events", params={"secret": t["secret"]}
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                seen.append(json.loads(line[6:]))
+                if seen[-1]["status"] in until:
+                    break
+    return seen
+
+
+async def test_the_whole_flow(pc, apex, portal, db, acme):
+    t = await new_ticket(pc)
+    assert len(t["ticket"]) <= 32 and len(t["ticket"]) >= 22
+    assert t["expires_in"] == 120
+    assert t["qrcode"]["content"] == f"http://acme.localhost:{portal.port}/q/{t['ticket']}"
+    assert await status(pc, t) == {"status": "pending", "expires_in": 120, "scanned_by": None}
+
+    stream = asyncio.create_task(sse_statuses(pc, t))
+    await asyncio.sleep(0.1)
+    alice = Phone(apex, "alice")
+    r = await alice.scan(t["ticket"])
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "scanned" and r.json()["pool"]["name"] == "Acme"
+    assert (await status(pc, t))["status"] == "scanned"
+    r = await alice.confirm(
+        t["ticket"], nickname="Alice 爱丽丝", avatar_url="https://img.example.com/a.png"
+    )
+    assert r.json() == {"status": "confirmed"}
+
+    seen = await asyncio.wait_for(stream, 5)
+    assert [s["status"] for s in seen] == ["pending", "scanned", "confirmed"]
+    assert seen[-1]["scanned_by"] == {
+        "nickname": "Alice 爱丽丝",
+        "avatar_url": "https://img.example.com/a.png",
+    }
+
+    r = await pc.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["token_type"] == "Bearer" and result["refresh_token"]
+    assert result["user"]["nickname"] == "Alice 爱丽丝"
+
+    # The ID token is signed by a key the pool publishes.
+    jwks = (await pc.get("/oidc/jwks")).json()
+    claims = jwt.decode(result["id_token"], KeySet.import_key_set(jwks)).claims
+    assert claims["iss"] == f"http://acme.localhost:{portal.port}"
+    assert claims["sub"] == result["user"]["id"]
+    assert claims["aud"] == acme.default_client.client_id
+    assert claims["amr"] == ["wechat_qr"] and claims["nickname"] == "Alice 爱丽丝"
+
+    again = await pc.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+
+    # First login registered alice; the next one logs the same user in.
+    t2 = await new_ticket(pc)
+    r = await Phone(apex, "alice").scan(t2["ticket"])
+    assert (await status(pc, t2))["scanned_by"]["nickname"] == "Alice 爱丽丝"  # known at scan
+    assert (await Phone(apex, "alice").login()).status_code == 200
+    alice2 = Phone(apex, "alice")
+    await alice2.scan(t2["ticket"])
+    assert (await alice2.confirm(t2["ticket"])).status_code == 200
+    r = await pc.post(f"/api/qrcode/{t2['ticket']}/exchange", json={"secret": t2["secret"]})
+    assert r.json()["user"]["id"] == result["user"]["id"]
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    events = await db.fetch("SELECT result FROM login_events ORDER BY id")
+    assert [e["result"] for e in events] == ["signup", "success"]
+
+
+async def test_the_qr_image_decodes_to_the_content(pc, db):
+    import io
+
+    import zxingcpp
+    from PIL import Image
+
+    t = await new_ticket(pc)
+    r = await pc.get(f"/api/qrcode/{t['ticket']}.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert (
+        zxingcpp.read_barcodes(Image.open(io.BytesIO(r.content)))[0].text == t["qrcode"]["content"]
+    )
+    r = await pc.get(f"/api/qrcode/{t['ticket']}.svg")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+    assert r.text.lstrip().startswith(("<?xml", "<svg"))
+    assert (await pc.get("/api/qrcode/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.png")).status_code == 404
+
+
+async def test_secret_and_pool_are_checked(pc, portal, db, box):
+    async with db.acquire() as conn:
+        await pools.create(conn, box, slug="beta", name="Beta", allow_http=True)
+    t = await new_ticket(pc)
+    r = await pc.get(f"/api/qrcode/{t['ticket']}/status")
+    assert r.status_code == 403 and r.json()["error"] == "invalid_secret"
+    r = await pc.get(f"/api/qrcode/{t['ticket']}/status", params={"secret": "wrong"})
+    assert r.status_code == 403
+    r = await pc.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": "wrong"})
+    assert r.status_code == 403
+    async with portal.client("beta") as beta:
+        r = await beta.get(f"/api/qrcode/{t['ticket']}/status", params={"secret": t["secret"]})
+        assert r.status_code == 404 and r.json()["error"] == "ticket_not_found"
+        r = await beta.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
+        assert r.status_code == 404
+    r = await pc.get("/api/qrcode/nope-nope-nope-nope-nope/status", params={"secret": "x"})
+    assert r.status_code == 404 and r.json()["error"] == "ticket_not_found"
+    r = await pc.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"  # not confirmed yet
+    r = await pc.post("/api/qrcode", json={"client_id": "nope"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_client"
+
+
+async def test_long_poll_returns_at_the_change(pc, apex):
+    t = await new_ticket(pc)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waiting = asyncio.create_task(status(pc, t, wait=10, known="pending"))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await Phone(apex, "bob").scan(t["ticket"])
+    result = await asyncio.wait_for(waiting, 5)
+    assert result["status"] == "scanned"
+    assert loop.time() - started < 3
+    # A status other than the one known answers at once; wait is bounded.
+    assert (await status(pc, t, wait=10, known="pending"))["status"] == "scanned"
+    r = await pc.get(
+        f"/api/qrcode/{t['ticket']}/status", params={"wait": 31, "secret": t["secret"]}
+    )
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+
+
+async def test_expiry_is_reported_with_no_one_watching_and_pushed_to_waiters(
+    portal, pc, apex, acme
+):
+    tickets = portal.state["tickets"]
+    created = await tickets.create(
+        pool_id=acme.pool.id, client_id=acme.default_client.client_id, lifetime=1
+    )
+    t = {"ticket": created.ticket, "secret": created.secret}
+    seen = await asyncio.wait_for(sse_statuses(pc, t), 5)
+    assert [s["status"] for s in seen] == ["pending", "expired"]
+    assert seen[-1]["expires_in"] == 0
+    created = await tickets.create(
+        pool_id=acme.pool.id, client_id=acme.default_client.client_id, lifetime=1
+    )
+    await asyncio.sleep(1.2)  # nobody watches this one
+    t = {"ticket": created.ticket, "secret": created.secret}
+    assert (await status(pc, t))["status"] == "expired"
+    r = await Phone(apex, "carol").scan(created.ticket)
+    assert r.status_code == 410 and r.json()["error"] == "ticket_expired"
+
+
+async def test_cancel(pc, apex):
+    t = await new_ticket(pc)
+    stream = asyncio.create_task(sse_statuses(pc, t))
+    dave = Phone(apex, "dave")
+    await dave.scan(t["ticket"])
+    r = await dave.cancel(t["ticket"])
+    assert r.json() == {"status": "cancelled"}
+    assert [s["status"] for s in await asyncio.wait_for(stream, 5)][-1] == "cancelled"
+    assert (await dave.confirm(t["ticket"])).status_code == 410
+    r = await pc.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+
+
+async def test_only_the_scanner_may_confirm(pc, apex, db):
+    t = await new_ticket(pc)
+    erin, mallory = Phone(apex, "erin"), Phone(apex, "mallory")
+    assert (await erin.scan(t["ticket"])).status_code == 200
+    r = await mallory.scan(t["ticket"])
+    assert r.status_code == 409 and r.json()["error"] == "ticket_taken"
+    r = await mallory.confirm(t["ticket"])
+    assert r.status_code == 403 and r.json()["error"] == "not_scanner"
+    r = await mallory.cancel(t["ticket"])
+    assert r.status_code == 403
+    assert (await status(pc, t))["status"] == "scanned"
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+    assert (await erin.confirm(t["ticket"])).status_code == 200
+
+
+async def test_mini_program_session_errors(apex, fresh_fake):
+    code = Phone.code("frank")
+    r = await apex.post("/api/mp/session", json={"appid": DEMO_APPID, "code": code})
+    assert r.status_code == 200 and r.json()["expires_in"] > 0
+    r = await apex.post("/api/mp/session", json={"appid": DEMO_APPID, "code": code})
+    assert r.status_code == 400 and r.json()["error"] == "code_used"
+    r = await apex.post("/api/mp/session", json={"appid": DEMO_APPID, "code": "invalid-code"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_code"
+    r = await apex.post("/api/mp/session", json={"appid": DEMO_APPID, "code": "risky_user.1"})
+    assert r.status_code == 403 and r.json()["error"] == "wechat_risky_user"
+    r = await apex.post("/api/mp/session", json={"appid": "wx0000000000000bad", "code": "x.1"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_appid"
+    async with httpx.AsyncClient() as wx:
+        await wx.post(
+            f"{fresh_fake.url}/_fake/faults", json={"path": "/sns/jscode2session", "errcode": 45011}
+        )
+        r = await apex.post(
+            "/api/mp/session", json={"appid": DEMO_APPID, "code": Phone.code("frank")}
+        )
+        assert r.status_code == 429 and r.json()["error"] == "wechat_rate_limited"
+        await wx.post(
+            f"{fresh_fake.url}/_fake/faults",
+            json={"path": "/sns/jscode2session", "errcode": -1, "times": 5},
+        )
+        r = await apex.post(
+            "/api/mp/session", json={"appid": DEMO_APPID, "code": Phone.code("frank")}
+        )
+        assert r.status_code == 502 and r.json()["error"] == "wechat_unavailable"
+        await wx.post(f"{fresh_fake.url}/_fake/reset")
+    for body in ({}, {"appid": DEMO_APPID}, {"appid": 5, "code": "x"}):
+        r = await apex.post("/api/mp/session", json=body)
+        assert r.status_code == 400 and set(r.json()) == {"error", "error_description"}
+    r = await apex.post(
+        "/api/mp/session", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    r = await apex.post("/api/mp/tickets/whatever-whatever-1/scan")
+    assert r.status_code == 401 and r.json()["error"] == "invalid_session"
+    r = await apex.post(
+        "/api/mp/tickets/whatever-whatever-1/scan", headers={"authorization": "Bearer nope"}
+    )
+    assert r.status_code == 401
+
+
+async def test_phone_required(pc, apex, db):
+    await db.execute("UPDATE pools SET phone_required = true")
+    t = await new_ticket(pc)
+    grace = Phone(apex, "grace")
+    await grace.scan(t["ticket"])
+    r = await grace.confirm(t["ticket"])
+    assert r.status_code == 400 and r.json()["error"] == "phone_required"
+    assert await db.fetchval("SELECT count(*) FROM users") == 0  # nothing half-written
+    r = await grace.confirm(t["ticket"], phone="13800138000")
+    assert r.status_code == 200, r.text
+    user = await db.fetchrow("SELECT phone_number, phone_country_code FROM users")
+    assert tuple(user) == ("13800138000", "86")
+    results = [r["result"] for r in await db.fetch("SELECT result FROM login_events ORDER BY id")]
+    assert results == ["phone_required", "signup"]
+    # Next time the phone is on file: no need to share it again.
+    t = await new_ticket(pc)
+    grace = Phone(apex, "grace")
+    assert (await grace.scan_and_confirm(t["ticket"])).status_code == 200
+
+
+async def test_login_only_refuses_unknown_users(pc, apex, db):
+    t = await new_ticket(pc)
+    assert (await Phone(apex, "henry").scan_and_confirm(t["ticket"])).status_code == 200
+    await db.execute("UPDATE pools SET login_only = true")
+    t = await new_ticket(pc)
+    r = await Phone(apex, "ivan").scan_and_confirm(t["ticket"])
+    assert r.status_code == 403 and r.json()["error"] == "signup_disabled"
+    t = await new_ticket(pc)
+    assert (await Phone(apex, "henry").scan_and_confirm(t["ticket"])).status_code == 200
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    assert (
+        await db.fetchval("SELECT count(*) FROM login_events WHERE result = 'signup_disabled'") == 1
+    )
+
+
+async def test_link_by_phone(pc, apex, db):
+    await db.execute("UPDATE pools SET link_by_phone = true")
+    t = await new_ticket(pc)
+    assert (
+        await Phone(apex, "judy").scan_and_confirm(t["ticket"], phone="13900001111")
+    ).status_code == 200
+    t = await new_ticket(pc)
+    # Another WeChat account with the same verified phone number: the same user.
+    assert (
+        await Phone(apex, "judy_work").scan_and_confirm(t["ticket"], phone="13900001111")
+    ).status_code == 200
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    assert await db.fetchval("SELECT count(*) FROM wechat_identities") == 2
+
+
+async def test_unionid_links_the_pools_mini_programs(pc, apex, portal, db, box):
+    t = await new_ticket(pc)
+    assert (await Phone(apex, "kate").scan_and_confirm(t["ticket"])).status_code == 200
+    # The pool moves to its own mini program: same person, new openid, same unionid.
+    sealed = box.encrypt("secretofthesecondapp000000000000", pools.mp_secret_context(1))
+    await db.execute(
+        "UPDATE pools SET mp_appid = $1, mp_secret_enc = $2 WHERE slug = 'acme'",
+        SECOND_APPID,
+        sealed,
+    )
+    await pools.announce_change(portal.state["hub"], "acme")
+    await asyncio.sleep(0.2)
+    t = await new_ticket(pc)
+    r = await Phone(apex, "kate").scan(t["ticket"])
+    assert r.status_code == 403 and r.json()["error"] == "wrong_mini_program"
+    r = await Phone(apex, "kate", appid=SECOND_APPID).scan_and_confirm(t["ticket"])
+    assert r.status_code == 200, r.text
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    assert await db.fetchval("SELECT count(DISTINCT openid) FROM wechat_identities") == 2
+
+
+async def test_blocked_user_is_refused(pc, apex, db):
+    t = await new_ticket(pc)
+    assert (await Phone(apex, "leo").scan_and_confirm(t["ticket"])).status_code == 200
+    await db.execute("UPDATE users SET blocked = true")
+    t = await new_ticket(pc)
+    r = await Phone(apex, "leo").scan_and_confirm(t["ticket"])
+    assert r.status_code == 403 and r.json()["error"] == "user_blocked"
+    assert (await status(pc, t))["status"] == "scanned"
+    assert await db.fetchval("SELECT count(*) FROM login_events WHERE result = 'user_blocked'") == 1
+
+
+async def test_fifty_concurrent_confirms_and_exchanges_have_one_winner_each(pc, apex, db):
+    t = await new_ticket(pc)
+    phones = [Phone(apex, "mike") for _ in range(50)]
+    await asyncio.gather(*(p.login() for p in phones))
+    assert (await phones[0].scan(t["ticket"])).status_code == 200
+    results = await asyncio.gather(*(p.confirm(t["ticket"]) for p in phones))
+    codes = sorted(r.status_code for r in results)
+    assert codes.count(200) == 1, [r.text for r in results if r.status_code != 410]
+    assert set(codes) == {200, 410}
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    assert await db.fetchval("SELECT count(*) FROM wechat_identities") == 1
+
+    results = await asyncio.gather(
+        *(
+            pc.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
+            for _ in range(50)
+        )
+    )
+    assert sorted(r.status_code for r in results) == [200] + [400] * 49
+    assert await db.fetchval("SELECT count(*) FROM refresh_tokens") == 1
+
+
+async def test_a_ticket_awaited_through_another_process(acme, portal, settings_factory):
+    async with run_portal(portal.settings) as other:
+        async with (
+            portal.client("acme") as pc_a,
+            other.client("acme") as pc_b,
+            portal.client() as apex,
+        ):
+            t = await new_ticket(pc_a)
+            stream = asyncio.create_task(sse_statuses(pc_b, t))
+            poll = asyncio.create_task(status(pc_b, t, wait=10, known="pending"))
+            await asyncio.sleep(0.2)
+            nina = Phone(apex, "nina")
+            await nina.scan(t["ticket"])
+            assert (await asyncio.wait_for(poll, 5))["status"] == "scanned"
+            await nina.confirm(t["ticket"])
+            assert [s["status"] for s in await asyncio.wait_for(stream, 5)][-1] == "confirmed"
+            r = await pc_b.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
+            assert r.status_code == 200
+
+
+async def test_waiters_of_gone_clients_are_cleaned_up(pc, portal):
+    waiters = portal.state["waiters"]
+    tickets = [await new_ticket(pc) for _ in range(5)]
+    streams = []
+    for t in tickets:
+        cm = pc.stream("GET", f"/api/qrcode/{t['ticket']}/events", params={"secret": t["secret"]})
+        lines = (await cm.__aenter__()).aiter_lines()
+        await lines.__anext__()
+        streams.append((cm, lines))  # keep the iterator: dropping it closes the stream
+    polls = [asyncio.create_task(status(pc, t, wait=30, known="pending")) for t in tickets]
+    await asyncio.sleep(0.3)
+    assert len(waiters) == 10
+    for cm, lines in streams:
+        await lines.aclose()
+        await cm.__aexit__(None, None, None)
+    for p in polls:
+        p.cancel()
+    await asyncio.gather(*polls, return_exceptions=True)
+
+    async def drained():
+        for _ in range(100):
+            if len(waiters) == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    assert await drained(), len(waiters)
+    assert waiters.tickets == 0
