@@ -428,3 +428,20 @@ async def test_waiters_of_gone_clients_are_cleaned_up(pc, portal):
 
     assert await drained(), len(waiters)
     assert waiters.tickets == 0
+
+
+async def test_a_private_mini_program_pool_accepts_only_its_own_sessions(portal, db, box, apex):
+    async with db.acquire() as conn:
+        await pools.create(
+            conn, box, slug="priv", name="Private", mp_appid=SECOND_APPID,
+            mp_secret="secretofthesecondapp000000000000", allow_http=True,
+        )  # fmt: skip
+    async with portal.client("priv") as pc:
+        t = await new_ticket(pc)
+        r = await Phone(apex, "olga").scan(t["ticket"])  # the platform's default mini program
+        assert r.status_code == 403 and r.json()["error"] == "wrong_mini_program"
+        olga = Phone(apex, "olga", appid=SECOND_APPID)
+        assert (await olga.scan_and_confirm(t["ticket"])).status_code == 200
+        r = await pc.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
+        assert r.status_code == 200
+    assert await db.fetchval("SELECT appid FROM wechat_identities") == SECOND_APPID
