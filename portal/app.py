@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from portal import db as dbmod
+from portal import devtools
 from portal.crypto import SecretBox
 from portal.errors import PortalError
 from portal.events import POOLS_CHANNEL, TICKETS_CHANNEL, EventHub
@@ -165,10 +166,13 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     apex = [*common, Route("/", apex_home), *mpapi.routes()]
+    if settings.is_dev:  # in production every /dev/* path is a 404
+        apex += devtools.dev_routes()
     pool = [
         *common,
         Route("/", pool_home),
         Route("/logo", pool_logo),
+        Route("/q/{ticket}", devtools.scan_outside_wechat),
         *qrapi.routes(),
         *mpapi.routes(),
     ]

@@ -1,0 +1,152 @@
+"""Dev tools (design §8): the phone simulator and the demo callback page, and the
+page a phone sees when it opens a QR code's link outside the mini program.
+
+``dev_routes()`` is mounted on the apex only when ``PORTAL_ENV=dev``; each
+handler checks again, so a mistake in the wiring still answers 404 in
+production. The simulator is a plain page whose script calls the real
+mini-program API, same origin, exactly as the mini program would.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from portal import i18n
+from portal.web import render
+
+# What the /q/ page accepts without looking the ticket up: the QR API's
+# tickets are URL-safe base64, so anything else cannot be one of ours.
+_TICKET_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_MAX_PREFILL = 2000
+# Shown first on the callback page, in this order; anything else received follows.
+_CALLBACK_PARAMS = ("code", "state", "error", "error_description")
+_MAX_CALLBACK_PARAMS = 50
+_MAX_CALLBACK_VALUE = 2000
+
+# Texts the simulator's script shows; handed to it in a data attribute.
+_SCRIPT_MESSAGES = (
+    "phone.js.bad_url",
+    "phone.js.bad_user",
+    "phone.js.bad_phone",
+    "phone.js.no_appid",
+    "phone.js.logging_in",
+    "phone.js.logged_in",
+    "phone.js.scanning",
+    "phone.js.scanned",
+    "phone.js.confirming",
+    "phone.js.confirmed",
+    "phone.js.cancelling",
+    "phone.js.cancelled",
+    "phone.js.failed",
+    "phone.js.network",
+    "phone.js.session_expired",
+    "phone.js.phone_required",
+    "phone.js.no_client",
+    "phone.js.expires_in",
+    "phone.js.hint.ticket_not_found",
+    "phone.js.hint.ticket_expired",
+    "phone.js.hint.ticket_taken",
+    "phone.js.hint.ticket_not_scanned",
+    "phone.js.hint.not_scanner",
+    "phone.js.hint.wrong_mini_program",
+    "phone.js.hint.phone_required",
+    "phone.js.hint.invalid_appid",
+    "phone.js.hint.invalid_code",
+    "phone.js.hint.code_used",
+    "phone.js.hint.wechat_unavailable",
+    "phone.js.hint.wechat_rate_limited",
+    "phone.js.hint.wechat_risky_user",
+    "phone.js.hint.invalid_phone_code",
+    "phone.js.hint.signup_disabled",
+    "phone.js.hint.user_blocked",
+)
+
+
+def _require_dev(request: Request) -> None:
+    if not request.state.settings.is_dev:
+        raise HTTPException(404)
+
+
+async def phone(request: Request) -> Response:
+    _require_dev(request)
+    prefill = request.query_params.get("url", "")
+    if len(prefill) > _MAX_PREFILL:
+        prefill = ""
+    _ = i18n.translator(i18n.pick(request)[0])
+    messages = {key.removeprefix("phone.js."): _(key) for key in _SCRIPT_MESSAGES}
+    response = render(
+        request,
+        "dev_phone.html",
+        {
+            "prefill_url": prefill,
+            "default_appid": request.state.settings.default_mp_appid,
+            "messages": messages,
+        },
+    )
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+async def callback(request: Request) -> Response:
+    _require_dev(request)
+    params = request.query_params
+    rows = [
+        (name, None if params.get(name) is None else params[name][:_MAX_CALLBACK_VALUE])
+        for name in _CALLBACK_PARAMS
+    ]
+    extra = [
+        (name, value[:_MAX_CALLBACK_VALUE])
+        for name, value in params.multi_items()[:_MAX_CALLBACK_PARAMS]
+        if name not in _CALLBACK_PARAMS
+    ]
+    response = render(
+        request,
+        "dev_callback.html",
+        {
+            "rows": rows,
+            "extra": extra,
+            "has_code": bool(params.get("code")),
+            "has_error": bool(params.get("error")),
+        },
+    )
+    # The code in the URL must not leak to other sites through links on this page.
+    response.headers["cache-control"] = "no-store"
+    response.headers["referrer-policy"] = "no-referrer"
+    return response
+
+
+def dev_routes() -> list[BaseRoute]:
+    return [
+        Route("/dev/phone", phone, methods=["GET"]),
+        Route("/dev/callback", callback, methods=["GET"]),
+    ]
+
+
+async def scan_outside_wechat(request: Request) -> Response:
+    """``GET /q/{ticket}`` on a pool host: the QR was opened outside the mini program."""
+    ticket = request.path_params["ticket"]
+    if not _TICKET_RE.match(ticket):
+        raise HTTPException(404)
+    settings = request.state.settings
+    pool = request.state.pool
+    this_url = f"{settings.pool_url(pool.slug)}/q/{ticket}"
+    simulator_url = (
+        f"{settings.base_url}/dev/phone?{urlencode({'url': this_url})}" if settings.is_dev else None
+    )
+    in_wechat = "micromessenger" in request.headers.get("user-agent", "").lower()
+    response = render(
+        request,
+        "scan_outside_wechat.html",
+        {"in_wechat": in_wechat, "simulator_url": simulator_url},
+    )
+    # The ticket is in this page's URL: keep it out of Referer headers and caches.
+    response.headers["cache-control"] = "no-store"
+    response.headers["referrer-policy"] = "no-referrer"
+    response.headers["vary"] = "user-agent"
+    return response
