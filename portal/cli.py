@@ -95,6 +95,15 @@ async def _announce(settings: Settings, slug: str) -> None:
         await client.aclose()
 
 
+async def _pool_or_fail(conn, slug: str):
+    from portal.tenants import pools
+
+    pool = await pools.get_by_slug(conn, slug)
+    if pool is None:
+        raise CommandError(f"no pool with slug {slug!r}")
+    return pool
+
+
 # --- commands ----------------------------------------------------------------
 
 
@@ -159,15 +168,13 @@ def cmd_pool_create(args: argparse.Namespace) -> int:
 
 
 def cmd_client_create(args: argparse.Namespace) -> int:
-    from portal.tenants import clients, pools
+    from portal.tenants import clients
 
     with stores(dict(os.environ), dev=False) as settings:
         box = SecretBox(settings.secret_key)
 
         async def run(conn):
-            pool = await pools.get_by_slug(conn, args.slug)
-            if pool is None:
-                raise CommandError(f"no pool with slug {args.slug!r}")
+            pool = await _pool_or_fail(conn, args.slug)
             async with conn.transaction():
                 return await clients.create(
                     conn,
@@ -222,15 +229,13 @@ def cmd_admin_create(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from portal.tenants import keys, pools
+    from portal.tenants import keys
 
     with stores(dict(os.environ), dev=False) as settings:
         box = SecretBox(settings.secret_key)
 
         async def run(conn):
-            pool = await pools.get_by_slug(conn, args.slug)
-            if pool is None:
-                raise CommandError(f"no pool with slug {args.slug!r}")
+            pool = await _pool_or_fail(conn, args.slug)
             return await keys.rotate(conn, box, pool.id)
 
         key = asyncio.run(_with_conn(settings, run))
