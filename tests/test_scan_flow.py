@@ -123,7 +123,7 @@ async def test_the_whole_flow(pc, apex, portal, db, acme):
     assert [e["result"] for e in events] == ["signup", "success"]
 
 
-async def test_the_qr_image_decodes_to_the_content(pc, db):
+async def test_the_qr_image_decodes_to_the_content(pc, db, portal):
     import io
 
     import zxingcpp
@@ -139,6 +139,30 @@ async def test_the_qr_image_decodes_to_the_content(pc, db):
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
     assert r.text.lstrip().startswith(("<?xml", "<svg"))
     assert (await pc.get("/api/qrcode/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.png")).status_code == 404
+
+    # With the pool's logo in the centre (a busy one), it still decodes exactly.
+    import hashlib
+    import random
+
+    from portal import qrimage
+
+    rng = random.Random(7)
+    noisy = Image.frombytes("RGB", (200, 200), rng.randbytes(200 * 200 * 3))
+    buf = io.BytesIO()
+    noisy.save(buf, "PNG")
+    logo = qrimage.normalize_logo(buf.getvalue())
+    await db.execute(
+        "UPDATE pools SET logo_png = $1, logo_sha256 = $2, logo_shape = 'round'",
+        logo,
+        hashlib.sha256(logo).hexdigest(),
+    )
+    await pools.announce_change(portal.state["hub"], "acme")
+    await asyncio.sleep(0.2)
+    t = await new_ticket(pc)
+    r = await pc.get(f"/api/qrcode/{t['ticket']}.png")
+    with_logo = Image.open(io.BytesIO(r.content)).convert("RGB")
+    assert len(with_logo.getcolors(maxcolors=1 << 20)) > 2  # the colourful logo is there
+    assert zxingcpp.read_barcodes(with_logo)[0].text == t["qrcode"]["content"]
 
 
 async def test_secret_and_pool_are_checked(pc, portal, db, box):
