@@ -13,6 +13,7 @@ from typing import TypedDict
 import asyncpg
 import jinja2
 import redis.asyncio as aioredis
+from authlib.oauth2.rfc6749.errors import OAuth2Error
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -28,6 +29,8 @@ from portal.crypto import SecretBox
 from portal.errors import PortalError
 from portal.events import POOLS_CHANNEL, TICKETS_CHANNEL, EventHub
 from portal.hosts import HostRouter
+from portal.oidc import authorize, endpoints
+from portal.oidc.codes import Codes
 from portal.scan import mpapi, qrapi
 from portal.scan.tickets import Tickets
 from portal.scan.waiters import Waiters
@@ -37,6 +40,7 @@ from portal.tokens import KeyCache
 from portal.web import (
     http_error_handler,
     make_environment,
+    oauth2_error_handler,
     portal_error_handler,
     render,
     server_error_handler,
@@ -56,6 +60,7 @@ class State(TypedDict):
     box: SecretBox
     templates: jinja2.Environment
     tickets: Tickets
+    codes: Codes
     waiters: Waiters
     keys: KeyCache
     logos: qrapi.LogoCache
@@ -135,10 +140,6 @@ async def apex_home(request: Request) -> Response:
 # --- pool host -------------------------------------------------------------
 
 
-async def pool_home(request: Request) -> Response:
-    return render(request, "pool_home.html")
-
-
 async def pool_logo(request: Request) -> Response:
     pool = request.state.pool
     if pool.logo_sha256 is None:
@@ -170,11 +171,12 @@ def routes(settings: Settings) -> list[BaseRoute]:
         apex += devtools.dev_routes()
     pool = [
         *common,
-        Route("/", pool_home),
         Route("/logo", pool_logo),
         Route("/q/{ticket}", devtools.scan_outside_wechat),
         *qrapi.routes(),
         *mpapi.routes(),
+        *authorize.routes(),
+        *endpoints.routes(),
     ]
     errors = [
         Route(
@@ -222,6 +224,7 @@ def create_app(settings: Settings) -> Starlette:
                 box=box,
                 templates=templates,
                 tickets=Tickets(redis, box),
+                codes=Codes(redis, box),
                 waiters=waiters,
                 keys=keys,
                 logos=qrapi.LogoCache(),
@@ -243,6 +246,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[Middleware(HostRouter, settings=settings)],
         exception_handlers={
             PortalError: portal_error_handler,
+            OAuth2Error: oauth2_error_handler,
             HTTPException: http_error_handler,
             Exception: server_error_handler,
         },

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 from joserfc import jwt
+from joserfc.jwk import KeySet
 
 from portal.crypto import SecretBox
 from portal.tenants import keys
@@ -30,6 +31,7 @@ class KeyCache:
         self._db = db
         self._box = box
         self._keys: dict[int, keys.SigningKey] = {}
+        self._public: dict[int, KeySet] = {}
 
     async def get(self, pool_id: int) -> keys.SigningKey:
         key = self._keys.get(pool_id)
@@ -41,8 +43,19 @@ class KeyCache:
             self._keys[pool_id] = key
         return key
 
+    async def public_set(self, pool_id: int) -> KeySet:
+        """The keys a token of this pool may be signed with (active and retired-but-published)."""
+        key_set = self._public.get(pool_id)
+        if key_set is None:
+            async with self._db.acquire() as conn:
+                published = await keys.published(conn, pool_id)
+            key_set = KeySet.import_key_set({"keys": published})
+            self._public[pool_id] = key_set
+        return key_set
+
     def clear(self, *_: object) -> None:
         self._keys.clear()
+        self._public.clear()
 
 
 def _half_hash(value: str) -> str:
@@ -69,6 +82,7 @@ class TokenSet:
     expires_in: int
     refresh_token: str | None
     scope: str
+    family_id: str
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -101,6 +115,7 @@ async def issue(
 ) -> TokenSet:
     key = await key_cache.get(pool.id)
     scopes = set(scope.split())
+    family_id = family_id or uuid.uuid4()
     now = int(time.time())
     header = {"alg": key.alg, "kid": key.kid}
     access_claims = {
@@ -113,6 +128,9 @@ async def issue(
         "jti": secrets.token_urlsafe(16),
         "scope": scope,
         "auth_time": auth_time,
+        # The login session (token family) this token belongs to: revoking the
+        # family (logout, refresh-token or code replay) revokes this token too.
+        "sid": str(family_id),
     }
     # RFC 9068: JWT access tokens are typed, so they cannot pass for ID tokens.
     access_token = jwt.encode(
@@ -127,6 +145,7 @@ async def issue(
         "auth_time": auth_time,
         "amr": AMR,
         "at_hash": _half_hash(access_token),
+        "sid": str(family_id),
         **user_claims(user, scopes),
     }
     if nonce:
@@ -143,9 +162,59 @@ async def issue(
             client_pk,
             user["id"],
             box.hash_secret(refresh_token),
-            family_id or uuid.uuid4(),
+            family_id,
             scope,
             auth_time,
             pool.refresh_token_ttl,
         )
-    return TokenSet(id_token, access_token, pool.access_token_ttl, refresh_token, scope)
+    return TokenSet(id_token, access_token, pool.access_token_ttl, refresh_token, scope, str(family_id))
+
+
+def _revoked_family_key(family_id: str) -> str:
+    return f"revoked:sid:{family_id}"
+
+
+def _revoked_jti_key(jti: str) -> str:
+    return f"revoked:jti:{jti}"
+
+
+async def revoke_family(conn, redis, pool: Pool, family_id: str) -> int:
+    """Revoke every refresh token of a login and deny its access tokens until
+    they would have expired anyway. Returns the refresh tokens revoked."""
+    result = await conn.execute(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE pool_id = $1 AND family_id = $2 AND revoked_at IS NULL",
+        pool.id,
+        uuid.UUID(family_id),
+    )
+    await redis.set(_revoked_family_key(family_id), "1", ex=pool.access_token_ttl + 60)
+    return int(result.split()[-1])
+
+
+async def revoke_access_token(redis, claims: dict[str, Any]) -> None:
+    remaining = int(claims.get("exp", 0)) - int(time.time())
+    if remaining > 0:
+        await redis.set(_revoked_jti_key(str(claims.get("jti"))), "1", ex=remaining + 60)
+
+
+class InvalidToken(Exception):
+    pass
+
+
+async def verify_access_token(key_set, redis, *, issuer: str, token: str) -> dict[str, Any]:
+    """Claims of a valid, unexpired, unrevoked access token of this issuer."""
+    from joserfc.errors import JoseError
+
+    try:
+        decoded = jwt.decode(token, key_set)
+    except (JoseError, ValueError, TypeError):
+        raise InvalidToken("malformed or badly signed") from None
+    if decoded.header.get("typ") != "at+jwt":
+        raise InvalidToken("not an access token")
+    claims = decoded.claims
+    now = int(time.time())
+    if claims.get("iss") != issuer or not isinstance(claims.get("exp"), int) or claims["exp"] <= now:
+        raise InvalidToken("wrong issuer or expired")
+    revoked = await redis.exists(_revoked_jti_key(str(claims.get("jti"))), _revoked_family_key(str(claims.get("sid"))))
+    if revoked:
+        raise InvalidToken("revoked")
+    return claims

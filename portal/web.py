@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import jinja2
+from authlib.oauth2.rfc6749.errors import OAuth2Error
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -103,6 +104,14 @@ async def portal_error_handler(request: Request, exc: Exception) -> Response:
     if exc.status_code == 503:
         response.headers.setdefault("retry-after", "5")
     return response
+
+
+async def oauth2_error_handler(request: Request, exc: Exception) -> Response:
+    """authlib's OAuth2 errors, in their RFC 6749 §5.2 shape and headers."""
+    assert isinstance(exc, OAuth2Error)
+    body = dict(exc.get_body())
+    body.setdefault("error_description", body.get("error", ""))
+    return JSONResponse(body, status_code=exc.status_code, headers=dict(exc.get_headers()))
 
 
 _HTTP_ERRORS = {

@@ -63,6 +63,7 @@ async def run_portal(
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
+            sock.close()
             task.result()  # raises the startup error
             raise RuntimeError("the portal did not start")
         await asyncio.sleep(0.01)

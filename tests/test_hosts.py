@@ -132,11 +132,11 @@ async def test_pool_does_not_leak_between_requests(portal, two_pools):
 async def test_language_switch(portal, two_pools):
     async with portal.client("acme") as client:
         r = await client.get("/", headers={"accept-language": "en-US,en;q=0.9"})
-        assert "Scan with WeChat to log in" in r.text and r.headers["content-language"] == "en"
+        assert "Scan the QR code with WeChat to log in" in r.text and r.headers["content-language"] == "en"
         r = await client.get("/", headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.8"})
-        assert "使用微信扫码登录" in r.text
+        assert "请使用微信扫一扫登录" in r.text
         r = await client.get("/?lang=en", headers={"accept-language": "zh-CN"})
-        assert "Scan with WeChat" in r.text
+        assert "Scan the QR code with WeChat" in r.text
         assert r.cookies.get("lang") == "en"
         r = await client.get("/", headers={"accept-language": "zh-CN"})
-        assert "Scan with WeChat" in r.text  # remembered by the cookie
+        assert "Scan the QR code with WeChat" in r.text  # remembered by the cookie

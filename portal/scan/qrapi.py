@@ -17,7 +17,7 @@ from portal.errors import PortalError, ValidationError
 from portal.jsonapi import optional_str, read_json, required_str
 from portal.scan import users
 from portal.scan.tickets import FINAL, TicketNotFound, TicketState, dumps
-from portal.tenants import clients, keys
+from portal.tenants import clients
 from portal.tenants.pools import Pool
 
 TICKET_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -238,12 +238,6 @@ async def exchange(request: Request) -> Response:
     )
 
 
-async def jwks(request: Request) -> Response:
-    async with request.state.db.acquire() as conn:
-        published = await keys.published(conn, request.state.pool.id)
-    return JSONResponse({"keys": published}, headers={"cache-control": "public, max-age=300"})
-
-
 def routes() -> list[Route]:
     return [
         Route("/api/qrcode", create_qrcode, methods=["POST"]),
@@ -252,5 +246,4 @@ def routes() -> list[Route]:
         Route("/api/qrcode/{ticket}/status", status, methods=["GET"]),
         Route("/api/qrcode/{ticket}/events", events, methods=["GET"]),
         Route("/api/qrcode/{ticket}/exchange", exchange, methods=["POST"]),
-        Route("/oidc/jwks", jwks, methods=["GET"]),
     ]

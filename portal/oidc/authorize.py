@@ -1,0 +1,291 @@
+"""The authorization endpoint: the pool's hosted login page (design §5).
+
+The client and the exact ``redirect_uri`` are checked first; until both are
+known good, errors are shown on a page and never sent anywhere (a redirect to
+an unchecked address would make the portal an open redirector). After that,
+errors go back to the client by its ``response_mode``.
+
+The page shows a QR ticket bound to the client; the authorization request is
+kept in Redis under that ticket. When the ticket is confirmed, the page posts
+the ticket and its secret to ``/oidc/auth/complete``, which consumes the
+ticket once, issues a 60-second code and answers by ``query`` (303 redirect),
+``form_post`` (auto-submitted form) or ``web_message`` (``postMessage`` to the
+opener, only to the origin of the registered redirect URI, for the popup).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from urllib.parse import urlencode, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from portal.errors import PortalError
+from portal.oidc import sessions
+from portal.oidc.codes import AuthRequest, CodeGrant, peek_request, save_request, take_request
+from portal.oidc.endpoints import SCOPES, issuer
+from portal.scan import users
+from portal.scan.qrapi import TICKET_RE
+from portal.scan.tickets import RETENTION_S
+from portal.tenants import clients
+from portal.tenants.clients import Client
+from portal.tenants.pools import Pool
+from portal.web import render
+
+RESPONSE_MODES = ("query", "form_post", "web_message")
+_CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43,128}$")
+_MAX_PARAM = 2000
+
+
+class AuthError(Exception):
+    """An error to send back to the (already validated) redirect URI."""
+
+    def __init__(self, error: str, description: str) -> None:
+        self.error = error
+        self.description = description
+
+
+def _page_error(request: Request, kind: str, status_code: int = 400) -> Response:
+    return render(request, "oidc_message.html", {"kind": kind}, status_code=status_code)
+
+
+def origin_of(uri: str) -> str:
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def respond(request: Request, req: AuthRequest, params: dict[str, str]) -> Response:
+    """Deliver the authorization response (a code or an error) to the client."""
+    params = {**params, "iss": issuer(request)}  # RFC 9207: lets the client detect mix-up
+    if req.state is not None:
+        params["state"] = req.state
+    headers = {"cache-control": "no-store", "referrer-policy": "no-referrer"}
+    if req.response_mode == "form_post":
+        response = render(
+            request, "oidc_form_post.html", {"action": req.redirect_uri, "params": params}
+        )
+        response.headers.update(headers)
+        return response
+    if req.response_mode == "web_message":
+        context = {"target_origin": origin_of(req.redirect_uri), "params": params}
+        response = render(request, "oidc_web_message.html", context)
+        response.headers.update(headers)
+        return response
+    sep = "&" if urlsplit(req.redirect_uri).query else "?"
+    return RedirectResponse(
+        req.redirect_uri + sep + urlencode(params), status_code=303, headers=headers
+    )
+
+
+def _param(params: dict[str, str], name: str) -> str | None:
+    value = params.get(name)
+    if value is not None and len(value) > _MAX_PARAM:
+        raise AuthError("invalid_request", f"{name} is too long.")
+    return value or None
+
+
+def _validate(params: dict[str, str], client: Client) -> tuple[AuthRequest, str | None]:
+    """The authorization request (after client and redirect_uri checked), and ``prompt``."""
+    mode = params.get("response_mode") or "query"
+    redirect_uri = params["redirect_uri"]
+    # From here the redirect URI is trusted; errors use it, in the asked mode if valid.
+    partial = AuthRequest(client.client_id, redirect_uri, "", _param(params, "state"), None, None,
+                          mode if mode in RESPONSE_MODES else "query")  # fmt: skip
+    try:
+        if mode not in RESPONSE_MODES:
+            raise AuthError(
+                "invalid_request", f"response_mode must be one of {', '.join(RESPONSE_MODES)}."
+            )
+        if params.get("request") or params.get("request_uri"):
+            raise AuthError("request_not_supported", "Request objects are not supported.")
+        if params.get("response_type") != "code":
+            raise AuthError("unsupported_response_type", "Only response_type=code is supported.")
+        asked = (params.get("scope") or "").split()
+        if "openid" not in asked:
+            raise AuthError("invalid_scope", "The openid scope is required.")
+        scope = " ".join(s for s in SCOPES if s in asked)
+        challenge = _param(params, "code_challenge")
+        method = params.get("code_challenge_method")
+        if challenge:
+            if (method or "plain") != "S256":
+                raise AuthError("invalid_request", "Only code_challenge_method=S256 is supported.")
+            if not _CHALLENGE_RE.match(challenge):
+                raise AuthError("invalid_request", "code_challenge is malformed.")
+        elif client.is_public:
+            raise AuthError(
+                "invalid_request", "PKCE (code_challenge with S256) is required for this client."
+            )
+        elif method:
+            raise AuthError("invalid_request", "code_challenge_method without code_challenge.")
+        max_age = params.get("max_age")
+        if max_age is not None and not (max_age.isdigit() and len(max_age) < 10):
+            raise AuthError("invalid_request", "max_age must be a whole number of seconds.")
+        prompt = params.get("prompt")
+        if prompt and not set(prompt.split()) <= {"none", "login", "consent", "select_account"}:
+            raise AuthError("invalid_request", "Unsupported prompt value.")
+        if prompt and "none" in prompt.split() and len(prompt.split()) > 1:
+            raise AuthError("invalid_request", "prompt=none cannot be combined with other values.")
+    except AuthError as exc:
+        exc.request = partial  # type: ignore[attr-defined]
+        raise
+    req = AuthRequest(
+        client_id=client.client_id,
+        redirect_uri=redirect_uri,
+        scope=scope,
+        state=partial.state,
+        nonce=_param(params, "nonce"),
+        code_challenge=challenge,
+        response_mode=mode,
+        max_age=int(max_age) if max_age is not None else None,
+    )
+    return req, prompt
+
+
+async def _issue_code(request: Request, req: AuthRequest, user_id: str, auth_time: int) -> str:
+    grant = CodeGrant(
+        client_id=req.client_id,
+        redirect_uri=req.redirect_uri,
+        scope=req.scope,
+        nonce=req.nonce,
+        code_challenge=req.code_challenge,
+        user_id=user_id,
+        auth_time=auth_time,
+        family_id=str(uuid.uuid4()),
+    )
+    return await request.state.codes.issue(request.state.pool.id, grant)
+
+
+async def authorize(request: Request) -> Response:
+    if request.method == "POST":
+        form = await request.form(max_files=0, max_fields=40)
+        params = {k: str(v) for k, v in form.items()}
+    else:
+        params = dict(request.query_params)
+    pool: Pool = request.state.pool
+    client_id = params.get("client_id")
+    client = (
+        await clients.get(request.state.db, pool.id, client_id)
+        if client_id and len(client_id) <= 64
+        else None
+    )
+    if client is None:
+        return _page_error(request, "unknown_client")
+    if not params.get("redirect_uri") or params["redirect_uri"] not in client.redirect_uris:
+        return _page_error(request, "bad_redirect_uri")
+    try:
+        req, prompt = _validate(params, client)
+    except AuthError as exc:
+        return respond(
+            request, exc.request, {"error": exc.error, "error_description": exc.description}
+        )  # type: ignore[attr-defined]
+    return await _login_or_page(request, client, req, prompt)
+
+
+async def _login_or_page(
+    request: Request, client: Client, req: AuthRequest, prompt: str | None
+) -> Response:
+    pool: Pool = request.state.pool
+    prompts = set((prompt or "").split())
+    session = await sessions.current(request)
+    if (
+        session
+        and "login" not in prompts
+        and (req.max_age is None or time.time() - session.auth_time <= req.max_age)
+    ):
+        user = await users.get(request.state.db, pool.id, session.user_id)
+        if user is not None and not user["blocked"]:
+            code = await _issue_code(request, req, session.user_id, session.auth_time)
+            return respond(request, req, {"code": code})
+    if "none" in prompts:
+        return respond(
+            request,
+            req,
+            {"error": "login_required", "error_description": "The user is not logged in."},
+        )
+    new = await request.state.tickets.create(
+        pool_id=pool.id, client_id=client.client_id, lifetime=pool.qr_lifetime
+    )
+    await save_request(
+        request.state.redis, pool.id, new.ticket, req, pool.qr_lifetime + RETENTION_S
+    )
+    return _hosted_page(request, client, new.ticket, new.secret, new.expires_in)
+
+
+def _hosted_page(
+    request: Request, client: Client | None, ticket: str, secret: str, expires_in: int
+) -> Response:
+    base = request.state.settings.pool_url(request.state.pool.slug)
+    ua = request.headers.get("user-agent", "")
+    response = render(
+        request,
+        "oidc_login.html",
+        {
+            "client": client,
+            "ticket": ticket,
+            "secret": secret,
+            "expires_in": expires_in,
+            "png_url": f"{base}/api/qrcode/{ticket}.png",
+            "content_url": f"{base}/q/{ticket}",
+            "in_wechat": "MicroMessenger" in ua,
+            "on_phone": any(m in ua for m in ("Mobile", "Android", "iPhone")),
+            "reload_url": str(request.url) if request.method == "GET" else "/",
+        },
+    )
+    response.headers["cache-control"] = "no-store"
+    response.headers["referrer-policy"] = "no-referrer"
+    return response
+
+
+async def complete(request: Request) -> Response:
+    """The hosted page's script posts here once the ticket is confirmed."""
+    form = await request.form(max_files=0, max_fields=10)
+    ticket, secret = str(form.get("ticket") or ""), str(form.get("secret") or "")
+    pool: Pool = request.state.pool
+    if not TICKET_RE.match(ticket) or not secret or len(secret) > 100:
+        return _page_error(request, "login_incomplete")
+    if await peek_request(request.state.redis, pool.id, ticket) is None:
+        return _page_error(request, "login_incomplete")
+    try:
+        won = await request.state.tickets.exchange(ticket, secret)
+    except PortalError:
+        return _page_error(request, "login_incomplete")
+    req = await take_request(request.state.redis, pool.id, ticket)
+    if req is None or won.pool_id != pool.id or won.client_id != req.client_id:
+        return _page_error(request, "login_incomplete")
+    if not req.redirect_uri:
+        # The pool's own page with no callback URL configured: just say who logged in.
+        user = await users.get(request.state.db, pool.id, won.user_id)
+        response = render(request, "oidc_message.html", {"kind": "logged_in", "user": user})
+    else:
+        code = await _issue_code(request, req, won.user_id, won.auth_time)
+        response = respond(request, req, {"code": code})
+    await sessions.start(request, response, won.user_id, won.auth_time)
+    return response
+
+
+async def pool_root(request: Request) -> Response:
+    """``GET /``: the hosted page for the pool's default client; after login the
+    browser goes to the pool's callback URL with a code its backend exchanges."""
+    pool: Pool = request.state.pool
+    client = await clients.get_default(request.state.db, pool.id)
+    if client is None:
+        return _page_error(request, "unknown_client", 404)
+    redirect_uri = pool.callback_url or ""
+    req = AuthRequest(
+        client.client_id, redirect_uri, "openid profile phone", None, None, None, "query"
+    )
+    if redirect_uri and redirect_uri not in client.redirect_uris:
+        return _page_error(request, "bad_redirect_uri", 500)
+    return await _login_or_page(request, client, req, "login" if not redirect_uri else None)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/", pool_root, methods=["GET"]),
+        Route("/oidc/auth", authorize, methods=["GET", "POST"]),
+        Route("/oidc/auth/complete", complete, methods=["POST"]),
+    ]

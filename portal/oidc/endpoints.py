@@ -1,0 +1,439 @@
+"""OpenID Connect endpoints of a pool, other than the authorization endpoint:
+discovery, token, userinfo, revocation (RFC 7009), introspection (RFC 7662)
+and RP-initiated logout. Errors use authlib's OAuth2 vocabulary."""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlencode
+
+from authlib.oauth2.rfc6749.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    UnauthorizedClientError,
+    UnsupportedGrantTypeError,
+)
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from joserfc import jwt
+from joserfc.errors import JoseError
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from portal import tokens
+from portal.oidc import clientauth, sessions
+from portal.scan import users
+from portal.tenants import clients, keys
+from portal.tenants.clients import Client
+from portal.tenants.pools import Pool
+from portal.web import render
+
+SCOPES = ("openid", "profile", "phone", "offline_access")
+MAX_FORM_BYTES = 16 * 1024
+NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+
+
+def issuer(request: Request) -> str:
+    return request.state.settings.pool_url(request.state.pool.slug)
+
+
+async def discovery(request: Request) -> Response:
+    iss = issuer(request)
+    pool: Pool = request.state.pool
+    algs = sorted({pool.id_token_alg, "RS256"})
+    return JSONResponse(
+        {
+            "issuer": iss,
+            "authorization_endpoint": f"{iss}/oidc/auth",
+            "token_endpoint": f"{iss}/oidc/token",
+            "userinfo_endpoint": f"{iss}/oidc/userinfo",
+            "jwks_uri": f"{iss}/oidc/jwks",
+            "revocation_endpoint": f"{iss}/oidc/revoke",
+            "introspection_endpoint": f"{iss}/oidc/introspect",
+            "end_session_endpoint": f"{iss}/oidc/logout",
+            "scopes_supported": list(SCOPES),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query", "form_post", "web_message"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": algs,
+            "token_endpoint_auth_methods_supported": list(clientauth.METHODS),
+            "revocation_endpoint_auth_methods_supported": list(clientauth.METHODS),
+            "introspection_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+            "code_challenge_methods_supported": ["S256"],
+            "claims_supported": [
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "nonce",
+                "amr",
+                "at_hash",
+                "sid",
+                "nickname",
+                "picture",
+                "phone_number",
+                "phone_number_verified",
+            ],
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+            "claims_parameter_supported": False,
+            "frontchannel_logout_supported": False,
+            "ui_locales_supported": ["zh-CN", "en"],
+        },
+        headers={"cache-control": "public, max-age=300"},
+    )
+
+
+async def jwks(request: Request) -> Response:
+    async with request.state.db.acquire() as conn:
+        published = await keys.published(conn, request.state.pool.id)
+    return JSONResponse({"keys": published}, headers={"cache-control": "public, max-age=300"})
+
+
+async def read_form(request: Request) -> FormData:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise InvalidRequestError(
+            description="Send the request as application/x-www-form-urlencoded."
+        )
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_FORM_BYTES:
+        raise InvalidRequestError(description="The request body is too large.")
+    form = await request.form(max_files=0, max_fields=50)
+    for name in form:
+        if len(form.getlist(name)) > 1:
+            raise InvalidRequestError(description=f"Parameter {name} is repeated.")
+    return form
+
+
+def _issue_args(request: Request, client: Client, user: dict, scope: str, auth_time: int) -> dict:
+    return {
+        "key_cache": request.state.keys,
+        "box": request.state.box,
+        "issuer": issuer(request),
+        "pool": request.state.pool,
+        "client_pk": client.id,
+        "client_id": client.client_id,
+        "user": user,
+        "scope": scope,
+        "auth_time": auth_time,
+    }
+
+
+async def token(request: Request) -> Response:
+    form = await read_form(request)
+    client = await clientauth.authenticate(request, form)
+    grant_type = form.get("grant_type")
+    if grant_type == "authorization_code":
+        body = await _authorization_code(request, form, client)
+    elif grant_type == "refresh_token":
+        body = await _refresh(request, form, client)
+    elif not grant_type:
+        raise InvalidRequestError(description="grant_type is required.")
+    else:
+        raise UnsupportedGrantTypeError(
+            description=f"Unsupported grant_type {str(grant_type)[:40]!r}."
+        )
+    return JSONResponse(body, headers=NO_STORE)
+
+
+async def _authorization_code(request: Request, form: FormData, client: Client) -> dict:
+    pool: Pool = request.state.pool
+    code = str(form.get("code") or "")
+    if not code or len(code) > 100:
+        raise InvalidRequestError(description="code is required.")
+    grant, replayed_family = await request.state.codes.redeem(pool.id, code)
+    if grant is None:
+        if replayed_family:
+            # A code used twice was probably stolen: revoke what its first use issued.
+            async with request.state.db.acquire() as conn:
+                await tokens.revoke_family(conn, request.state.redis, pool, replayed_family)
+        raise InvalidGrantError(description="The code is invalid, expired or already used.")
+    if grant.client_id != client.client_id:
+        raise InvalidGrantError(description="The code was issued to another client.")
+    if form.get("redirect_uri") != grant.redirect_uri:
+        raise InvalidGrantError(
+            description="redirect_uri does not match the authorization request."
+        )
+    verifier = form.get("code_verifier")
+    if grant.code_challenge:
+        if not verifier or not (43 <= len(verifier) <= 128):
+            raise InvalidGrantError(description="A valid code_verifier is required (PKCE).")
+        if create_s256_code_challenge(str(verifier)) != grant.code_challenge:
+            raise InvalidGrantError(description="code_verifier does not match the code_challenge.")
+    elif verifier:
+        raise InvalidGrantError(description="No code_challenge was sent for this code.")
+    user = await users.get(request.state.db, pool.id, grant.user_id)
+    if user is None or user["blocked"]:
+        raise InvalidGrantError(description="The user can no longer log in.")
+    scopes = grant.scope.split()
+    async with request.state.db.acquire() as conn, conn.transaction():
+        issued = await tokens.issue(
+            conn,
+            **_issue_args(request, client, user, grant.scope, grant.auth_time),
+            nonce=grant.nonce,
+            refresh="offline_access" in scopes,
+            family_id=uuid.UUID(grant.family_id),
+        )
+    return issued.as_dict()
+
+
+async def _refresh(request: Request, form: FormData, client: Client) -> dict:
+    pool: Pool = request.state.pool
+    presented = str(form.get("refresh_token") or "")
+    if not presented or len(presented) > 200:
+        raise InvalidRequestError(description="refresh_token is required.")
+    box = request.state.box
+    db = request.state.db
+    async with db.acquire() as conn:
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                """SELECT r.id, r.family_id, r.scope, r.auth_time, r.expires_at < now() AS expired,
+                          r.rotated_at IS NOT NULL OR r.revoked_at IS NOT NULL AS spent, c.client_id, r.user_id
+                   FROM refresh_tokens r JOIN clients c ON c.id = r.client_pk
+                   WHERE r.pool_id = $1 AND r.token_hash = $2 FOR UPDATE OF r""",
+                pool.id,
+                box.hash_secret(presented),
+            )
+            if row is None or row["client_id"] != client.client_id:
+                raise InvalidGrantError(description="The refresh token is invalid.")
+            if row["spent"]:
+                replay = True
+            else:
+                replay = False
+                if row["expired"]:
+                    raise InvalidGrantError(description="The refresh token has expired.")
+                await conn.execute(
+                    "UPDATE refresh_tokens SET rotated_at = now() WHERE id = $1", row["id"]
+                )
+        if replay:
+            # Reuse of a rotated token: someone holds a copy. End the whole login.
+            await tokens.revoke_family(conn, request.state.redis, pool, str(row["family_id"]))
+            raise InvalidGrantError(
+                description="The refresh token was already used; the session is revoked."
+            )
+        scope = row["scope"]
+        if form.get("scope"):
+            asked = set(str(form["scope"]).split())
+            if not asked <= set(scope.split()):
+                raise InvalidScopeError(description="A refresh cannot widen the scope.")
+            scope = " ".join(s for s in scope.split() if s in asked)
+        user = await users.get(conn, pool.id, str(row["user_id"]))
+        if user is None or user["blocked"]:
+            raise InvalidGrantError(description="The user can no longer log in.")
+        async with conn.transaction():
+            issued = await tokens.issue(
+                conn,
+                **_issue_args(request, client, user, scope, int(row["auth_time"].timestamp())),
+                refresh=True,
+                family_id=row["family_id"],
+            )
+    return issued.as_dict()
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return ""
+
+
+def _invalid_token(description: str) -> Response:
+    return JSONResponse(
+        {"error": "invalid_token", "error_description": description},
+        status_code=401,
+        headers={
+            "www-authenticate": f'Bearer error="invalid_token", error_description="{description}"',
+            **NO_STORE,
+        },
+    )
+
+
+async def _access_claims(request: Request, token: str) -> dict:
+    key_set = await request.state.keys.public_set(request.state.pool.id)
+    return await tokens.verify_access_token(
+        key_set, request.state.redis, issuer=issuer(request), token=token
+    )
+
+
+async def userinfo(request: Request) -> Response:
+    token = _bearer(request)
+    if request.method == "POST" and not token:
+        form = await read_form(request)
+        token = str(form.get("access_token") or "")
+    if not token:
+        return JSONResponse(
+            {"error": "invalid_request", "error_description": "An access token is required."},
+            status_code=401,
+            headers={"www-authenticate": 'Bearer realm="oidc"', **NO_STORE},
+        )
+    try:
+        claims = await _access_claims(request, token)
+    except tokens.InvalidToken:
+        return _invalid_token("The access token is invalid, expired or revoked.")
+    user = await users.get(request.state.db, request.state.pool.id, claims["sub"])
+    if user is None or user["blocked"]:
+        return _invalid_token("The user no longer exists or is blocked.")
+    scopes = set(str(claims.get("scope", "")).split())
+    return JSONResponse(
+        {"sub": claims["sub"], **tokens.user_claims(user, scopes)}, headers=NO_STORE
+    )
+
+
+async def _find_refresh(request: Request, token: str) -> dict | None:
+    row = await request.state.db.fetchrow(
+        """SELECT r.family_id, r.scope, r.user_id, c.client_id, r.created_at, r.expires_at,
+                  r.rotated_at IS NULL AND r.revoked_at IS NULL AND r.expires_at > now() AS active
+           FROM refresh_tokens r JOIN clients c ON c.id = r.client_pk
+           WHERE r.pool_id = $1 AND r.token_hash = $2""",
+        request.state.pool.id,
+        request.state.box.hash_secret(token),
+    )
+    return dict(row) if row else None
+
+
+async def revoke(request: Request) -> Response:
+    form = await read_form(request)
+    client = await clientauth.authenticate(request, form)
+    token = str(form.get("token") or "")
+    if not token:
+        raise InvalidRequestError(description="token is required.")
+    pool: Pool = request.state.pool
+    hint = form.get("token_type_hint")
+    order = (
+        ("access_token", "refresh_token")
+        if hint == "access_token"
+        else ("refresh_token", "access_token")
+    )
+    for kind in order:
+        if kind == "refresh_token" and len(token) <= 200:
+            found = await _find_refresh(request, token)
+            if found and found["client_id"] == client.client_id:
+                async with request.state.db.acquire() as conn:
+                    await tokens.revoke_family(
+                        conn, request.state.redis, pool, str(found["family_id"])
+                    )
+                break
+        if kind == "access_token":
+            try:
+                claims = await _access_claims(request, token)
+            except tokens.InvalidToken:
+                continue
+            if claims.get("client_id") == client.client_id:
+                await tokens.revoke_access_token(request.state.redis, claims)
+                break
+    # RFC 7009 §2.2: 200 whether or not the token was known.
+    return Response(status_code=200, headers=NO_STORE)
+
+
+async def introspect(request: Request) -> Response:
+    form = await read_form(request)
+    client = await clientauth.authenticate(request, form)
+    if client.is_public:
+        raise UnauthorizedClientError(
+            description="Only confidential clients may introspect tokens."
+        )
+    token = str(form.get("token") or "")
+    if not token:
+        raise InvalidRequestError(description="token is required.")
+    iss = issuer(request)
+    try:
+        claims = await _access_claims(request, token)
+        user = await users.get(request.state.db, request.state.pool.id, claims["sub"])
+        if user is None or user["blocked"]:
+            raise tokens.InvalidToken("user gone")
+        body = {
+            "active": True, "token_type": "Bearer", "scope": claims.get("scope"), "client_id": claims.get("client_id"),
+            "sub": claims["sub"], "aud": claims.get("aud"), "iss": iss, "exp": claims["exp"], "iat": claims.get("iat"),
+            "jti": claims.get("jti"),
+        }  # fmt: skip
+        return JSONResponse(body, headers=NO_STORE)
+    except tokens.InvalidToken:
+        pass
+    found = await _find_refresh(request, token) if len(token) <= 200 else None
+    if found and found["active"]:
+        return JSONResponse(
+            {
+                "active": True,
+                "token_type": "refresh_token",
+                "scope": found["scope"],
+                "client_id": found["client_id"],
+                "sub": str(found["user_id"]),
+                "iss": iss,
+                "exp": int(found["expires_at"].timestamp()),
+                "iat": int(found["created_at"].timestamp()),
+            },
+            headers=NO_STORE,
+        )
+    return JSONResponse({"active": False}, headers=NO_STORE)
+
+
+async def logout(request: Request) -> Response:
+    params = dict(request.query_params)
+    if request.method == "POST":
+        params.update(
+            {k: str(v) for k, v in (await request.form(max_files=0, max_fields=20)).items()}
+        )
+    pool: Pool = request.state.pool
+    hint = params.get("id_token_hint")
+    client: Client | None = None
+    sid = None
+    if hint:
+        key_set = await request.state.keys.public_set(pool.id)
+        try:
+            # An expired hint is fine (OIDC RP-Initiated Logout §2): only who and where matter.
+            claims = jwt.decode(hint, key_set).claims
+        except (JoseError, ValueError, TypeError):
+            return render(
+                request, "oidc_message.html", {"kind": "logout_bad_hint"}, status_code=400
+            )
+        if claims.get("iss") != issuer(request):
+            return render(
+                request, "oidc_message.html", {"kind": "logout_bad_hint"}, status_code=400
+            )
+        client = await clients.get(request.state.db, pool.id, str(claims.get("aud")))
+        sid = claims.get("sid")
+    if params.get("client_id") and client is not None and params["client_id"] != client.client_id:
+        return render(request, "oidc_message.html", {"kind": "logout_bad_hint"}, status_code=400)
+    if client is None and params.get("client_id"):
+        client = await clients.get(request.state.db, pool.id, params["client_id"])
+    target = params.get("post_logout_redirect_uri")
+    # End the portal's own login session for this browser.
+    response: Response
+    if target and client is not None and target in client.post_logout_redirect_uris:
+        query = urlencode({"state": params["state"]}) if params.get("state") else ""
+        sep = "&" if "?" in target else "?"
+        response = RedirectResponse(target + (sep + query if query else ""), status_code=303)
+    elif target:
+        # Never redirect to an address the client did not register (open redirect).
+        response = render(
+            request, "oidc_message.html", {"kind": "logout_bad_redirect"}, status_code=400
+        )
+    else:
+        response = render(request, "oidc_message.html", {"kind": "logged_out"})
+    await sessions.end(request, response)
+    if sid:
+        async with request.state.db.acquire() as conn:
+            await tokens.revoke_family(conn, request.state.redis, pool, str(sid))
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/.well-known/openid-configuration", discovery, methods=["GET"]),
+        Route("/oidc/jwks", jwks, methods=["GET"]),
+        Route("/oidc/token", token, methods=["POST"]),
+        Route("/oidc/userinfo", userinfo, methods=["GET", "POST"]),
+        Route("/oidc/revoke", revoke, methods=["POST"]),
+        Route("/oidc/introspect", introspect, methods=["POST"]),
+        Route("/oidc/logout", logout, methods=["GET", "POST"]),
+    ]

@@ -1,0 +1,79 @@
+// The hosted login page: follow the QR ticket's status, pushed by Server-Sent
+// Events (long polling if the stream keeps failing), and finish the login by
+// posting the confirmed ticket to /oidc/auth/complete.
+(function () {
+  "use strict";
+  var box = document.getElementById("login");
+  if (!box) return;
+  var d = box.dataset;
+  var statusText = document.getElementById("status-text");
+  var scanned = document.getElementById("scanned");
+  var overlay = document.getElementById("overlay");
+  var finished = false;
+  var source = null;
+  var failures = 0;
+
+  function show(data) {
+    if (finished) return;
+    switch (data.status) {
+      case "scanned":
+        scanned.hidden = false;
+        var by = data.scanned_by || {};
+        var avatar = document.getElementById("avatar");
+        if (by.avatar_url) { avatar.src = by.avatar_url; avatar.hidden = false; }
+        document.getElementById("who").textContent = by.nickname || "";
+        statusText.textContent = d.msgScanned;
+        break;
+      case "confirmed":
+        finished = true;
+        stop();
+        statusText.textContent = d.msgConfirmed;
+        document.getElementById("complete").submit();
+        break;
+      case "expired":
+      case "cancelled":
+        finished = true;
+        stop();
+        scanned.hidden = true;
+        overlay.hidden = false;
+        document.getElementById("overlay-text").textContent =
+          data.status === "expired" ? d.msgExpired : d.msgCancelled;
+        statusText.textContent = "";
+        document.getElementById("refresh").focus();
+        break;
+    }
+  }
+
+  function stop() {
+    if (source) { source.close(); source = null; }
+  }
+
+  function listen() {
+    if (!window.EventSource) return poll("pending");
+    source = new EventSource(d.events);
+    source.addEventListener("status", function (e) {
+      failures = 0;
+      show(JSON.parse(e.data));
+    });
+    source.onerror = function () {
+      // EventSource reconnects by itself; after repeated failures fall back to polling.
+      if (finished) return;
+      failures += 1;
+      if (failures >= 3) { stop(); poll("pending"); }
+    };
+  }
+
+  function poll(known) {
+    if (finished) return;
+    var url = d.status + "?wait=25&known=" + encodeURIComponent(known);
+    fetch(url, { headers: { "X-Ticket-Secret": d.secret }, cache: "no-store" })
+      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+      .then(function (data) { show(data); if (!finished) poll(data.status); })
+      .catch(function () {
+        statusText.textContent = d.msgOffline;
+        setTimeout(function () { poll(known); }, 2000);
+      });
+  }
+
+  listen();
+})();
