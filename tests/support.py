@@ -73,3 +73,17 @@ async def run_portal(
         server.should_exit = True
         await task
         sock.close()
+
+
+class LoopbackTransport(httpx.AsyncHTTPTransport):
+    """Connects to 127.0.0.1 whatever the URL's host, keeping the Host header:
+    lets ordinary clients use real pool URLs (``acme.localhost:PORT``) where
+    ``*.localhost`` does not resolve."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        original = request.url
+        request.url = original.copy_with(host="127.0.0.1")
+        try:
+            return await super().handle_async_request(request)
+        finally:
+            request.url = original  # cookies are stored for the real host

@@ -139,9 +139,7 @@ async def token(request: Request) -> Response:
     elif not grant_type:
         raise InvalidRequestError(description="grant_type is required.")
     else:
-        raise UnsupportedGrantTypeError(
-            description=f"Unsupported grant_type {str(grant_type)[:40]!r}."
-        )
+        raise UnsupportedGrantTypeError(str(grant_type)[:40])
     return JSONResponse(body, headers=NO_STORE)
 
 
