@@ -6,24 +6,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncIterator
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from portal import qrimage, tokens
 from portal.errors import PortalError, ValidationError
 from portal.jsonapi import optional_str, read_json, required_str
 from portal.scan import users
 from portal.scan.tickets import FINAL, TicketNotFound, TicketState, dumps
+from portal.scan.waiters import Waiter
 from portal.tenants import clients
 from portal.tenants.pools import Pool
 
 TICKET_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 MAX_WAIT = 30
 SSE_KEEPALIVE = 15.0
-SSE_HEADERS = {"cache-control": "no-cache, no-store", "x-accel-buffering": "no"}
+# x-accel-buffering: nginx must pass events through at once, not buffer them.
+SSE_RAW_HEADERS = [(b"cache-control", b"no-cache, no-store"), (b"x-accel-buffering", b"no")]
 
 
 class InvalidClient(PortalError):
@@ -129,13 +131,6 @@ async def _qrcode_image(request: Request, fmt: str) -> Response:
     )
 
 
-async def _disconnected(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
 async def status(request: Request) -> Response:
     ticket = request.path_params["ticket"]
     try:
@@ -150,23 +145,21 @@ async def status(request: Request) -> Response:
     tickets.check_secret(state, _secret(request))
     if wait and known == state.status and state.status not in FINAL:
         with request.state.waiters.watch(ticket) as waiter:
-            state = await tickets.state(ticket)  # re-read now that we are registered
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + wait
-            gone = asyncio.create_task(_disconnected(request))
+            listener = asyncio.ensure_future(_watch_disconnect(request.receive, waiter))
             try:
+                state = await tickets.state(ticket)  # re-read now that we are registered
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + wait
                 while state.status == known and state.status not in FINAL:
                     remaining = min(deadline - loop.time(), state.expires_in + 0.05)
-                    if remaining <= 0 or gone.done():
+                    if remaining <= 0:
                         break
-                    woke = asyncio.create_task(waiter.wait(remaining))
-                    await asyncio.wait({woke, gone}, return_when=asyncio.FIRST_COMPLETED)
-                    if not woke.done():
-                        woke.cancel()
-                        break  # the client went away
+                    await waiter.wait(remaining)
+                    if waiter.gone:
+                        break  # nobody to answer
                     state = await tickets.state(ticket)
             finally:
-                gone.cancel()
+                listener.cancel()
     return JSONResponse(state.public(), headers={"cache-control": "no-store"})
 
 
@@ -174,37 +167,61 @@ def _sse(data: dict) -> bytes:
     return f"event: status\ndata: {dumps(data)}\n\n".encode()
 
 
-async def events(request: Request) -> Response:
-    ticket = request.path_params["ticket"]
-    tickets = request.state.tickets
-    state = await _state_of_pool(request, ticket)
-    tickets.check_secret(state, _secret(request))
-    waiters = request.state.waiters
+async def _watch_disconnect(receive: Receive, waiter: Waiter) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    waiter.gone = True
+    waiter.wake()
 
-    async def stream() -> AsyncIterator[bytes]:
-        with waiters.watch(ticket) as waiter:
-            current = await tickets.state(ticket)
-            yield b"retry: 2000\n\n" + _sse(current.public())
-            sent = current.public()
-            loop = asyncio.get_running_loop()
-            while current.status not in FINAL:
-                keepalive_at = loop.time() + SSE_KEEPALIVE
-                timeout = min(SSE_KEEPALIVE, current.expires_in + 0.05)
-                woke = await waiter.wait(timeout)
-                if woke or current.expires_in <= timeout:
-                    current = await tickets.state(ticket)
-                    public = current.public()
-                    if (
-                        public["status"] != sent["status"]
-                        or public["scanned_by"] != sent["scanned_by"]
-                    ):
-                        yield _sse(public)
-                        sent = public
-                        continue
-                if loop.time() >= keepalive_at - 0.01:
-                    yield b": keepalive\n\n"
 
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+class Events:
+    """``GET /api/qrcode/{ticket}/events``: Server-Sent Events, as a plain ASGI
+    app rather than a StreamingResponse. Ten thousand open streams are the
+    normal load here, and each StreamingResponse would carry a task group of
+    two tasks; this keeps one small task per stream (to hear the client
+    leave) besides the request's own."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        ticket = request.path_params["ticket"]
+        tickets = request.state.tickets
+        state = await _state_of_pool(request, ticket)
+        tickets.check_secret(state, _secret(request))
+        with request.state.waiters.watch(ticket) as waiter:
+            listener = asyncio.ensure_future(_watch_disconnect(receive, waiter))
+            try:
+                await self._stream(send, tickets, ticket, waiter)
+            finally:
+                listener.cancel()
+
+    async def _stream(self, send: Send, tickets, ticket: str, waiter: Waiter) -> None:
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8"), *SSE_RAW_HEADERS]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        current = await tickets.state(ticket)
+        sent = current.public()
+        await send(
+            {
+                "type": "http.response.body",
+                "body": b"retry: 2000\n\n" + _sse(sent),
+                "more_body": True,
+            }
+        )
+        while current.status not in FINAL:
+            timeout = min(SSE_KEEPALIVE, current.expires_in + 0.05)
+            woke = await waiter.wait(timeout)
+            if waiter.gone:
+                return
+            chunk = b""
+            if woke or current.expires_in <= timeout:
+                current = await tickets.state(ticket)
+                public = current.public()
+                if public["status"] != sent["status"] or public["scanned_by"] != sent["scanned_by"]:
+                    chunk, sent = _sse(public), public
+            if not chunk and not woke:
+                chunk = b": keepalive\n\n"
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def exchange(request: Request) -> Response:
@@ -244,6 +261,6 @@ def routes() -> list[Route]:
         Route("/api/qrcode/{ticket}.png", qrcode_png, methods=["GET"]),
         Route("/api/qrcode/{ticket}.svg", qrcode_svg, methods=["GET"]),
         Route("/api/qrcode/{ticket}/status", status, methods=["GET"]),
-        Route("/api/qrcode/{ticket}/events", events, methods=["GET"]),
+        Route("/api/qrcode/{ticket}/events", Events(), methods=["GET"]),
         Route("/api/qrcode/{ticket}/exchange", exchange, methods=["POST"]),
     ]

@@ -17,23 +17,44 @@ from portal.scan.tickets import parse_event
 
 
 class Waiter:
-    __slots__ = ("_event",)
+    """One browser waiting on one ticket.
+
+    A bare future and a timer handle per wait, not a task: ten thousand
+    idle waiters should cost memory for little more than their sockets.
+    """
+
+    __slots__ = ("_future", "_woken", "gone")
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._future: asyncio.Future[bool] | None = None
+        self._woken = False
+        self.gone = False  # set by whoever notices the client went away
 
     def wake(self) -> None:
-        self._event.set()
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(True)
+        else:
+            self._woken = True  # remembered for the next wait
 
     async def wait(self, timeout: float) -> bool:
         """True when woken, False when ``timeout`` passed first."""
-        if not self._event.is_set():
-            try:
-                await asyncio.wait_for(self._event.wait(), timeout)
-            except TimeoutError:
-                return False
-        self._event.clear()
-        return True
+        if self._woken:
+            self._woken = False
+            return True
+        loop = asyncio.get_running_loop()
+        future = self._future = loop.create_future()
+        timer = loop.call_later(max(timeout, 0), _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            self._future = None
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
 
 
 class Waiters:
