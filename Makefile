@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint bench clean
+.PHONY: install browser dev test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,21 @@ install: $(BIN)/python
 dev: install
 	$(BIN)/portal dev $(ARGS)
 
+# Debian's Chromium and CJK fonts (for Chinese text in screenshots), which the browser
+# tests (tests/browser, Playwright) drive; `playwright install` cannot download browsers here.
+browser:
+	@if [ -x /usr/bin/chromium ] && dpkg-query -W -f='$${Status}' fonts-noto-cjk 2>/dev/null | grep -q 'ok installed'; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk; \
+	else \
+	  echo "The browser tests need Debian's chromium (/usr/bin/chromium) and fonts-noto-cjk." >&2; \
+	  echo "Install them as root: apt-get install --no-install-recommends chromium fonts-noto-cjk" >&2; \
+	  exit 1; \
+	fi
+
 # Every test, against real stores (embedded ones unless DATABASE_URL / REDIS_URL are set).
-test: install
+test: install browser
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: install

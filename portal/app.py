@@ -35,6 +35,7 @@ from portal.scan import mpapi, qrapi
 from portal.scan.tickets import Tickets
 from portal.scan.waiters import Waiters
 from portal.settings import Settings
+from portal.tenants.clients import ClientCache
 from portal.tenants.pools import PoolCache
 from portal.tokens import KeyCache
 from portal.web import (
@@ -63,6 +64,7 @@ class State(TypedDict):
     codes: Codes
     waiters: Waiters
     keys: KeyCache
+    clients: ClientCache
     logos: qrapi.LogoCache
     wechat: WeChatClient
 
@@ -98,6 +100,12 @@ class Site(BaseRoute):
 
 
 # --- routes every site has -------------------------------------------------
+
+
+async def favicon(request: Request) -> Response:
+    # Browsers ask for /favicon.ico by themselves; the pages name the SVG one.
+    return FileResponse(STATIC_DIR / "default-logo.svg", media_type="image/svg+xml",
+                        headers={"cache-control": "public, max-age=86400"})  # fmt: skip
 
 
 async def healthz(request: Request) -> Response:
@@ -165,6 +173,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        Route("/favicon.ico", favicon),
     ]
     apex = [*common, Route("/", apex_home), *mpapi.routes()]
     if settings.is_dev:  # in production every /dev/* path is a 404
@@ -205,13 +214,16 @@ def create_app(settings: Settings) -> Starlette:
             pools = PoolCache(db, ttl=settings.pool_cache_ttl)
             waiters = Waiters()
             keys = KeyCache(db, box)
+            client_cache = ClientCache(db)
             hub = EventHub(redis)
             hub.on(POOLS_CHANNEL, pools.handle_event)
             hub.on(POOLS_CHANNEL, keys.clear)
+            hub.on(POOLS_CHANNEL, client_cache.clear)
             hub.on(TICKETS_CHANNEL, waiters.handle_event)
             # Messages published while the subscription was down are lost: re-check everything.
             hub.on_reconnect(pools.clear)
             hub.on_reconnect(keys.clear)
+            hub.on_reconnect(client_cache.clear)
             hub.on_reconnect(waiters.wake_all)
             await hub.start()
             wechat = WeChatClient(settings.wechat_api_base, redis)
@@ -227,6 +239,7 @@ def create_app(settings: Settings) -> Starlette:
                 codes=Codes(redis, box),
                 waiters=waiters,
                 keys=keys,
+                clients=client_cache,
                 logos=qrapi.LogoCache(),
                 wechat=wechat,
             )

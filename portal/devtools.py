@@ -136,8 +136,12 @@ async def scan_outside_wechat(request: Request) -> Response:
     settings = request.state.settings
     pool = request.state.pool
     this_url = f"{settings.pool_url(pool.slug)}/q/{ticket}"
+    # The language is remembered per host: carry it over to the apex.
+    lang = i18n.pick(request)[0]
     simulator_url = (
-        f"{settings.base_url}/dev/phone?{urlencode({'url': this_url})}" if settings.is_dev else None
+        f"{settings.base_url}/dev/phone?{urlencode({'url': this_url, 'lang': lang})}"
+        if settings.is_dev
+        else None
     )
     in_wechat = "micromessenger" in request.headers.get("user-agent", "").lower()
     response = render(

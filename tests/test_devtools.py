@@ -250,8 +250,8 @@ async def test_q_page_links_the_simulator_in_dev(dev_portal, db, box):
         r = await pool.get(f"/q/{TICKET}")
     assert r.status_code == 200
     content = f"http://bx.localhost:{port}/q/{TICKET}"
-    link = f"http://localhost:{port}/dev/phone?url={quote(content, safe='')}"
-    assert f'href="{link}"' in r.text
+    link = f"http://localhost:{port}/dev/phone?url={quote(content, safe='')}&lang=zh-CN"
+    assert f'href="{link.replace("&", "&amp;")}"' in r.text  # the page's language goes along
     async with dev_portal.client() as apex:  # and the simulator takes it
         r = await apex.get(link.removeprefix(f"http://localhost:{port}"))
     assert url_field(r.text) == content

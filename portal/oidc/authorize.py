@@ -31,7 +31,6 @@ from portal.oidc.endpoints import SCOPES, issuer
 from portal.scan import users
 from portal.scan.qrapi import TICKET_RE
 from portal.scan.tickets import RETENTION_S
-from portal.tenants import clients
 from portal.tenants.clients import Client
 from portal.tenants.pools import Pool
 from portal.web import render
@@ -168,7 +167,7 @@ async def authorize(request: Request) -> Response:
     pool: Pool = request.state.pool
     client_id = params.get("client_id")
     client = (
-        await clients.get(request.state.db, pool.id, client_id)
+        await request.state.clients.get(pool.id, client_id)
         if client_id and len(client_id) <= 64
         else None
     )
@@ -271,7 +270,7 @@ async def pool_root(request: Request) -> Response:
     """``GET /``: the hosted page for the pool's default client; after login the
     browser goes to the pool's callback URL with a code its backend exchanges."""
     pool: Pool = request.state.pool
-    client = await clients.get_default(request.state.db, pool.id)
+    client = await request.state.clients.default(pool.id)
     if client is None:
         return _page_error(request, "unknown_client", 404)
     redirect_uri = pool.callback_url or ""

@@ -12,7 +12,6 @@ from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestErro
 from starlette.datastructures import FormData
 from starlette.requests import Request
 
-from portal.tenants import clients
 from portal.tenants.clients import Client
 
 METHODS = ("client_secret_basic", "client_secret_post", "none")
@@ -61,14 +60,13 @@ async def authenticate(request: Request, form: FormData) -> Client:
         secret = str(form.get("client_secret") or "")
     if not client_id or len(client_id) > 64:
         raise _invalid(basic is not None, "Client authentication failed.")
-    db = request.state.db
-    client = await clients.get(db, request.state.pool.id, client_id)
+    client = await request.state.clients.get(request.state.pool.id, client_id)
     if client is None:
         raise _invalid(basic is not None, "Client authentication failed.")
     if client.is_public:
         if secret:
             raise _invalid(basic is not None, "A public client has no secret.")
         return client
-    if not secret or not await clients.verify_secret(db, request.state.box, client, secret):
+    if not secret or not request.state.box.verify_secret(secret, client.secret_hash):
         raise _invalid(basic is not None, "Client authentication failed.")
     return client

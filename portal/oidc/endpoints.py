@@ -25,7 +25,7 @@ from starlette.routing import Route
 from portal import tokens
 from portal.oidc import clientauth, sessions
 from portal.scan import users
-from portal.tenants import clients, keys
+from portal.tenants import keys
 from portal.tenants.clients import Client
 from portal.tenants.pools import Pool
 from portal.web import render
@@ -397,12 +397,12 @@ async def logout(request: Request) -> Response:
             return render(
                 request, "oidc_message.html", {"kind": "logout_bad_hint"}, status_code=400
             )
-        client = await clients.get(request.state.db, pool.id, str(claims.get("aud")))
+        client = await request.state.clients.get(pool.id, str(claims.get("aud")))
         sid = claims.get("sid")
     if params.get("client_id") and client is not None and params["client_id"] != client.client_id:
         return render(request, "oidc_message.html", {"kind": "logout_bad_hint"}, status_code=400)
     if client is None and params.get("client_id"):
-        client = await clients.get(request.state.db, pool.id, params["client_id"])
+        client = await request.state.clients.get(pool.id, params["client_id"])
     target = params.get("post_logout_redirect_uri")
     # End the portal's own login session for this browser.
     response: Response

@@ -20,7 +20,7 @@ from portal.jsonapi import optional_str, read_json, required_str
 from portal.scan import users
 from portal.scan.qrapi import TICKET_RE
 from portal.scan.tickets import FINAL, NotScanned, TicketExpired, TicketNotFound
-from portal.tenants import clients, pools
+from portal.tenants import pools
 from portal.tenants.pools import Pool
 from portal.validation import redirect_uri
 from portal.wechat.errors import ErrCode, WeChatError, WeChatUnavailable
@@ -154,7 +154,7 @@ async def scan(request: Request) -> Response:
         nickname=(known and known["nickname"]) or "",
         avatar_url=(known and known["avatar_url"]) or "",
     )
-    client = await clients.get(request.state.db, pool.id, state.client_id)
+    client = await request.state.clients.get(pool.id, state.client_id)
     base = request.state.settings.pool_url(pool.slug)
     state = await request.state.tickets.state(ticket)
     return JSONResponse(

@@ -18,7 +18,6 @@ from portal.jsonapi import optional_str, read_json, required_str
 from portal.scan import users
 from portal.scan.tickets import FINAL, TicketNotFound, TicketState, dumps
 from portal.scan.waiters import Waiter
-from portal.tenants import clients
 from portal.tenants.pools import Pool
 
 TICKET_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -56,9 +55,9 @@ async def create_qrcode(request: Request) -> Response:
     data = await read_json(request, optional=True)
     client_id = optional_str(data, "client_id", max_len=64)
     if client_id:
-        client = await clients.get(request.state.db, pool.id, client_id)
+        client = await request.state.clients.get(pool.id, client_id)
     else:
-        client = await clients.get_default(request.state.db, pool.id)
+        client = await request.state.clients.default(pool.id)
     if client is None:
         raise InvalidClient()
     new = await request.state.tickets.create(
@@ -232,7 +231,7 @@ async def exchange(request: Request) -> Response:
     won = await request.state.tickets.exchange(ticket, secret)
     pool: Pool = request.state.pool
     db = request.state.db
-    client = await clients.get(db, pool.id, won.client_id)
+    client = await request.state.clients.get(pool.id, won.client_id)
     user = await users.get(db, pool.id, won.user_id)
     if client is None or user is None:  # deleted between confirm and exchange
         raise PortalError("The login can no longer be completed.", error="invalid_grant")

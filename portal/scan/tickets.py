@@ -93,6 +93,16 @@ end
 """
 )
 
+# One round trip, on Redis's clock. ARGV: pool id, client id, secret hash, lifetime (s), key TTL (s)
+_CREATE = """
+redis.replicate_commands()
+local t = redis.call('TIME')
+local exp = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4]) * 1000
+redis.call('HSET', KEYS[1], 'status', 'pending', 'pool', ARGV[1], 'client', ARGV[2], 'sh', ARGV[3], 'exp', exp)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return exp
+"""
+
 # ARGV: ticket
 _STATUS = (
     _PROLOGUE
@@ -214,6 +224,7 @@ class Tickets:
     def __init__(self, redis: aioredis.Redis, box: SecretBox) -> None:
         self.redis = redis
         self.box = box
+        self._create = redis.register_script(_CREATE)
         self._status = redis.register_script(_STATUS)
         self._scan = redis.register_script(_SCAN)
         self._confirm = redis.register_script(_CONFIRM)
@@ -223,21 +234,16 @@ class Tickets:
     async def create(self, *, pool_id: int, client_id: str, lifetime: int) -> NewTicket:
         ticket = secrets.token_urlsafe(24)  # 32 characters, 192 bits: fits WeChat's scene limit
         secret = secrets.token_urlsafe(32)
-        now_s, now_us = await self.redis.time()
-        expires_ms = now_s * 1000 + now_us // 1000 + lifetime * 1000
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                key(ticket),
-                mapping={
-                    "status": "pending",
-                    "pool": pool_id,
-                    "client": client_id,
-                    "sh": self.box.hash_secret(secret),
-                    "exp": expires_ms,
-                },
-            )
-            pipe.expire(key(ticket), lifetime + RETENTION_S)
-            await pipe.execute()
+        await self._create(
+            keys=[key(ticket)],
+            args=[
+                pool_id,
+                client_id,
+                self.box.hash_secret(secret),
+                lifetime,
+                lifetime + RETENTION_S,
+            ],
+        )
         return NewTicket(ticket, secret, lifetime)
 
     async def state(self, ticket: str) -> TicketState:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -22,10 +23,11 @@ class Client:
     redirect_uris: tuple[str, ...]
     post_logout_redirect_uris: tuple[str, ...]
     web_origins: tuple[str, ...]
+    secret_hash: str | None = field(default=None, repr=False)
 
 
 _COLUMNS = """id, pool_id, client_id, name, is_public, is_default, redirect_uris,
-    post_logout_redirect_uris, web_origins"""
+    post_logout_redirect_uris, web_origins, secret_hash"""
 
 
 def _client(row: asyncpg.Record) -> Client:
@@ -108,3 +110,41 @@ async def verify_secret(
 ) -> bool:
     stored = await conn.fetchval("SELECT secret_hash FROM clients WHERE id = $1", client.id)
     return box.verify_secret(secret, stored)
+
+
+class ClientCache:
+    """Clients per process, read on every QR ticket and token request.
+
+    Whoever changes a client announces it on the pools channel (like any pool
+    setting); any such message empties this cache. Misses are cached briefly.
+    """
+
+    def __init__(self, db: asyncpg.Pool, ttl: float = 300.0, miss_ttl: float = 10.0) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._miss_ttl = miss_ttl
+        self._entries: dict[tuple[int, str | None], tuple[float, Client | None]] = {}
+
+    async def _load(self, pool_id: int, client_id: str | None) -> Client | None:
+        entry = self._entries.get((pool_id, client_id))
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        client = await (
+            get_default(self._db, pool_id)
+            if client_id is None
+            else get(self._db, pool_id, client_id)
+        )
+        if len(self._entries) > 10_000:
+            self._entries.clear()  # bounded: a flood of random client ids must not grow it
+        ttl = self._ttl if client is not None else self._miss_ttl
+        self._entries[(pool_id, client_id)] = (time.monotonic() + ttl, client)
+        return client
+
+    async def get(self, pool_id: int, client_id: str) -> Client | None:
+        return await self._load(pool_id, client_id)
+
+    async def default(self, pool_id: int) -> Client | None:
+        return await self._load(pool_id, None)
+
+    def clear(self, *_: object) -> None:
+        self._entries.clear()

@@ -1,0 +1,1 @@
+"""Real-browser tests: headless Chromium driven by Playwright against a dev portal."""
