@@ -219,11 +219,14 @@ def create_app(settings: Settings) -> Starlette:
             hub.on(POOLS_CHANNEL, pools.handle_event)
             hub.on(POOLS_CHANNEL, keys.clear)
             hub.on(POOLS_CHANNEL, client_cache.clear)
+            tickets = Tickets(redis, box)
+            hub.on(TICKETS_CHANNEL, tickets.handle_event)  # before the waiters re-read
             hub.on(TICKETS_CHANNEL, waiters.handle_event)
             # Messages published while the subscription was down are lost: re-check everything.
             hub.on_reconnect(pools.clear)
             hub.on_reconnect(keys.clear)
             hub.on_reconnect(client_cache.clear)
+            hub.on_reconnect(tickets.forget_all)
             hub.on_reconnect(waiters.wake_all)
             await hub.start()
             wechat = WeChatClient(settings.wechat_api_base, redis)
@@ -235,7 +238,7 @@ def create_app(settings: Settings) -> Starlette:
                 pools=pools,
                 box=box,
                 templates=templates,
-                tickets=Tickets(redis, box),
+                tickets=tickets,
                 codes=Codes(redis, box),
                 waiters=waiters,
                 keys=keys,

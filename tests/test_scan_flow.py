@@ -469,3 +469,38 @@ async def test_a_private_mini_program_pool_accepts_only_its_own_sessions(portal,
         r = await pc.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
         assert r.status_code == 200
     assert await db.fetchval("SELECT appid FROM wechat_identities") == SECOND_APPID
+
+
+async def test_status_reads_follow_changes_made_through_another_process(acme, portal, apex):
+    """A process answers plain status reads from what it last heard; changes made
+    through any process reach it on the tickets channel."""
+    async with (
+        run_portal(portal.settings) as other,
+        other.client("acme") as pc_b,
+        portal.client("acme") as pc_a,
+    ):
+        t = await new_ticket(pc_a)
+        assert (await status(pc_a, t))["status"] == "pending"
+        assert (await status(pc_b, t))["status"] == "pending"
+        phone = Phone(apex, "quinn")
+        await phone.scan(t["ticket"])
+        for pc in (pc_a, pc_b):
+            seen = None
+            for _ in range(50):
+                seen = (await status(pc, t))["status"]
+                if seen == "scanned":
+                    break
+                await asyncio.sleep(0.02)
+            assert seen == "scanned"
+        await phone.confirm(t["ticket"], nickname="Quinn")
+        for pc in (pc_a, pc_b):
+            for _ in range(50):
+                body = await status(pc, t)
+                if body["status"] == "confirmed":
+                    break
+                await asyncio.sleep(0.02)
+            assert body == {
+                "status": "confirmed",
+                "expires_in": 0,
+                "scanned_by": {"nickname": "Quinn", "avatar_url": None},
+            }

@@ -36,11 +36,12 @@ def content_url(request: Request, ticket: str) -> str:
     return f"{request.state.settings.pool_url(request.state.pool.slug)}/q/{ticket}"
 
 
-async def _state_of_pool(request: Request, ticket: str) -> TicketState:
+async def _state_of_pool(request: Request, ticket: str, *, recent: bool = False) -> TicketState:
     """The ticket, if it exists and belongs to this host's pool (else 404 either way)."""
     if not TICKET_RE.match(ticket):
         raise TicketNotFound()
-    state = await request.state.tickets.state(ticket)
+    tickets = request.state.tickets
+    state = await (tickets.recent_state(ticket) if recent else tickets.state(ticket))
     if state.pool_id != request.state.pool.id:
         raise TicketNotFound()
     return state
@@ -140,7 +141,7 @@ async def status(request: Request) -> Response:
         raise ValidationError(f"wait must be between 0 and {MAX_WAIT}.")
     known = request.query_params.get("known")
     tickets = request.state.tickets
-    state = await _state_of_pool(request, ticket)
+    state = await _state_of_pool(request, ticket, recent=True)
     tickets.check_secret(state, _secret(request))
     if wait and known == state.status and state.status not in FINAL:
         with request.state.waiters.watch(ticket) as waiter:

@@ -13,8 +13,10 @@ belongs to is a field, and every pool-host route checks it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -28,6 +30,9 @@ STATUSES = ("pending", "scanned", *sorted(FINAL))
 # Final tickets stay readable this long after their QR lifetime ends, so a
 # late status request learns "expired" (or the outcome) rather than 404.
 RETENTION_S = 300
+_CACHE_S = 5.0
+_CACHE_MAX = 100_000
+_NEAR_EXPIRY_MS = 1500
 
 
 def key(ticket: str) -> str:
@@ -100,7 +105,7 @@ local t = redis.call('TIME')
 local exp = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4]) * 1000
 redis.call('HSET', KEYS[1], 'status', 'pending', 'pool', ARGV[1], 'client', ARGV[2], 'sh', ARGV[3], 'exp', exp)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-return exp
+return {exp, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
 """
 
 # ARGV: ticket
@@ -230,28 +235,73 @@ class Tickets:
         self._confirm = redis.register_script(_CONFIRM)
         self._cancel = redis.register_script(_CANCEL)
         self._exchange = redis.register_script(_EXCHANGE)
+        self._cache: dict[str, tuple[TicketState, float, float]] = {}
 
     async def create(self, *, pool_id: int, client_id: str, lifetime: int) -> NewTicket:
         ticket = secrets.token_urlsafe(24)  # 32 characters, 192 bits: fits WeChat's scene limit
         secret = secrets.token_urlsafe(32)
-        await self._create(
+        secret_hash = self.box.hash_secret(secret)
+        exp, now = await self._create(
             keys=[key(ticket)],
-            args=[
-                pool_id,
-                client_id,
-                self.box.hash_secret(secret),
-                lifetime,
-                lifetime + RETENTION_S,
-            ],
+            args=[pool_id, client_id, secret_hash, lifetime, lifetime + RETENTION_S],
+        )
+        self._remember(
+            TicketState(
+                ticket, "pending", pool_id, client_id, int(exp), int(now), "", "", secret_hash
+            )
         )
         return NewTicket(ticket, secret, lifetime)
 
     async def state(self, ticket: str) -> TicketState:
+        """The ticket as Redis has it now (expiring it if its time is up)."""
         r = await self._status(keys=[key(ticket)], args=[ticket])
         if r[0] != "ok":
+            self._cache.pop(ticket, None)
             raise TicketNotFound()
         _, status, pool, client, exp, nick, avatar, sh, now = r
-        return TicketState(ticket, status, int(pool), client, int(exp), int(now), nick, avatar, sh)
+        state = TicketState(ticket, status, int(pool), client, int(exp), int(now), nick, avatar, sh)
+        self._remember(state)
+        return state
+
+    # A page polling its ticket's status is the commonest request there is. Each
+    # process keeps what it last learnt of recent tickets (from Redis, or from
+    # the tickets channel, which carries every change) and answers plain status
+    # reads from it for a few seconds; near its expiry a ticket is read from
+    # Redis, whose clock decides. Waiting (long poll, SSE) always reads Redis.
+
+    def _remember(self, state: TicketState) -> None:
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        offset = state.now_ms - time.time() * 1000  # Redis's clock minus ours
+        self._cache[state.ticket] = (state, offset, time.monotonic() + _CACHE_S)
+
+    async def recent_state(self, ticket: str) -> TicketState:
+        entry = self._cache.get(ticket)
+        if entry is not None:
+            state, offset, until = entry
+            if time.monotonic() < until:
+                now_ms = int(time.time() * 1000 + offset)
+                if state.status in FINAL or state.expires_at_ms - now_ms > _NEAR_EXPIRY_MS:
+                    return dataclasses.replace(state, now_ms=now_ms)
+        return await self.state(ticket)
+
+    def handle_event(self, message: dict) -> None:
+        """A change published by any process: keep the cached copy current."""
+        entry = self._cache.get(message.get("t"))  # type: ignore[arg-type]
+        if entry is None or message.get("s") not in STATUSES:
+            return
+        state, offset, until = entry
+        changed = dataclasses.replace(
+            state,
+            status=message["s"],
+            nickname=message.get("n") or "",
+            avatar_url=message.get("a") or "",
+            expires_at_ms=int(message.get("e") or state.expires_at_ms),
+        )
+        self._cache[state.ticket] = (changed, offset, until)
+
+    def forget_all(self) -> None:
+        self._cache.clear()
 
     def check_secret(self, state: TicketState, secret: str | None) -> None:
         if not secret or not self.box.verify_secret(secret, state.secret_hash):
