@@ -167,7 +167,9 @@ async def issue(
             auth_time,
             pool.refresh_token_ttl,
         )
-    return TokenSet(id_token, access_token, pool.access_token_ttl, refresh_token, scope, str(family_id))
+    return TokenSet(
+        id_token, access_token, pool.access_token_ttl, refresh_token, scope, str(family_id)
+    )
 
 
 def _revoked_family_key(family_id: str) -> str:
@@ -212,9 +214,15 @@ async def verify_access_token(key_set, redis, *, issuer: str, token: str) -> dic
         raise InvalidToken("not an access token")
     claims = decoded.claims
     now = int(time.time())
-    if claims.get("iss") != issuer or not isinstance(claims.get("exp"), int) or claims["exp"] <= now:
+    if (
+        claims.get("iss") != issuer
+        or not isinstance(claims.get("exp"), int)
+        or claims["exp"] <= now
+    ):
         raise InvalidToken("wrong issuer or expired")
-    revoked = await redis.exists(_revoked_jti_key(str(claims.get("jti"))), _revoked_family_key(str(claims.get("sid"))))
+    revoked = await redis.exists(
+        _revoked_jti_key(str(claims.get("jti"))), _revoked_family_key(str(claims.get("sid")))
+    )
     if revoked:
         raise InvalidToken("revoked")
     return claims

@@ -35,6 +35,16 @@ async def apex(portal):
         yield client
 
 
+async def change_pool(db, portal, assignment: str) -> None:
+    """A pool setting changed as the console does it: written, then announced."""
+    await db.execute(f"UPDATE pools SET {assignment} WHERE slug = 'acme'")
+    await pools.announce_change(portal.state["hub"], "acme")
+    for _ in range(100):  # the message comes back through Redis to this process
+        if portal.state["pools"]._entries.get("acme") is None:
+            return
+        await asyncio.sleep(0.01)
+
+
 async def new_ticket(pc, **body) -> dict:
     r = await pc.post("/api/qrcode", json=body)
     assert r.status_code == 201, r.text
@@ -300,8 +310,8 @@ async def test_mini_program_session_errors(apex, fresh_fake):
     assert r.status_code == 401
 
 
-async def test_phone_required(pc, apex, db):
-    await db.execute("UPDATE pools SET phone_required = true")
+async def test_phone_required(pc, apex, db, portal):
+    await change_pool(db, portal, "phone_required = true")
     t = await new_ticket(pc)
     grace = Phone(apex, "grace")
     await grace.scan(t["ticket"])
@@ -320,10 +330,10 @@ async def test_phone_required(pc, apex, db):
     assert (await grace.scan_and_confirm(t["ticket"])).status_code == 200
 
 
-async def test_login_only_refuses_unknown_users(pc, apex, db):
+async def test_login_only_refuses_unknown_users(pc, apex, db, portal):
     t = await new_ticket(pc)
     assert (await Phone(apex, "henry").scan_and_confirm(t["ticket"])).status_code == 200
-    await db.execute("UPDATE pools SET login_only = true")
+    await change_pool(db, portal, "login_only = true")
     t = await new_ticket(pc)
     r = await Phone(apex, "ivan").scan_and_confirm(t["ticket"])
     assert r.status_code == 403 and r.json()["error"] == "signup_disabled"
@@ -335,8 +345,8 @@ async def test_login_only_refuses_unknown_users(pc, apex, db):
     )
 
 
-async def test_link_by_phone(pc, apex, db):
-    await db.execute("UPDATE pools SET link_by_phone = true")
+async def test_link_by_phone(pc, apex, db, portal):
+    await change_pool(db, portal, "link_by_phone = true")
     t = await new_ticket(pc)
     assert (
         await Phone(apex, "judy").scan_and_confirm(t["ticket"], phone="13900001111")

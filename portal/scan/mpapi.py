@@ -6,6 +6,7 @@ and knows only the ticket it scanned.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -124,7 +125,7 @@ async def _ticket_pool(request: Request) -> tuple[str, Pool, object]:
     if not TICKET_RE.match(ticket):
         raise TicketNotFound()
     state = await request.state.tickets.state(ticket)
-    pool = await pools.get_by_id(request.state.db, state.pool_id)
+    pool = await request.state.pools.get_by_id(state.pool_id)
     if pool is None:
         raise TicketNotFound()
     return ticket, pool, state
@@ -147,7 +148,7 @@ async def scan(request: Request) -> Response:
         who["appid"],
         who["openid"],
     )
-    await request.state.tickets.scan(
+    scanned_at_ms = await request.state.tickets.scan(
         ticket,
         who["appid"],
         who["openid"],
@@ -156,7 +157,7 @@ async def scan(request: Request) -> Response:
     )
     client = await request.state.clients.get(pool.id, state.client_id)
     base = request.state.settings.pool_url(pool.slug)
-    state = await request.state.tickets.state(ticket)
+    state = dataclasses.replace(state, status="scanned", now_ms=scanned_at_ms)
     return JSONResponse(
         {
             "status": "scanned",

@@ -309,9 +309,10 @@ class Tickets:
 
     async def scan(
         self, ticket: str, appid: str, openid: str, *, nickname: str = "", avatar_url: str = ""
-    ) -> None:
+    ) -> int:
         r = await self._scan(keys=[key(ticket)], args=[ticket, appid, openid, nickname, avatar_url])
         _raise_for(r[0])
+        return int(r[1])  # Redis's clock at the scan
 
     async def confirm(
         self,

@@ -182,6 +182,7 @@ class PoolCache:
         self._miss_ttl = miss_ttl
         self._entries: dict[str, tuple[float, Pool | None]] = {}
         self._loading: dict[str, asyncio.Future[Pool | None]] = {}
+        self._slugs: dict[int, str] = {}  # id → slug, learnt from what was loaded
         self.loads = 0  # queries made; read by tests
 
     async def get(self, slug: str) -> Pool | None:
@@ -198,6 +199,8 @@ class PoolCache:
             ttl = self._ttl if pool is not None else self._miss_ttl
             if self._loading.get(slug) is future:  # not invalidated meanwhile
                 self._entries[slug] = (time.monotonic() + ttl, pool)
+                if pool is not None:
+                    self._slugs[pool.id] = slug
             future.set_result(pool)
             return pool
         except BaseException as exc:
@@ -208,6 +211,16 @@ class PoolCache:
             if self._loading.get(slug) is future:
                 del self._loading[slug]
 
+    async def get_by_id(self, pool_id: int) -> Pool | None:
+        """For the mini-program API, which knows a ticket's pool only by id."""
+        slug = self._slugs.get(pool_id)
+        if slug is None:
+            slug = await self._db.fetchval("SELECT slug FROM pools WHERE id = $1", pool_id)
+            if slug is None:
+                return None
+        pool = await self.get(slug)
+        return pool if pool is not None and pool.id == pool_id else None
+
     def invalidate(self, slug: str) -> None:
         self._entries.pop(slug, None)
         self._loading.pop(slug, None)
@@ -215,6 +228,7 @@ class PoolCache:
     def clear(self) -> None:
         self._entries.clear()
         self._loading.clear()
+        self._slugs.clear()
 
     def handle_event(self, message: dict) -> None:
         slug = message.get("slug")
