@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from portal import i18n
 from portal.errors import PortalError
 from portal.oidc import sessions
 from portal.oidc.codes import AuthRequest, CodeGrant, peek_request, save_request, take_request
@@ -181,11 +182,15 @@ async def authorize(request: Request) -> Response:
         return respond(
             request, exc.request, {"error": exc.error, "error_description": exc.description}
         )  # type: ignore[attr-defined]
-    return await _login_or_page(request, client, req, prompt)
+    return await _login_or_page(request, client, req, prompt, params)
 
 
 async def _login_or_page(
-    request: Request, client: Client, req: AuthRequest, prompt: str | None
+    request: Request,
+    client: Client,
+    req: AuthRequest,
+    prompt: str | None,
+    params: dict[str, str] | None = None,
 ) -> Response:
     pool: Pool = request.state.pool
     prompts = set((prompt or "").split())
@@ -211,14 +216,28 @@ async def _login_or_page(
     await save_request(
         request.state.redis, pool.id, new.ticket, req, pool.qr_lifetime + RETENTION_S
     )
-    return _hosted_page(request, client, new.ticket, new.secret, new.expires_in)
+    return _hosted_page(request, client, new.ticket, new.secret, new.expires_in, params)
 
 
 def _hosted_page(
-    request: Request, client: Client | None, ticket: str, secret: str, expires_in: int
+    request: Request,
+    client: Client | None,
+    ticket: str,
+    secret: str,
+    expires_in: int,
+    params: dict[str, str] | None,
 ) -> Response:
     base = request.state.settings.pool_url(request.state.pool.slug)
     ua = request.headers.get("user-agent", "")
+    extra = {}
+    if params is not None:
+        # The same authorization request as a link, whether it came by GET or POST:
+        # a new QR code and the language switch must not lose it.
+        again = "/oidc/auth?" + urlencode({k: v for k, v in params.items() if k != "lang"})
+        other = "en" if i18n.pick(request)[0] == "zh-CN" else "zh-CN"
+        extra = {"reload_url": again, "switch_url": f"{again}&lang={other}"}
+    # WeChat's desktop apps say MicroMessenger too, but there is no phone to long-press on.
+    desktop_wechat = "WindowsWechat" in ua or "MacWechat" in ua
     response = render(
         request,
         "oidc_login.html",
@@ -229,9 +248,11 @@ def _hosted_page(
             "expires_in": expires_in,
             "png_url": f"{base}/api/qrcode/{ticket}.png",
             "content_url": f"{base}/q/{ticket}",
-            "in_wechat": "MicroMessenger" in ua,
-            "on_phone": any(m in ua for m in ("Mobile", "Android", "iPhone")),
-            "reload_url": str(request.url) if request.method == "GET" else "/",
+            "in_wechat": "MicroMessenger" in ua and not desktop_wechat,
+            "on_phone": any(m in ua for m in ("Mobile", "Android", "iPhone"))
+            and not desktop_wechat,
+            "reload_url": str(request.url),
+            **extra,
         },
     )
     response.headers["cache-control"] = "no-store"
