@@ -77,7 +77,12 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     }
     if not settings.redis_url.startswith("unix:"):
         options["socket_keepalive"] = True
-    return aioredis.from_url(settings.redis_url, **options)
+    # A burst (thousands of browsers opening their streams at once) waits for a
+    # free connection instead of failing with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.redis_pool_max, timeout=5, **options
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 class Site(BaseRoute):

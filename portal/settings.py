@@ -38,6 +38,7 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     db_pool_min: int = 1
     db_pool_max: int = 10
+    redis_pool_max: int = 64
     # Seconds a cached pool (or a cached "no such pool") is trusted without
     # an invalidation message: a safety net should a pub/sub message be lost.
     pool_cache_ttl: float = 300.0
@@ -97,6 +98,7 @@ class Settings:
         for name, var in (
             ("db_pool_min", "PORTAL_DB_POOL_MIN"),
             ("db_pool_max", "PORTAL_DB_POOL_MAX"),
+            ("redis_pool_max", "PORTAL_REDIS_POOL_MAX"),
         ):
             if var in env:
                 try:

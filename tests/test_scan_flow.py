@@ -514,3 +514,20 @@ async def test_status_reads_follow_changes_made_through_another_process(acme, po
                 "expires_in": 0,
                 "scanned_by": {"nickname": "Quinn", "avatar_url": None},
             }
+
+
+async def test_a_burst_larger_than_the_redis_pool_waits_instead_of_failing(acme, portal):
+    small = portal.settings.replace(redis_pool_max=4)
+    async with run_portal(small) as running, running.client("acme") as pc:
+        results = await asyncio.gather(*(pc.post("/api/qrcode", json={}) for _ in range(60)))
+        assert [r.status_code for r in results] == [201] * 60
+        tickets = [r.json() for r in results]
+        reads = await asyncio.gather(
+            *(
+                pc.get(
+                    f"/api/qrcode/{t['ticket']}/status?secret={t['secret']}&wait=1&known=pending"
+                )
+                for t in tickets
+            )
+        )
+        assert {r.status_code for r in reads} == {200}
