@@ -38,5 +38,9 @@ test: install browser
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# The benchmark suite (bench/README.md); e.g. make bench ARGS=--quick
+bench: install
+	$(BIN)/python bench/run.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) .portal .pytest_cache

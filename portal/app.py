@@ -82,7 +82,7 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=settings.redis_pool_max, timeout=5, **options
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it too
 
 
 class Site(BaseRoute):
