@@ -196,6 +196,19 @@ async def code_for(setup, browser, apex, client, **extra) -> tuple[str, str]:
     return parse_qs(urlsplit(done.headers["location"]).query)["code"][0], verifier
 
 
+def code_grant(code: str, verifier: str) -> dict:
+    return {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+
+
+def rp_auth(setup) -> tuple[str, str]:
+    return setup["rp"].client_id, setup["rp_secret"]
+
+
 async def token_request(browser, setup, data, auth=None):
     return await browser.post(f"{setup['issuer']}/oidc/token", data=data, auth=auth)
 
@@ -283,13 +296,8 @@ async def test_code_reuse_fails_and_revokes_what_the_first_use_issued(setup, bro
     code, verifier = await code_for(
         setup, browser, apex, setup["rp"], scope="openid offline_access"
     )
-    auth = (setup["rp"].client_id, setup["rp_secret"])
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
+    auth = rp_auth(setup)
+    data = code_grant(code, verifier)
     first = await token_request(browser, setup, data, auth)
     assert first.status_code == 200
     second = await token_request(browser, setup, data, auth)
@@ -308,12 +316,7 @@ async def test_code_reuse_fails_and_revokes_what_the_first_use_issued(setup, bro
 
 async def test_client_authentication(setup, browser, apex):
     code, verifier = await code_for(setup, browser, apex, setup["rp"])
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
+    data = code_grant(code, verifier)
     r = await token_request(browser, setup, data, (setup["rp"].client_id, "wrong"))
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
     assert r.headers["www-authenticate"].startswith("Basic")
@@ -354,12 +357,7 @@ async def test_expired_code(setup, browser, apex, portal):
     redis = portal.state["redis"]
     for key in await redis.keys("code:*"):
         await redis.delete(key)  # what Redis does when the 60 seconds are up
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
+    data = code_grant(code, verifier)
     r = await token_request(browser, setup, data, (setup["rp"].client_id, setup["rp_secret"]))
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
 
@@ -373,12 +371,7 @@ async def test_codes_and_tokens_do_not_cross_pools(setup, browser, apex, portal,
         setup, browser, apex, setup["rp"], scope="openid offline_access"
     )
     beta = f"http://beta.localhost:{portal.port}"
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
+    data = code_grant(code, verifier)
     r = await browser.post(
         f"{beta}/oidc/token", data=data, auth=(beta_client.client_id, beta_secret)
     )
@@ -402,13 +395,8 @@ async def test_refresh_token_reuse_revokes_the_family(setup, browser, apex):
     code, verifier = await code_for(
         setup, browser, apex, setup["rp"], scope="openid offline_access"
     )
-    auth = (setup["rp"].client_id, setup["rp_secret"])
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
+    auth = rp_auth(setup)
+    data = code_grant(code, verifier)
     first = (await token_request(browser, setup, data, auth)).json()
     second = (
         await token_request(
@@ -445,13 +433,8 @@ async def test_concurrent_refreshes_have_one_winner(setup, browser, apex):
     code, verifier = await code_for(
         setup, browser, apex, setup["rp"], scope="openid offline_access"
     )
-    auth = (setup["rp"].client_id, setup["rp_secret"])
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
+    auth = rp_auth(setup)
+    data = code_grant(code, verifier)
     first = (await token_request(browser, setup, data, auth)).json()
     body = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
     results = await asyncio.gather(*(token_request(browser, setup, body, auth) for _ in range(10)))
@@ -494,13 +477,8 @@ async def test_pool_root_goes_to_the_callback_url_with_a_code(portal, db, box, b
 async def test_es256_pools_and_key_rotation(setup, browser, apex, db, box, portal):
     pool_id = setup["acme"].pool.id
     code, verifier = await code_for(setup, browser, apex, setup["rp"])
-    auth = (setup["rp"].client_id, setup["rp_secret"])
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
+    auth = rp_auth(setup)
+    data = code_grant(code, verifier)
     old = (await token_request(browser, setup, data, auth)).json()
     await db.execute("UPDATE pools SET id_token_alg = 'ES256' WHERE id = $1", pool_id)
     async with db.acquire() as conn:
@@ -537,13 +515,8 @@ async def test_introspection(setup, browser, apex, db, box):
     code, verifier = await code_for(
         setup, browser, apex, setup["rp"], scope="openid offline_access"
     )
-    auth = (setup["rp"].client_id, setup["rp_secret"])
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
+    auth = rp_auth(setup)
+    data = code_grant(code, verifier)
     tokens = (await token_request(browser, setup, data, auth)).json()
     url = f"{setup['issuer']}/oidc/introspect"
     r = (await browser.post(url, data={"token": tokens["access_token"]}, auth=auth)).json()
@@ -569,13 +542,8 @@ async def test_introspection(setup, browser, apex, db, box):
 
 async def test_logout_never_redirects_to_an_unregistered_address(setup, browser, apex):
     code, verifier = await code_for(setup, browser, apex, setup["rp"])
-    auth = (setup["rp"].client_id, setup["rp_secret"])
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
+    auth = rp_auth(setup)
+    data = code_grant(code, verifier)
     tokens = (await token_request(browser, setup, data, auth)).json()
     r = await browser.get(f"{setup['issuer']}/oidc/logout", params={
         "id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://evil.example.com/"})  # fmt: skip
