@@ -183,14 +183,15 @@ def routes(settings: Settings) -> list[BaseRoute]:
     apex = [*common, Route("/", apex_home), *mpapi.routes()]
     if settings.is_dev:  # in production every /dev/* path is a 404
         apex += devtools.dev_routes()
+    # Routes are tried in order: the QR API, by far the busiest, goes first.
     pool = [
-        *common,
-        Route("/logo", pool_logo),
-        Route("/q/{ticket}", devtools.scan_outside_wechat),
         *qrapi.routes(),
         *mpapi.routes(),
         *authorize.routes(),
         *endpoints.routes(),
+        Route("/logo", pool_logo),
+        Route("/q/{ticket}", devtools.scan_outside_wechat),
+        *common,
     ]
     errors = [
         Route(

@@ -33,11 +33,16 @@ class KeyCache:
         self._keys: dict[int, keys.SigningKey] = {}
         self._public: dict[int, KeySet] = {}
 
-    async def get(self, pool_id: int) -> keys.SigningKey:
+    async def get(self, pool_id: int, conn: asyncpg.Connection | None = None) -> keys.SigningKey:
+        """The active key; ``conn`` is the caller's connection if it holds one (taking
+        a second from the pool while holding one can deadlock a busy pool)."""
         key = self._keys.get(pool_id)
         if key is None:
-            async with self._db.acquire() as conn:
+            if conn is not None:
                 key = await keys.active(conn, self._box, pool_id)
+            else:
+                async with self._db.acquire() as own:
+                    key = await keys.active(own, self._box, pool_id)
             if key is None:
                 raise RuntimeError(f"pool {pool_id} has no active signing key")
             self._keys[pool_id] = key
@@ -113,7 +118,7 @@ async def issue(
     refresh: bool = True,
     family_id: uuid.UUID | None = None,
 ) -> TokenSet:
-    key = await key_cache.get(pool.id)
+    key = await key_cache.get(pool.id, conn if isinstance(conn, asyncpg.Connection) else None)
     scopes = set(scope.split())
     family_id = family_id or uuid.uuid4()
     now = int(time.time())

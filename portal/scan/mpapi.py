@@ -234,14 +234,14 @@ async def confirm(request: Request) -> Response:
                 nickname=user["nickname"] or "",
                 avatar_url=user["avatar_url"] or "",
             )
+            result_name = "signup" if result.created else "success"
+            await users.record_event(conn, result=result_name, user_id=user["id"], **event)
     except (users.LoginRefused, users.PhoneRequired) as exc:
+        # The login's own transaction rolled back: the refusal is recorded apart.
         await users.record_event(db, result=exc.error, **event)
         raise
     except (asyncpg.PostgresConnectionError, OSError):
         raise ServiceUnavailable() from None
-    await users.record_event(
-        db, result="signup" if result.created else "success", user_id=user["id"], **event
-    )
     return JSONResponse({"status": "confirmed"})
 
 

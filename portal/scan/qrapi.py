@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import re
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -206,18 +207,29 @@ class Events:
                 "more_body": True,
             }
         )
+        stale = False  # the last re-read failed: try again soon
         while current.status not in FINAL:
-            timeout = min(SSE_KEEPALIVE, current.expires_in + 0.05)
+            timeout = 1.0 if stale else min(SSE_KEEPALIVE, current.expires_in + 0.05)
             woke = await waiter.wait(timeout)
             if waiter.gone:
                 return
             chunk = b""
-            if woke or current.expires_in <= timeout:
-                current = await tickets.state(ticket)
-                public = current.public()
-                if public["status"] != sent["status"] or public["scanned_by"] != sent["scanned_by"]:
-                    chunk, sent = _sse(public), public
-            if not chunk and not woke:
+            if woke or stale or current.expires_in <= timeout:
+                try:
+                    current = await tickets.state(ticket)
+                    stale = False
+                except RedisError:
+                    # Keep the stream open and re-read shortly: what changed
+                    # meanwhile is still in Redis, so nothing is missed.
+                    stale = True
+                else:
+                    public = current.public()
+                    if (
+                        public["status"] != sent["status"]
+                        or public["scanned_by"] != sent["scanned_by"]
+                    ):
+                        chunk, sent = _sse(public), public
+            if not chunk and not woke and not stale:
                 chunk = b": keepalive\n\n"
             if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

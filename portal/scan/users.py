@@ -184,19 +184,34 @@ async def record_event(
     ip: str | None = None,
     user_agent: str | None = None,
 ) -> None:
-    """One row per login attempt, successful or refused. Never fails the login."""
+    """One row per login attempt, successful or refused. Inside the login's own
+    transaction it is part of it (it commits with the login or not at all);
+    apart from one, a failure to record never fails the request."""
+    if isinstance(conn, asyncpg.Connection) and conn.is_in_transaction():
+        await _insert_event(
+            conn, pool_id, result, user_id, client_id, appid, openid, ip, user_agent
+        )
+        return
     try:
-        await conn.execute(
-            """INSERT INTO login_events (pool_id, user_id, client_id, appid, openid, result, ip, user_agent)
-               VALUES ($1, $2, $3, $4, $5, $6, $7::inet, $8)""",
-            pool_id,
-            user_id,
-            client_id,
-            appid,
-            openid,
-            result,
-            ip,
-            (user_agent or "")[:500] or None,
+        await _insert_event(
+            conn, pool_id, result, user_id, client_id, appid, openid, ip, user_agent
         )
     except (asyncpg.PostgresError, OSError) as exc:
         log.warning("could not record a login event (%s)", type(exc).__name__)
+
+
+async def _insert_event(
+    conn, pool_id, result, user_id, client_id, appid, openid, ip, user_agent
+) -> None:
+    await conn.execute(
+        """INSERT INTO login_events (pool_id, user_id, client_id, appid, openid, result, ip, user_agent)
+               VALUES ($1, $2, $3, $4, $5, $6, $7::inet, $8)""",
+        pool_id,
+        user_id,
+        client_id,
+        appid,
+        openid,
+        result,
+        ip,
+        (user_agent or "")[:500] or None,
+    )
