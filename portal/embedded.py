@@ -70,7 +70,7 @@ def _make_traversable(path: Path) -> None:
 
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path, database: str = "portal") -> None:
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()
         self.database = database
         self._server = None
 
@@ -108,7 +108,8 @@ class EmbeddedPostgres:
 
 class EmbeddedRedis:
     def __init__(self, data_dir: Path) -> None:
-        self.dir = data_dir / "redis"
+        # Absolute: redis-server changes into --dir before it opens its log file.
+        self.dir = (data_dir / "redis").resolve()
         self.socket = self.dir / "redis.sock"
         self.pidfile = self.dir / "redis.pid"
         self._proc: subprocess.Popen | None = None

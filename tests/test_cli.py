@@ -209,3 +209,25 @@ def test_serve_refuses_to_start_without_a_secret_key(run):
     )
     assert env_free.returncode == 2
     assert "PORTAL_SECRET_KEY" in env_free.stderr
+
+
+def test_commands_start_embedded_stores_in_a_relative_data_dir(tmp_path):
+    """What `make dev` does on a fresh clone: no DATABASE_URL / REDIS_URL, PORTAL_DATA_DIR=.portal."""
+    work = tmp_path / "clone"
+    work.mkdir()
+    work.chmod(0o755)
+    tmp_path.chmod(0o755)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "PORTAL_SECRET_KEY")
+    }
+    env.update(PORTAL_DATA_DIR=".portal", PORTAL_ENV="dev")
+    r = subprocess.run(
+        [sys.executable, "-m", "portal", "pool", "create", "rel", "--name", "Relative"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["slug"] == "rel"
+    assert (work / ".portal" / "secret_key").exists()
+    assert not (work / ".portal" / "redis" / "redis.sock").exists()  # stopped again
