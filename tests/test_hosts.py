@@ -132,7 +132,10 @@ async def test_pool_does_not_leak_between_requests(portal, two_pools):
 async def test_language_switch(portal, two_pools):
     async with portal.client("acme") as client:
         r = await client.get("/", headers={"accept-language": "en-US,en;q=0.9"})
-        assert "Scan the QR code with WeChat to log in" in r.text and r.headers["content-language"] == "en"
+        assert (
+            "Scan the QR code with WeChat to log in" in r.text
+            and r.headers["content-language"] == "en"
+        )
         r = await client.get("/", headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.8"})
         assert "请使用微信扫一扫登录" in r.text
         r = await client.get("/?lang=en", headers={"accept-language": "zh-CN"})
