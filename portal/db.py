@@ -17,12 +17,23 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _reset(conn: asyncpg.Connection) -> None:
+    # The portal keeps no session state on pooled connections (no SET, LISTEN,
+    # cursors or session-level advisory locks: only transaction-level ones), so
+    # the default reset query (RESET ALL, UNLISTEN, ...) would be a wasted round
+    # trip on every release. A transaction left open by a failed request is
+    # still rolled back.
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         init=_init_connection,
+        reset=_reset,
         # Fail fast: a request should not hang for minutes on a dead database.
         timeout=10,
         command_timeout=30,

@@ -136,8 +136,12 @@ async def login(
             openid,
             unionid,
         )
+    # One round trip for both: the identity's last login, and the user's profile.
     row = await conn.fetchrow(
-        f"""UPDATE users SET
+        f"""WITH identity AS (
+                UPDATE wechat_identities SET last_login_at = now(), unionid = coalesce(unionid, $8)
+                WHERE pool_id = $6 AND appid = $7 AND openid = $9)
+            UPDATE users SET
                 nickname = coalesce($2, nickname),
                 avatar_url = coalesce($3, avatar_url),
                 phone_number = coalesce($4, phone_number),
@@ -151,14 +155,10 @@ async def login(
         avatar_url,
         phone.number if phone else None,
         phone.country_code if phone else None,
-    )
-    await conn.execute(
-        """UPDATE wechat_identities SET last_login_at = now(), unionid = coalesce(unionid, $4)
-           WHERE pool_id = $1 AND appid = $2 AND openid = $3""",
         pool.id,
         appid,
-        openid,
         unionid,
+        openid,
     )
     return LoginResult(dict(row), created)
 
