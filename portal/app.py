@@ -163,8 +163,8 @@ async def pool_logo(request: Request) -> Response:
     headers = {"etag": etag, "cache-control": "public, max-age=300"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    png = await request.state.db.fetchval("SELECT logo_png FROM pools WHERE id = $1", pool.id)
-    if png is None:  # changed under us; the cache will hear of it
+    png = await request.state.logos.get(request, pool)
+    if png is None:  # removed under us; the cache will hear of it
         raise HTTPException(404)
     return Response(png, media_type="image/png", headers=headers)
 

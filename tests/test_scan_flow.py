@@ -173,6 +173,12 @@ async def test_the_qr_image_decodes_to_the_content(pc, db, portal):
     with_logo = Image.open(io.BytesIO(r.content)).convert("RGB")
     assert len(with_logo.getcolors(maxcolors=1 << 20)) > 2  # the colourful logo is there
     assert zxingcpp.read_barcodes(with_logo)[0].text == t["qrcode"]["content"]
+    r = await pc.get("/logo")  # the same logo, served from the same cache
+    assert (
+        r.status_code == 200
+        and r.content == logo
+        and r.headers["etag"] == f'"{hashlib.sha256(logo).hexdigest()}"'
+    )
 
 
 async def test_secret_and_pool_are_checked(pc, portal, db, box):

@@ -12,6 +12,7 @@ from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestErro
 from starlette.datastructures import FormData
 from starlette.requests import Request
 
+from portal.tenants import clients
 from portal.tenants.clients import Client
 
 METHODS = ("client_secret_basic", "client_secret_post", "none")
@@ -67,6 +68,6 @@ async def authenticate(request: Request, form: FormData) -> Client:
         if secret:
             raise _invalid(basic is not None, "A public client has no secret.")
         return client
-    if not secret or not request.state.box.verify_secret(secret, client.secret_hash):
+    if not secret or not clients.verify_secret(request.state.box, client, secret):
         raise _invalid(basic is not None, "Client authentication failed.")
     return client

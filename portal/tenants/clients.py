@@ -105,11 +105,9 @@ async def get_default(conn: asyncpg.Connection | asyncpg.Pool, pool_id: int) -> 
     return _client(row) if row else None
 
 
-async def verify_secret(
-    conn: asyncpg.Connection | asyncpg.Pool, box: SecretBox, client: Client, secret: str
-) -> bool:
-    stored = await conn.fetchval("SELECT secret_hash FROM clients WHERE id = $1", client.id)
-    return box.verify_secret(secret, stored)
+def verify_secret(box: SecretBox, client: Client, secret: str) -> bool:
+    """The client's own secret? (A public client has none, and nothing matches.)"""
+    return box.verify_secret(secret, client.secret_hash)
 
 
 class ClientCache:
