@@ -45,11 +45,13 @@ def wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
-def lang_switch_url(request: Request, lang: str) -> str:
+def lang_switch_url(request: Request, lang: str, params: dict[str, str] | None = None) -> str:
+    """This page in the other language; ``params`` stand in for the query when the
+    page was reached by POST (its request is then not in the URL)."""
     other = "en" if lang == "zh-CN" else "zh-CN"
-    params = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
-    params.append(("lang", other))
-    return f"{request.url.path}?{urlencode(params)}"
+    items = params.items() if params is not None else request.query_params.multi_items()
+    kept = [(k, v) for k, v in items if k != "lang"]
+    return f"{request.url.path}?{urlencode([*kept, ('lang', other)])}"
 
 
 def render(

@@ -34,7 +34,7 @@ from portal.scan.qrapi import TICKET_RE
 from portal.scan.tickets import RETENTION_S
 from portal.tenants.clients import Client
 from portal.tenants.pools import Pool
-from portal.web import render
+from portal.web import lang_switch_url, render
 
 RESPONSE_MODES = ("query", "form_post", "web_message")
 _CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43,128}$")
@@ -234,8 +234,8 @@ def _hosted_page(
         # The same authorization request as a link, whether it came by GET or POST:
         # a new QR code and the language switch must not lose it.
         again = "/oidc/auth?" + urlencode({k: v for k, v in params.items() if k != "lang"})
-        other = "en" if i18n.pick(request)[0] == "zh-CN" else "zh-CN"
-        extra = {"reload_url": again, "switch_url": f"{again}&lang={other}"}
+        switch = lang_switch_url(request, i18n.pick(request)[0], params)
+        extra = {"reload_url": again, "switch_url": switch}
     # WeChat's desktop apps say MicroMessenger too, but there is no phone to long-press on.
     desktop_wechat = "WindowsWechat" in ua or "MacWechat" in ua
     response = render(
