@@ -290,6 +290,21 @@ MESSAGES: dict[str, dict[str, str]] = {
 }
 
 
+def extend(catalog: dict[str, dict[str, str]]) -> None:
+    """Add a part of the product's texts (one module's own catalog) to the pages'.
+
+    A key defined twice is a mistake that would show one of the two texts at
+    random-looking places, so it is refused.
+    """
+    for lang, texts in catalog.items():
+        if lang not in LANGUAGES:
+            raise ValueError(f"unknown language {lang!r}")
+        clash = MESSAGES[lang].keys() & texts.keys()
+        if clash:
+            raise ValueError(f"texts defined twice: {sorted(clash)}")
+        MESSAGES[lang].update(texts)
+
+
 def _match(tag: str) -> str | None:
     tag = tag.strip().lower()
     if tag.startswith("zh"):
