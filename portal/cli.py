@@ -129,6 +129,7 @@ def pool_json(settings: Settings, created) -> dict[str, Any]:
         "default_client_id": created.default_client.client_id,
         "mp_appid": pool.mp_appid or settings.default_mp_appid or None,
         "callback_url": pool.callback_url,
+        "qr_type": pool.qr_type,
     }
     if created.default_client_secret:
         out["default_client_secret"] = created.default_client_secret
@@ -159,11 +160,27 @@ def cmd_pool_create(args: argparse.Namespace) -> int:
                 mp_appid=args.mp_appid,
                 mp_secret=mp_secret,
                 allow_http=settings.is_dev,
+                qr_type=args.qr_type,
             )
 
         created = asyncio.run(_with_conn(settings, run))
         asyncio.run(_announce(settings, created.pool.slug))
         _print_json(pool_json(settings, created))
+    return 0
+
+
+def cmd_pool_set(args: argparse.Namespace) -> int:
+    from portal.tenants import pools
+
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn):
+            await _pool_or_fail(conn, args.slug)
+            return await pools.set_qr_type(conn, args.slug, args.qr_type, args.qr_fallback)
+
+        pool = asyncio.run(_with_conn(settings, run))
+        asyncio.run(_announce(settings, args.slug))
+    _print_json({"slug": pool.slug, "qr_type": pool.qr_type, "qr_fallback": pool.qr_fallback})
     return 0
 
 
@@ -314,7 +331,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--callback-url")
     p.add_argument("--mp-appid", help="a private mini program's AppID")
     p.add_argument("--mp-secret-stdin", action="store_true", help="read its AppSecret from stdin")
+    p.add_argument(
+        "--qr-type",
+        choices=("link", "wxacode"),
+        default="link",
+        help="link QR or mini-program code",
+    )
     p.set_defaults(func=cmd_pool_create)
+    p = pool.add_parser("set", help="change a pool's QR code type")
+    p.add_argument("slug")
+    p.add_argument("--qr-type", choices=("link", "wxacode"), required=True)
+    p.add_argument(
+        "--qr-fallback",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show the link QR when WeChat cannot make a mini-program code (default: unchanged)",
+    )
+    p.set_defaults(func=cmd_pool_set)
 
     client = sub.add_parser("client", help="application clients").add_subparsers(
         dest="action", required=True

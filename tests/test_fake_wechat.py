@@ -2,7 +2,9 @@
 
 import asyncio
 import io
+import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +14,7 @@ from PIL import Image
 from portal.wechat.fake import (
     DEMO_APPID,
     DEMO_SECRET,
+    PUBLISHED_PAGES,
     create_fake_wechat_app,
     openid_for,
     parse_app_arg,
@@ -270,6 +273,50 @@ async def test_wxacode_errors_are_json(http, body, expected):
     response = await wxacode(http, await token(http), **body)
     assert response.headers["content-type"].startswith("application/json")
     assert errcode(response.json()) == expected
+
+
+def test_published_pages_are_the_login_mini_programs():
+    app_json = json.loads((Path(__file__).parent.parent / "miniprogram" / "app.json").read_text())
+    assert set(PUBLISHED_PAGES) == set(app_json["pages"])
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"page": "pages/login/index"}, None),
+        ({"page": ""}, None),  # the home page
+        ({}, None),
+        ({"page": "pages/nope/index"}, 41030),  # check_path is true by default, as at WeChat
+        ({"page": "pages/nope/index", "check_path": False}, None),
+        ({"page": "/pages/login/index"}, 41030),  # no leading slash
+        ({"page": "pages/login/index", "check_path": "yes"}, 40097),
+    ],
+)
+async def test_wxacode_check_path(http, body, expected):
+    response = await wxacode(http, await token(http), scene="abc", **body)
+    if expected is None:
+        assert response.headers["content-type"] == "image/png"
+    else:
+        assert errcode(response.json()) == expected
+
+
+async def test_wxacode_control_pages_and_daily_quota(http):
+    access_token = await token(http)
+    r = await http.post("/_fake/wxacode", json={"pages": ["pages/a/a"], "daily_quota": 2})
+    assert r.json() == {"pages": ["pages/a/a"], "daily_quota": 2, "made": 0}
+    assert errcode((await wxacode(http, access_token, scene="x", page="pages/login/index")).json())
+    for _ in range(2):
+        ok = await wxacode(http, access_token, scene="x", page="pages/a/a")
+        assert ok.headers["content-type"] == "image/png"
+    spent = await wxacode(http, access_token, scene="x", page="pages/a/a")
+    assert errcode(spent.json()) == 45009
+    assert (await http.post("/_fake/wxacode", json={"daily_quota": -1})).status_code == 400
+    assert (await http.post("/_fake/wxacode", json={"pages": "x"})).status_code == 400
+    await http.post("/_fake/reset")  # back to the published pages and no quota
+    access_token = await token(http)
+    for _ in range(3):
+        ok = await wxacode(http, access_token, scene="x", page="pages/login/index")
+        assert ok.headers["content-type"] == "image/png"
 
 
 # -- busy rate, faults, stats, reset --------------------------------------

@@ -18,6 +18,7 @@ from portal.tenants import clients, keys
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 APPID_RE = re.compile(r"^wx[0-9a-zA-Z]{16}$")
+QR_TYPES = ("link", "wxacode")
 
 # Subdomains that must never be a tenant: they are, or look like, the platform's own.
 RESERVED_SLUGS = frozenset(
@@ -47,6 +48,8 @@ class Pool:
     refresh_token_ttl: int
     id_token_alg: str
     updated_at: datetime
+    qr_type: str = "link"  # QR_TYPES: a link QR (segno) or a mini-program code (wxacode)
+    qr_fallback: bool = True  # a failed mini-program code falls back to the link QR
 
     @property
     def has_logo(self) -> bool:
@@ -55,7 +58,7 @@ class Pool:
 
 _COLUMNS = """id, slug, name, logo_sha256, logo_shape, callback_url, mp_appid, phone_required,
     login_only, link_by_phone, qr_lifetime, id_token_ttl, access_token_ttl, refresh_token_ttl,
-    id_token_alg, updated_at"""
+    id_token_alg, updated_at, qr_type, qr_fallback"""
 
 
 def _pool(row: asyncpg.Record) -> Pool:
@@ -95,6 +98,7 @@ async def create(
     mp_appid: str | None = None,
     mp_secret: str | None = None,
     allow_http: bool = False,
+    qr_type: str = "link",
 ) -> CreatedPool:
     """A pool with its default client and first signing key, all or nothing."""
     validate_slug(slug)
@@ -109,14 +113,19 @@ async def create(
         raise ValidationError(f"mini program AppID {mp_appid!r} is not valid (wx + 16 characters)")
     if mp_secret is not None and not re.fullmatch(r"[0-9A-Za-z]{16,64}", mp_secret):
         raise ValidationError("mini program AppSecret is not valid")
+    if qr_type not in QR_TYPES:
+        raise ValidationError(
+            f"qr_type must be one of {', '.join(QR_TYPES)}", error="invalid_qr_type"
+        )
     async with conn.transaction():
         try:
             row = await conn.fetchrow(
-                f"""INSERT INTO pools (slug, name, callback_url) VALUES ($1, $2, $3)
+                f"""INSERT INTO pools (slug, name, callback_url, qr_type) VALUES ($1, $2, $3, $4)
                     RETURNING {_COLUMNS}""",
                 slug,
                 name,
                 callback_url,
+                qr_type,
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(
@@ -161,6 +170,24 @@ async def mp_secret(
 ) -> str | None:
     sealed = await conn.fetchval("SELECT mp_secret_enc FROM pools WHERE id = $1", pool.id)
     return box.decrypt(sealed, mp_secret_context(pool.id)).decode() if sealed else None
+
+
+async def set_qr_type(
+    conn: asyncpg.Connection | asyncpg.Pool, slug: str, qr_type: str, fallback: bool | None = None
+) -> Pool | None:
+    """Switch the pool's QR codes between link QR and mini-program code (then announce it)."""
+    if qr_type not in QR_TYPES:
+        raise ValidationError(
+            f"qr_type must be one of {', '.join(QR_TYPES)}", error="invalid_qr_type"
+        )
+    row = await conn.fetchrow(
+        f"""UPDATE pools SET qr_type = $2, qr_fallback = coalesce($3, qr_fallback),
+               updated_at = now() WHERE slug = $1 RETURNING {_COLUMNS}""",
+        slug,
+        qr_type,
+        fallback,
+    )
+    return _pool(row) if row else None
 
 
 async def announce_change(hub_or_redis: EventHub, slug: str) -> None:

@@ -20,7 +20,11 @@ WeChat endpoints and their rules:
 - ``POST /wxa/getwxacodeunlimit?access_token=``: a PNG QR code (error
   correction H) whose text is exactly ``scene``. Scene empty or over 32
   characters → 40169, outside WeChat's character set → 40129; a ``page``
-  starting with ``invalid`` → 41030.
+  starting with ``invalid`` or ``/`` → 41030, and with ``check_path`` (true
+  by default, as at WeChat) a ``page`` that is not a published page of the
+  mini program → 41030 (published: the pages of ``miniprogram/app.json``,
+  see ``/_fake/wxacode``; an empty page means the home page). Over the daily
+  quota (unlimited unless set) → 45009.
 - Missing or unknown access token → 40001, expired → 42001.
 - ``busy_rate`` F answers ``{"errcode": -1, "errmsg": "system error"}`` to
   that fraction of calls.
@@ -36,6 +40,9 @@ Test-control endpoints (never counted, never busy; bad input → HTTP 400):
 - ``POST /_fake/clock`` ``{"advance": seconds}``: moves the fake's clock
   forward (to expire tokens). → ``{"offset": seconds}``
 - ``POST /_fake/apps`` ``{"appid", "secret"}``: registers a mini program.
+- ``POST /_fake/wxacode`` ``{"pages"?: [...], "daily_quota"?: N or null}``: the
+  published pages that ``check_path`` accepts, and how many mini-program codes
+  may be made before 45009 (null: no limit). → ``{"pages", "daily_quota", "made"}``
 """
 
 from __future__ import annotations
@@ -82,6 +89,9 @@ API_PATHS = (JSCODE2SESSION, STABLE_TOKEN, TOKEN, PHONE_NUMBER, WXACODE_UNLIMIT)
 _USER_CODE = re.compile(r"([A-Za-z0-9_]{1,64})(?:\..*)?", re.DOTALL)
 _PHONE_CODE = re.compile(r"([0-9]{1,20})(?:\..*)?", re.DOTALL)
 _SCENE = re.compile(r"[A-Za-z0-9!#$&'()*+,/:;=?@\-._~]*")
+# The pages every fake mini program has "published": those of the login mini program
+# (miniprogram/app.json), so check_path accepts exactly what the real one would.
+PUBLISHED_PAGES = ("pages/index/index", "pages/login/index")
 
 
 def openid_for(appid: str, user: str) -> str:
@@ -138,6 +148,9 @@ class _FakeWeChat:
         self.stable: dict[str, str] = {}  # appid -> current stable token
         self.plain: dict[str, str] = {}  # appid -> latest /cgi-bin/token token
         self.clock_offset = 0.0
+        self.pages: tuple[str, ...] = PUBLISHED_PAGES
+        self.wxacode_quota: int | None = None
+        self.wxacodes_made = 0
 
     def now(self) -> float:
         return time.time() + self.clock_offset
@@ -265,13 +278,21 @@ class _FakeWeChat:
             raise _Refusal(ErrCode.INVALID_SCENE)
         if not _SCENE.fullmatch(scene):
             raise _Refusal(ErrCode.INVALID_SCENE_CHARS)
-        if not isinstance(page, str) or page.startswith("invalid"):
+        if not isinstance(page, str) or page.startswith(("invalid", "/")):
             raise _Refusal(ErrCode.INVALID_PAGE)
         if body.get("env_version", "release") not in ("release", "trial", "develop"):
             raise _Refusal(ErrCode.INVALID_ARGS)
+        check_path = body.get("check_path", True)
+        if not isinstance(check_path, bool):
+            raise _Refusal(ErrCode.INVALID_ARGS)
+        if check_path and page and page not in self.pages:
+            raise _Refusal(ErrCode.INVALID_PAGE)
         width = body.get("width", 430)
         if not isinstance(width, int):
             raise _Refusal(ErrCode.INVALID_ARGS)
+        if self.wxacode_quota is not None and self.wxacodes_made >= self.wxacode_quota:
+            raise _Refusal(ErrCode.DAILY_QUOTA)
+        self.wxacodes_made += 1
         return Response(_qr_png(scene, min(max(width, 280), 1280)), media_type="image/png")
 
     def endpoint(
@@ -341,6 +362,22 @@ class _FakeWeChat:
         self.clock_offset += advance
         return JSONResponse({"offset": self.clock_offset})
 
+    async def wxacode_control(self, request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+            pages = body.get("pages", self.pages)
+            quota = body.get("daily_quota", self.wxacode_quota)
+            if not isinstance(pages, list | tuple) or not all(isinstance(p, str) for p in pages):
+                raise TypeError
+            if quota is not None and (not isinstance(quota, int) or quota < 0):
+                raise TypeError
+        except (ValueError, TypeError, AttributeError):
+            return _bad_request('expected {"pages"?: [page, ...], "daily_quota"?: N or null}')
+        self.pages, self.wxacode_quota = tuple(pages), quota
+        return JSONResponse(
+            {"pages": list(self.pages), "daily_quota": quota, "made": self.wxacodes_made}
+        )
+
     async def add_app(self, request: Request) -> Response:
         try:
             body = json.loads(await request.body())
@@ -381,6 +418,7 @@ def create_fake_wechat_app(
         Route("/_fake/reset", fake.reset_endpoint, methods=["POST"]),
         Route("/_fake/clock", fake.clock, methods=["POST"]),
         Route("/_fake/apps", fake.add_app, methods=["POST"]),
+        Route("/_fake/wxacode", fake.wxacode_control, methods=["POST"]),
     ]
     app = Starlette(routes=routes)
     app.state.fake = fake

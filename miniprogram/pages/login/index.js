@@ -1,0 +1,148 @@
+/**
+ * The confirm page: opened by a scanned login QR code, it shows which site asks to
+ * log in, and confirms or cancels the login.
+ *
+ * Written with the Component constructor (a page's lifecycle in `methods`), which
+ * WeChat supports for pages and which lets miniprogram-simulate test the page.
+ */
+var config = require('../../config')
+var api = require('../../utils/api')
+var i18n = require('../../utils/i18n')
+var tickets = require('../../utils/ticket')
+
+var DEFAULT_AVATAR = '/images/avatar.png'
+
+Component({
+  data: {
+    state: 'loading', // loading | confirm | working | success | cancelled | error
+    t: i18n.texts('zh'),
+    lang: 'zh',
+    ticket: '',
+    pool: null,
+    client: null,
+    phoneRequired: false,
+    phoneAsked: false,
+    notice: '',
+    nickname: '',
+    avatarUrl: '',
+    defaultAvatar: DEFAULT_AVATAR,
+    error: null,
+  },
+
+  methods: {
+    onLoad: function (options) {
+      var lang = i18n.language()
+      var t = i18n.texts(lang)
+      this.setData({ lang: lang, t: t })
+      if (wx.setNavigationBarTitle) wx.setNavigationBarTitle({ title: t.title })
+      var found = tickets.fromOptions(options, config)
+      if (found.error) return this.fail({ error: found.error })
+      this.setData({ ticket: found.ticket })
+      return this.scan()
+    },
+
+    scan: function () {
+      var self = this
+      self.setData({ state: 'loading', error: null, notice: '' })
+      return api.scan(self.data.ticket).then(
+        function (body) {
+          self.setData({
+            state: 'confirm',
+            pool: { name: body.pool.name, logoUrl: body.pool.logo_url },
+            client: body.client || null,
+            phoneRequired: !!body.phone_required,
+            phoneAsked: !!body.phone_requested,
+            notice: body.phone_required ? self.data.t.phoneNeeded : '',
+          })
+        },
+        function (err) {
+          self.fail(err)
+        }
+      )
+    },
+
+    confirm: function (extra) {
+      var self = this
+      if (self.data.state !== 'confirm') return Promise.resolve()
+      var body = {}
+      if (self.data.nickname.trim()) body.nickname = self.data.nickname.trim()
+      // chooseAvatar gives a temporary local file; only a real https URL can be shared.
+      if (/^https:\/\//.test(self.data.avatarUrl)) body.avatar_url = self.data.avatarUrl
+      if (extra && extra.phone_code) body.phone_code = extra.phone_code
+      self.setData({ state: 'working', notice: '' })
+      return api.confirm(self.data.ticket, body).then(
+        function () {
+          self.setData({ state: 'success' })
+        },
+        function (err) {
+          if (err.error === 'phone_required') {
+            self.setData({ state: 'confirm', phoneRequired: true, notice: self.data.t.phoneNeeded })
+          } else if (err.error === 'invalid_phone_code') {
+            self.setData({ state: 'confirm', notice: i18n.error(err.error, self.data.lang).message })
+          } else {
+            self.fail(err)
+          }
+        }
+      )
+    },
+
+    onConfirm: function () {
+      return this.confirm({})
+    },
+
+    // The getPhoneNumber button: detail.code is exchanged by the portal for the number.
+    onPhone: function (e) {
+      var detail = (e && e.detail) || {}
+      if (detail.code) return this.confirm({ phone_code: detail.code })
+      if (this.data.phoneRequired) this.setData({ notice: this.data.t.phoneDenied })
+      return Promise.resolve()
+    },
+
+    onCancel: function () {
+      var self = this
+      if (self.data.state !== 'confirm') return Promise.resolve()
+      self.setData({ state: 'working' })
+      return api.cancel(self.data.ticket).then(
+        function () {
+          self.setData({ state: 'cancelled' })
+        },
+        function (err) {
+          self.fail(err)
+        }
+      )
+    },
+
+    onChooseAvatar: function (e) {
+      var url = e && e.detail && e.detail.avatarUrl
+      if (url) this.setData({ avatarUrl: url })
+    },
+
+    onNickname: function (e) {
+      var value = (e && e.detail && e.detail.value) || ''
+      this.setData({ nickname: value.slice(0, 32) })
+    },
+
+    onRetry: function () {
+      if (this.data.ticket) return this.scan()
+      return Promise.resolve()
+    },
+
+    onScanAgain: function () {
+      wx.scanCode({
+        onlyFromCamera: false,
+        success: function (res) {
+          wx.redirectTo({ url: '/pages/login/index?' + tickets.pageQuery(res) })
+        },
+      })
+    },
+
+    onClose: function () {
+      if (wx.exitMiniProgram) wx.exitMiniProgram({})
+    },
+
+    fail: function (err) {
+      var code = (err && err.error) || 'unknown'
+      this.setData({ state: 'error', error: i18n.error(code, this.data.lang) })
+    },
+  },
+})

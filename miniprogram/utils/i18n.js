@@ -1,0 +1,126 @@
+/**
+ * Texts of the mini program in Chinese (the default) and English, picked by the
+ * WeChat language setting.
+ */
+var MESSAGES = {
+  zh: {
+    title: '扫码登录',
+    loading: '正在读取登录信息…',
+    loginTo: '登录',
+    confirmLead: '确认后，电脑上的网页将登录你的账号',
+    confirm: '确认登录',
+    confirmWithPhone: '授权手机号并登录',
+    sharePhone: '同时提供手机号',
+    cancel: '取消',
+    working: '请稍候…',
+    nicknamePlaceholder: '昵称（可选）',
+    avatarHint: '头像',
+    phoneNeeded: '该网站需要你的手机号才能登录，请授权手机号。',
+    phoneDenied: '未授权手机号。该网站需要手机号才能登录。',
+    successTitle: '登录成功',
+    successMessage: '登录已确认，请回到电脑上继续操作。',
+    cancelledTitle: '已取消登录',
+    cancelledMessage: '电脑上的网页不会登录。',
+    close: '关闭',
+    retry: '重试',
+    scanAgain: '重新扫码',
+    homeTitle: '扫码登录',
+    homeMessage: '扫描电脑网页上的登录二维码。',
+    scan: '扫一扫',
+  },
+  en: {
+    title: 'Scan to log in',
+    loading: 'Reading the login…',
+    loginTo: 'Log in to',
+    confirmLead: 'Once you confirm, the web page on your computer logs in to your account.',
+    confirm: 'Confirm login',
+    confirmWithPhone: 'Share phone number and log in',
+    sharePhone: 'Also share my phone number',
+    cancel: 'Cancel',
+    working: 'Please wait…',
+    nicknamePlaceholder: 'Nickname (optional)',
+    avatarHint: 'Avatar',
+    phoneNeeded: 'This site needs your phone number to log in: share it to continue.',
+    phoneDenied: 'The phone number was not shared. This site needs it to log in.',
+    successTitle: 'Logged in',
+    successMessage: 'The login is confirmed. Continue on your computer.',
+    cancelledTitle: 'Login cancelled',
+    cancelledMessage: 'The web page on your computer will not log in.',
+    close: 'Close',
+    retry: 'Try again',
+    scanAgain: 'Scan again',
+    homeTitle: 'Scan to log in',
+    homeMessage: 'Scan the login QR code shown on the web page on your computer.',
+    scan: 'Scan',
+  },
+}
+
+// Errors of the mini-program API (design §5), and the mini program's own.
+var ERRORS = {
+  zh: {
+    ticket_expired: ['二维码已过期', '请在电脑上刷新二维码后重新扫码。'],
+    ticket_not_found: ['二维码已失效', '请在电脑上刷新二维码后重新扫码。'],
+    ticket_taken: ['二维码已被他人扫描', '请在电脑上刷新二维码后重新扫码。'],
+    ticket_not_scanned: ['请重新扫码', '请在电脑上刷新二维码后重新扫码。'],
+    not_scanner: ['请重新扫码', '这个二维码由另一位用户扫描。'],
+    wrong_mini_program: ['请使用正确的小程序', '该网站使用另一个小程序登录，请用微信“扫一扫”重新扫码。'],
+    phone_required: ['需要手机号', '该网站需要你的手机号才能登录。'],
+    invalid_phone_code: ['手机号授权失败', '请重新授权手机号。'],
+    user_blocked: ['账号已被停用', '该网站已停用你的账号，如有疑问请联系网站管理员。'],
+    signup_disabled: ['暂不开放注册', '该网站只允许已有用户登录。'],
+    wechat_unavailable: ['微信服务暂时不可用', '请稍后重试。'],
+    wechat_rate_limited: ['请求过于频繁', '请稍后重试。'],
+    wechat_risky_user: ['无法登录', '微信判定当前账号存在风险，暂时无法登录。'],
+    invalid_qr: ['无法识别的二维码', '这不是本服务的登录二维码。'],
+    network: ['网络连接失败', '请检查网络后重试。'],
+    unknown: ['登录失败', '请稍后重试。'],
+  },
+  en: {
+    ticket_expired: ['QR code expired', 'Refresh the QR code on your computer and scan it again.'],
+    ticket_not_found: ['QR code no longer valid', 'Refresh the QR code on your computer and scan it again.'],
+    ticket_taken: ['Scanned by someone else', 'Refresh the QR code on your computer and scan it again.'],
+    ticket_not_scanned: ['Scan again', 'Refresh the QR code on your computer and scan it again.'],
+    not_scanner: ['Scan again', 'Another person scanned this QR code.'],
+    wrong_mini_program: ['Wrong mini program', 'This site logs in with another mini program: scan the QR code with WeChat\'s "Scan".'],
+    phone_required: ['Phone number needed', 'This site needs your phone number to log in.'],
+    invalid_phone_code: ['Phone number not received', 'Please share your phone number again.'],
+    user_blocked: ['Account blocked', 'This site has blocked your account; contact its administrator.'],
+    signup_disabled: ['Sign-up closed', 'This site accepts only existing users.'],
+    wechat_unavailable: ['WeChat is unavailable', 'Please try again in a moment.'],
+    wechat_rate_limited: ['Too many attempts', 'Please try again in a moment.'],
+    wechat_risky_user: ['Cannot log in', 'WeChat flagged this account as at risk.'],
+    invalid_qr: ['Not a login QR code', 'This QR code is not a login code of this service.'],
+    network: ['No connection', 'Check the network and try again.'],
+    unknown: ['Login failed', 'Please try again in a moment.'],
+  },
+}
+
+// Errors worth a "try again" button: nothing is wrong with the QR code itself.
+var TRANSIENT = ['wechat_unavailable', 'wechat_rate_limited', 'network', 'unknown', 'invalid_phone_code']
+// Errors about the person, not the QR code: scanning again would not help.
+var PERSONAL = ['user_blocked', 'signup_disabled', 'wechat_risky_user']
+
+function language() {
+  var lang = ''
+  try {
+    lang = wx.getAppBaseInfo ? wx.getAppBaseInfo().language : wx.getSystemInfoSync().language
+  } catch (e) {
+    lang = ''
+  }
+  return /^zh/i.test(lang || 'zh') ? 'zh' : 'en'
+}
+
+function texts(lang) {
+  return MESSAGES[lang] || MESSAGES.zh
+}
+
+function error(code, lang) {
+  var table = ERRORS[lang] || ERRORS.zh
+  var entry = table[code] || table.unknown
+  var action = 'scan' // "scan again"
+  if (TRANSIENT.indexOf(code) >= 0 || !table[code]) action = 'retry'
+  else if (PERSONAL.indexOf(code) >= 0) action = 'none'
+  return { code: code, title: entry[0], message: entry[1], action: action }
+}
+
+module.exports = { language: language, texts: texts, error: error, MESSAGES: MESSAGES, ERRORS: ERRORS }

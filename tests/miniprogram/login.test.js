@@ -1,0 +1,380 @@
+/**
+ * The login mini program's confirm page (miniprogram/pages/login), run by
+ * miniprogram-simulate with the official WXML compiler, against the real portal and
+ * the fake WeChat over HTTP (see wx-backend.js). tests/test_miniprogram.py starts
+ * them, prepares the pools and runs this file; the environment says where they are:
+ *
+ *   PORTAL_API_BASE    the mini program's API base (the portal's apex)
+ *   PORTAL_DOMAIN      the portal's domain (pool hosts are {slug}.{domain})
+ *   PORTAL_POOLS       JSON {slug: pool url} of acme, phoneco (phone required), other
+ *                      (served by another mini program)
+ *   PORTAL_MP_APPID    the mini program's AppID (the platform's default one)
+ *   PORTAL_FLOW_TICKET a ticket of acme whose PC side the Python test is watching
+ *   PORTAL_BLOCKED_USER a WeChat user blocked in acme
+ *   FAKE_WECHAT_URL    the fake WeChat (for its /_fake/ controls)
+ *   PORTAL_MP_SNAPSHOTS where to write each screen's HTML for the screenshots (optional)
+ */
+const fs = require('fs')
+const path = require('path')
+const simulate = require('miniprogram-simulate')
+const backend = require('./wx-backend')
+const builtins = require('./builtins')
+
+const ROOT = path.resolve(__dirname, '../../miniprogram')
+const PAGE = path.join(ROOT, 'pages/login/index')
+const HOME = path.join(ROOT, 'pages/index/index')
+const config = require(path.join(ROOT, 'config'))
+const i18n = require(path.join(ROOT, 'utils/i18n'))
+const api = require(path.join(ROOT, 'utils/api'))
+
+const env = process.env
+const POOLS = JSON.parse(env.PORTAL_POOLS || '{}')
+const SNAPSHOTS = env.PORTAL_MP_SNAPSHOTS || ''
+
+backend.install(global.wx)
+
+// Loaded once: jest's module registry ignores the require.cache deletion with which
+// miniprogram-simulate re-runs a page's code, so each test renders a new instance.
+let pageId
+let homeId
+
+beforeAll(() => {
+  builtins.install()
+  pageId = simulate.load(PAGE, { rootPath: ROOT })
+  homeId = simulate.load(HOME, { rootPath: ROOT })
+  if (!env.PORTAL_API_BASE) throw new Error('run me from tests/test_miniprogram.py (PORTAL_API_BASE unset)')
+  // What a deployment writes into miniprogram/config.js, here for the test portal.
+  Object.assign(config, {
+    apiBase: env.PORTAL_API_BASE,
+    appid: env.PORTAL_MP_APPID,
+    domains: [env.PORTAL_DOMAIN],
+    allowHttp: true,
+  })
+})
+
+beforeEach(() => backend.reset('alice'))
+
+// --- helpers -------------------------------------------------------------------
+
+async function waitFor(check, what, timeout = 10000) {
+  const deadline = Date.now() + timeout
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await simulate.sleep(10)
+  }
+}
+
+/** Opens the confirm page as WeChat would for `options`; resolves once onLoad is done. */
+async function open(options) {
+  const page = simulate.render(pageId)
+  page.attach(document.createElement('parent-wrapper'))
+  await page.instance.onLoad(options)
+  return page
+}
+
+function linkOptions(ticket) {
+  // The "scan a normal link QR code" rule: q = the URL-encoded QR content, plus the scan time.
+  return { q: encodeURIComponent(ticket.qrcode.content), scancode_time: String(Math.floor(Date.now() / 1000)) }
+}
+
+function has(page, selector) {
+  return !!page.querySelector(selector)
+}
+
+function text(page, selector) {
+  const node = page.querySelector(selector)
+  return node ? node.dom.textContent.trim() : null
+}
+
+async function tap(page, selector, until) {
+  const node = page.querySelector(selector)
+  if (!node) throw new Error(`no ${selector} on the page (state ${page.data.state})`)
+  node.dispatchEvent('tap')
+  await waitFor(until, `${selector} to take effect`)
+}
+
+async function createTicket(slug = 'acme') {
+  const res = await backend.httpRequest({ url: `${POOLS[slug]}/api/qrcode`, method: 'POST', data: {} })
+  expect(res.statusCode).toBe(201)
+  return res.data
+}
+
+async function ticketStatus(slug, ticket) {
+  const res = await backend.httpRequest({
+    url: `${POOLS[slug]}/api/qrcode/${ticket.ticket}/status`,
+    header: { 'x-ticket-secret': ticket.secret },
+  })
+  return res.data.status
+}
+
+/** Another WeChat user's phone, calling the mini-program API directly (like tests/phone.py). */
+async function otherPhone(user) {
+  const res = await backend.httpRequest({
+    url: `${env.PORTAL_API_BASE}/api/mp/session`,
+    method: 'POST',
+    data: { appid: env.PORTAL_MP_APPID, code: `${user}.${backend.random()}` },
+  })
+  const auth = { authorization: `Bearer ${res.data.session_token}` }
+  const call = (ticket, action) =>
+    backend.httpRequest({
+      url: `${env.PORTAL_API_BASE}/api/mp/tickets/${ticket.ticket}/${action}`,
+      method: 'POST',
+      data: {},
+      header: auth,
+    })
+  return { scan: (t) => call(t, 'scan'), cancel: (t) => call(t, 'cancel') }
+}
+
+async function fakeWeChat(pathname, body) {
+  const res = await backend.httpRequest({ url: `${env.FAKE_WECHAT_URL}${pathname}`, method: 'POST', data: body })
+  expect(res.statusCode).toBe(200)
+}
+
+/** The screen's HTML and styles, for tests/test_miniprogram.py to screenshot in Chromium. */
+function snapshot(page, name) {
+  if (!SNAPSHOTS) return
+  const css = Array.from(document.querySelectorAll('style')).map((s) => s.textContent).join('\n')
+  fs.mkdirSync(SNAPSHOTS, { recursive: true })
+  fs.writeFileSync(path.join(SNAPSHOTS, `${name}.json`), JSON.stringify({ html: page.dom.outerHTML, css }))
+}
+
+function expectError(page, code) {
+  expect(page.data.state).toBe('error')
+  expect(page.querySelector('#error').dom.getAttribute('data-code')).toBe(code)
+  const expected = i18n.error(code, page.data.lang)
+  expect(text(page, '#error-title')).toBe(expected.title)
+  expect(text(page, '#error-message')).toBe(expected.message)
+}
+
+// --- the flows ----------------------------------------------------------------
+
+test('full scan and confirm of the ticket the PC page is waiting on', async () => {
+  const ticket = env.PORTAL_FLOW_TICKET
+  expect(ticket).toBeTruthy()
+  const content = `${POOLS.acme}/q/${ticket}`
+  const page = await open({ q: encodeURIComponent(content) })
+  expect(page.data.state).toBe('confirm')
+  expect(text(page, '#pool-name')).toBe('Acme 示例')
+  expect(text(page, '#client-name')).toBe('登录 Acme 商城') // the website asking
+  expect(page.querySelector('#logo').dom.getAttribute('src')).toMatch(/\/logo\?v=/)
+  expect(text(page, '#confirm')).toBe('确认登录')
+  expect(has(page, '#phone')).toBe(false)
+  // The current WeChat profile APIs: the chooseAvatar button and the nickname input.
+  expect(page.querySelector('#avatar').dom.getAttribute('open-type')).toBe('chooseAvatar')
+  expect(page.querySelector('#nickname').dom.getAttribute('type')).toBe('nickname')
+  expect(backend.state.logins).toBe(1)
+  snapshot(page, 'mp-confirm')
+
+  // The optional profile: a nickname typed in the nickname input.
+  page.querySelector('#nickname').dispatchEvent('input', { detail: { value: '小程序用户 Alice' } })
+  page.querySelector('#avatar').dispatchEvent('chooseavatar', { detail: { avatarUrl: 'http://tmp/avatar.jpg' } })
+  await tap(page, '#confirm', () => page.data.state === 'success')
+  expect(text(page, '#success-title')).toBe('登录成功')
+  snapshot(page, 'mp-success')
+  // Every call went to the one API base, and the session was reused.
+  expect(backend.state.requests.map((r) => [r.method, r.url.replace(env.PORTAL_API_BASE, ''), r.status])).toEqual([
+    ['POST', '/api/mp/session', 200],
+    ['POST', `/api/mp/tickets/${ticket}/scan`, 200],
+    ['POST', `/api/mp/tickets/${ticket}/confirm`, 200],
+  ])
+})
+
+test('a mini-program code opens the page with scene = the ticket', async () => {
+  const ticket = await createTicket()
+  const page = await open({ scene: encodeURIComponent(ticket.ticket) })
+  expect(page.data.state).toBe('confirm')
+  expect(has(page, '#client-name')).toBe(false) // the pool's default client: no site name
+  await tap(page, '#confirm', () => page.data.state === 'success')
+  expect(await ticketStatus('acme', ticket)).toBe('confirmed')
+})
+
+test('cancel tells the PC page', async () => {
+  const ticket = await createTicket()
+  const page = await open(linkOptions(ticket))
+  await tap(page, '#cancel', () => page.data.state === 'cancelled')
+  expect(text(page, '#cancelled-title')).toBe('已取消登录')
+  expect(await ticketStatus('acme', ticket)).toBe('cancelled')
+})
+
+test('the session is kept, and renewed when it expires or the portal forgot it', async () => {
+  const first = await open(linkOptions(await createTicket()))
+  expect(first.data.state).toBe('confirm')
+  expect(backend.state.logins).toBe(1)
+  // Kept: another scan does not call wx.login again.
+  const second = await open(linkOptions(await createTicket()))
+  expect(second.data.state).toBe('confirm')
+  expect(backend.state.logins).toBe(1)
+  // Expired by its own clock: renewed before the call.
+  const stored = backend.state.storage.get(api.STORAGE_KEY)
+  backend.state.storage.set(api.STORAGE_KEY, { ...stored, expiresAt: Date.now() - 1000 })
+  expect((await open(linkOptions(await createTicket()))).data.state).toBe('confirm')
+  expect(backend.state.logins).toBe(2)
+  // Forgotten by the portal (401 invalid_session): renewed and the call retried once.
+  backend.state.storage.set(api.STORAGE_KEY, { token: 'no-such-session', expiresAt: Date.now() + 3600e3 })
+  backend.state.requests.length = 0
+  const page = await open(linkOptions(await createTicket()))
+  expect(page.data.state).toBe('confirm')
+  expect(backend.state.logins).toBe(3)
+  expect(backend.state.requests.map((r) => r.status)).toEqual([401, 200, 200])
+  await tap(page, '#confirm', () => page.data.state === 'success')
+})
+
+test('phone required: the getPhoneNumber button, a refusal, then the phone shared', async () => {
+  backend.reset('bob')
+  const ticket = await createTicket('phoneco')
+  const page = await open(linkOptions(ticket))
+  expect(page.data.state).toBe('confirm')
+  expect(page.data.phoneRequired).toBe(true)
+  expect(has(page, '#confirm')).toBe(false)
+  expect(text(page, '#phone')).toBe('授权手机号并登录')
+  expect(page.querySelector('#phone').dom.getAttribute('open-type')).toBe('getPhoneNumber')
+  // The person refuses in WeChat's phone dialog: no code, the page explains.
+  expect(text(page, '#notice')).toBe(i18n.texts('zh').phoneNeeded)
+  page.querySelector('#phone').dispatchEvent('getphonenumber', { detail: { errMsg: 'getPhoneNumber:fail user deny' } })
+  await waitFor(() => page.data.notice === i18n.texts('zh').phoneDenied, 'the notice')
+  expect(text(page, '#notice')).toBe(i18n.texts('zh').phoneDenied)
+  snapshot(page, 'mp-phone-required')
+  page.querySelector('#phone').dispatchEvent('getphonenumber', backend.phoneEvent('13800138000'))
+  await waitFor(() => page.data.state === 'success', 'success')
+  expect(await ticketStatus('phoneco', ticket)).toBe('confirmed')
+})
+
+test('phone_required from confirm switches to the phone button', async () => {
+  backend.reset('carol')
+  const ticket = await createTicket('phoneco')
+  const page = await open(linkOptions(ticket))
+  // An older page state (the pool began to require the phone after the scan).
+  page.setData({ phoneRequired: false, notice: '' })
+  await tap(page, '#confirm', () => page.data.state === 'confirm' && page.data.phoneRequired)
+  expect(text(page, '#notice')).toBe(i18n.texts('zh').phoneNeeded)
+  expect(has(page, '#phone')).toBe(true)
+})
+
+test('expired (a final ticket)', async () => {
+  const ticket = await createTicket()
+  const dave = await otherPhone('dave')
+  expect((await dave.scan(ticket)).statusCode).toBe(200)
+  expect((await dave.cancel(ticket)).statusCode).toBe(200)
+  const page = await open(linkOptions(ticket))
+  expectError(page, 'ticket_expired')
+  expect(has(page, '#scan-again')).toBe(true)
+  snapshot(page, 'mp-expired')
+  // "Scan again" scans and opens the confirm page for the new code.
+  const next = await createTicket()
+  backend.state.scanResult = { result: next.qrcode.content, scanType: 'QR_CODE' }
+  page.querySelector('#scan-again').dispatchEvent('tap')
+  await waitFor(() => backend.state.navigations.length, 'the navigation')
+  expect(backend.state.navigations).toEqual([
+    { api: 'redirectTo', url: `/pages/login/index?q=${encodeURIComponent(next.qrcode.content)}` },
+  ])
+})
+
+test('taken by someone else', async () => {
+  const ticket = await createTicket()
+  expect((await (await otherPhone('erin')).scan(ticket)).statusCode).toBe(200)
+  const page = await open(linkOptions(ticket))
+  expectError(page, 'ticket_taken')
+  snapshot(page, 'mp-taken')
+})
+
+test('a QR code of a pool served by another mini program', async () => {
+  const page = await open(linkOptions(await createTicket('other')))
+  expectError(page, 'wrong_mini_program')
+  snapshot(page, 'mp-wrong-mini-program')
+})
+
+test('a blocked user', async () => {
+  backend.reset(env.PORTAL_BLOCKED_USER)
+  const ticket = await createTicket()
+  const page = await open(linkOptions(ticket))
+  expect(page.data.state).toBe('confirm')
+  await tap(page, '#confirm', () => page.data.state === 'error')
+  expectError(page, 'user_blocked')
+  expect(has(page, '#scan-again') || has(page, '#retry')).toBe(false) // only "close" helps
+  snapshot(page, 'mp-blocked')
+  expect(await ticketStatus('acme', ticket)).toBe('scanned')
+})
+
+test('WeChat unavailable, then "try again" works', async () => {
+  const ticket = await createTicket()
+  // WeChat answers "system busy" to every attempt of the portal's client (1 + 2 retries).
+  await fakeWeChat('/_fake/faults', { path: '/sns/jscode2session', errcode: -1, times: 3 })
+  const page = await open(linkOptions(ticket))
+  expectError(page, 'wechat_unavailable')
+  expect(has(page, '#retry')).toBe(true)
+  snapshot(page, 'mp-wechat-unavailable')
+  await tap(page, '#retry', () => page.data.state === 'confirm')
+})
+
+test('other WeChat refusals: risky user, rate limit', async () => {
+  backend.reset('risky_user')
+  expectError(await open(linkOptions(await createTicket())), 'wechat_risky_user')
+  backend.reset('frank')
+  await fakeWeChat('/_fake/faults', { path: '/sns/jscode2session', errcode: 45011 })
+  expectError(await open(linkOptions(await createTicket())), 'wechat_rate_limited')
+})
+
+test('only QR codes of the configured portal domain are accepted', async () => {
+  const ticket = await createTicket()
+  const foreign = [
+    `https://evil.example.com/q/${ticket.ticket}`,
+    `http://acme.localhost.evil.com/q/${ticket.ticket}`,
+    `http://a.b.${env.PORTAL_DOMAIN}/q/${ticket.ticket}`,
+    `${POOLS.acme}/oidc/auth?x=${ticket.ticket}`,
+    'not a url',
+  ]
+  for (const content of foreign) {
+    const page = await open({ q: encodeURIComponent(content) })
+    expectError(page, 'invalid_qr')
+  }
+  expectError(await open({ scene: 'short' }), 'invalid_qr')
+  expectError(await open({}), 'invalid_qr')
+  expect(backend.state.requests).toEqual([]) // nothing was sent anywhere
+  // https is required unless the configuration allows http (development).
+  config.allowHttp = false
+  try {
+    expectError(await open(linkOptions(ticket)), 'invalid_qr')
+  } finally {
+    config.allowHttp = true
+  }
+})
+
+test('English by the system language', async () => {
+  backend.reset('grace', 'en')
+  const ticket = await createTicket()
+  const page = await open(linkOptions(ticket))
+  expect(text(page, '#confirm')).toBe('Confirm login')
+  expect(text(page, '#cancel')).toBe('Cancel')
+  snapshot(page, 'mp-confirm-en')
+  const taken = await open(linkOptions(ticket))
+  backend.reset('heidi', 'en')
+  const other = await open(linkOptions(ticket))
+  expect(taken.data.state).toBe('confirm') // the same user may open it again
+  expectError(other, 'ticket_taken')
+  expect(text(other, '#error-title')).toBe('Scanned by someone else')
+})
+
+test('every error of the mini-program API has a Chinese and an English text', () => {
+  const codes = [
+    'ticket_expired', 'ticket_not_found', 'ticket_taken', 'wrong_mini_program', 'phone_required',
+    'user_blocked', 'signup_disabled', 'wechat_unavailable', 'wechat_rate_limited',
+    'wechat_risky_user', 'invalid_phone_code', 'not_scanner', 'ticket_not_scanned', 'invalid_qr', 'network',
+  ]
+  for (const lang of ['zh', 'en']) {
+    for (const code of codes) expect(i18n.ERRORS[lang][code]).toBeDefined()
+    expect(Object.keys(i18n.MESSAGES[lang]).sort()).toEqual(Object.keys(i18n.MESSAGES.zh).sort())
+  }
+  expect(Object.keys(i18n.ERRORS.en).sort()).toEqual(Object.keys(i18n.ERRORS.zh).sort())
+})
+
+test('the home page scans a code and opens the confirm page', async () => {
+  const home = simulate.render(homeId)
+  home.attach(document.createElement('parent-wrapper'))
+  home.instance.onLoad({})
+  expect(home.querySelector('#scan').dom.textContent.trim()).toBe('扫一扫')
+  // A mini-program code scanned from inside the mini program: WeChat gives its path.
+  backend.state.scanResult = { scanType: 'WX_CODE', path: 'pages/login/index?scene=AbCdEfGhIjKlMnOp1234' }
+  home.querySelector('#scan').dispatchEvent('tap')
+  await waitFor(() => backend.state.navigations.length, 'the navigation')
+  expect(backend.state.navigations).toEqual([{ api: 'navigateTo', url: '/pages/login/index?scene=AbCdEfGhIjKlMnOp1234' }])
+})

@@ -1,0 +1,147 @@
+/**
+ * The `wx` runtime calls that reach the network, backed by the real portal and the
+ * real fake WeChat over HTTP (no mock answers):
+ *
+ * - wx.request: a real HTTP request (node:http). `*.localhost` does not resolve
+ *   everywhere, so it connects to PORTAL_CONNECT_HOST (127.0.0.1) and keeps the URL's
+ *   host in the Host header, as a phone resolving the real name would.
+ * - wx.login: a code of the fake WeChat's form, `USER.<random>`: the fake logs it in
+ *   as WeChat user USER (the portal exchanges it at the fake's jscode2session).
+ * - the getPhoneNumber button: an event whose detail.code is `DIGITS.<random>`, which
+ *   the portal exchanges at the fake's getuserphonenumber.
+ *
+ * Everything else the pages touch (storage, language, navigation) is a small local
+ * stand-in that records what the page asked for.
+ */
+const http = require('http')
+const crypto = require('crypto')
+
+const CONNECT_HOST = process.env.PORTAL_CONNECT_HOST || '127.0.0.1'
+
+const state = {
+  user: 'alice',
+  language: 'zh_CN',
+  storage: new Map(),
+  requests: [], // {method, url, status} of every wx.request
+  logins: 0,
+  navigations: [], // {api, url}
+  exited: 0,
+  scanResult: null, // what wx.scanCode answers
+}
+
+function random() {
+  return crypto.randomBytes(4).toString('hex')
+}
+
+/** One real HTTP request; resolves {statusCode, data, header}. */
+function httpRequest({ url, method = 'GET', data, header = {} }) {
+  const target = new URL(url)
+  const body = method === 'GET' || data === undefined ? null : Buffer.from(JSON.stringify(data))
+  const headers = { host: target.host, ...header }
+  if (body) {
+    headers['content-length'] = String(body.length)
+    headers['content-type'] = headers['content-type'] || 'application/json'
+  }
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: CONNECT_HOST,
+        port: target.port || 80,
+        path: target.pathname + target.search,
+        method,
+        headers,
+        timeout: 15000,
+      },
+      (res) => {
+        const chunks = []
+        res.on('data', (c) => chunks.push(c))
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8')
+          let parsed = text
+          try {
+            parsed = JSON.parse(text)
+          } catch (e) {
+            // not JSON: wx.request hands the text over as is
+          }
+          resolve({ statusCode: res.statusCode, data: parsed, header: res.headers })
+        })
+      }
+    )
+    req.on('timeout', () => req.destroy(new Error('timeout')))
+    req.on('error', reject)
+    if (body) req.write(body)
+    req.end()
+  })
+}
+
+function complete(options, ok, result) {
+  const cb = ok ? options.success : options.fail
+  if (typeof cb === 'function') cb(result)
+  if (typeof options.complete === 'function') options.complete(result)
+}
+
+function install(wx) {
+  wx.request = (options) => {
+    const method = (options.method || 'GET').toUpperCase()
+    httpRequest({ url: options.url, method, data: options.data, header: options.header }).then(
+      (res) => {
+        state.requests.push({ method, url: options.url, status: res.statusCode })
+        complete(options, true, { ...res, errMsg: 'request:ok' })
+      },
+      (err) => {
+        state.requests.push({ method, url: options.url, status: 0 })
+        complete(options, false, { errMsg: `request:fail ${err.message}` })
+      }
+    )
+    return { abort() {} }
+  }
+  wx.login = (options = {}) => {
+    state.logins += 1
+    setTimeout(() => complete(options, true, { code: `${state.user}.${random()}`, errMsg: 'login:ok' }), 0)
+  }
+  wx.getStorageSync = (key) => (state.storage.has(key) ? state.storage.get(key) : '')
+  wx.setStorageSync = (key, value) => {
+    state.storage.set(key, JSON.parse(JSON.stringify(value)))
+  }
+  wx.removeStorageSync = (key) => {
+    state.storage.delete(key)
+  }
+  wx.getAppBaseInfo = () => ({ language: state.language, SDKVersion: '3.3.0' })
+  wx.getAccountInfoSync = () => ({
+    miniProgram: { appId: process.env.PORTAL_MP_APPID, envVersion: 'release', version: '1.0.0' },
+  })
+  wx.setNavigationBarTitle = () => {}
+  for (const api of ['navigateTo', 'redirectTo', 'reLaunch']) {
+    wx[api] = (options) => {
+      state.navigations.push({ api, url: options.url })
+      complete(options, true, { errMsg: `${api}:ok` })
+    }
+  }
+  wx.scanCode = (options) => {
+    if (state.scanResult) complete(options, true, { ...state.scanResult, errMsg: 'scanCode:ok' })
+    else complete(options, false, { errMsg: 'scanCode:fail cancel' })
+  }
+  wx.exitMiniProgram = (options = {}) => {
+    state.exited += 1
+    complete(options, true, { errMsg: 'exitMiniProgram:ok' })
+  }
+}
+
+/** Resets the per-test state; `user` is the WeChat user wx.login logs in as. */
+function reset(user = 'alice', language = 'zh_CN') {
+  state.user = user
+  state.language = language
+  state.storage.clear()
+  state.requests.length = 0
+  state.navigations.length = 0
+  state.logins = 0
+  state.exited = 0
+  state.scanResult = null
+}
+
+/** The getPhoneNumber button's event detail for phone number `digits`. */
+function phoneEvent(digits) {
+  return { detail: { code: `${digits}.${random()}`, errMsg: 'getPhoneNumber:ok' } }
+}
+
+module.exports = { install, reset, state, httpRequest, phoneEvent, random }
