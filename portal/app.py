@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ from portal.events import POOLS_CHANNEL, TICKETS_CHANNEL, EventHub
 from portal.hosts import HostRouter
 from portal.oidc import authorize, endpoints
 from portal.oidc.codes import Codes
+from portal.redismux import Multiplexer
 from portal.scan import mpapi, qrapi
 from portal.scan.tickets import Tickets
 from portal.scan.waiters import Waiters
@@ -39,12 +41,14 @@ from portal.tenants.clients import ClientCache
 from portal.tenants.pools import PoolCache
 from portal.tokens import KeyCache
 from portal.web import (
+    STORE_UNAVAILABLE,
     http_error_handler,
     make_environment,
     oauth2_error_handler,
     portal_error_handler,
     render,
     server_error_handler,
+    store_unavailable_handler,
 )
 from portal.wechat.client import WeChatClient
 
@@ -213,6 +217,7 @@ def create_app(settings: Settings) -> Starlette:
         redis = None
         hub = None
         wechat = None
+        mux = None
         try:
             await dbmod.check_schema(db)
             redis = redis_client(settings)
@@ -225,7 +230,8 @@ def create_app(settings: Settings) -> Starlette:
             hub.on(POOLS_CHANNEL, pools.handle_event)
             hub.on(POOLS_CHANNEL, keys.clear)
             hub.on(POOLS_CHANNEL, client_cache.clear)
-            tickets = Tickets(redis, box)
+            mux = Multiplexer(redis)
+            tickets = Tickets(redis, box, mux)
             hub.on(TICKETS_CHANNEL, tickets.handle_event)  # before the waiters re-read
             hub.on(TICKETS_CHANNEL, waiters.handle_event)
             # Messages published while the subscription was down are lost: re-check everything.
@@ -236,6 +242,9 @@ def create_app(settings: Settings) -> Starlette:
             hub.on_reconnect(waiters.wake_all)
             await hub.start()
             wechat = WeChatClient(settings.wechat_api_base, redis)
+            # What startup built lives as long as the process: keep it out of the
+            # garbage collector's passes, which then only look at requests' objects.
+            gc.freeze()
             yield State(
                 settings=settings,
                 db=db,
@@ -257,6 +266,8 @@ def create_app(settings: Settings) -> Starlette:
                 await wechat.aclose()
             if hub is not None:
                 await hub.stop()
+            if mux is not None:
+                await mux.aclose()
             if redis is not None:
                 with contextlib.suppress(Exception):
                     await redis.aclose()
@@ -270,6 +281,7 @@ def create_app(settings: Settings) -> Starlette:
             PortalError: portal_error_handler,
             OAuth2Error: oauth2_error_handler,
             HTTPException: http_error_handler,
+            **dict.fromkeys(STORE_UNAVAILABLE, store_unavailable_handler),
             Exception: server_error_handler,
         },
         lifespan=lifespan,

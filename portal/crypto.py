@@ -42,6 +42,8 @@ class SecretBox:
             raise ValueError("a master secret key is required")
         self._aead = AESGCM(_derive(secret_key, b"aes-gcm at-rest encryption"))
         self._mac_key = _derive(secret_key, b"hmac secret hashing")
+        # Keyed once: each hash copies this state instead of setting the key up again.
+        self._mac = hmac.new(self._mac_key, digestmod=hashlib.sha256)
 
     def encrypt(self, plaintext: bytes | str, context: str) -> bytes:
         if isinstance(plaintext, str):
@@ -59,7 +61,9 @@ class SecretBox:
             raise DecryptError("sealed value failed authentication") from None
 
     def hash_secret(self, secret: str) -> str:
-        return hmac.new(self._mac_key, secret.encode(), hashlib.sha256).hexdigest()
+        mac = self._mac.copy()
+        mac.update(secret.encode())
+        return mac.hexdigest()
 
     def verify_secret(self, secret: str, expected_hash: str | None) -> bool:
         if not expected_hash:

@@ -6,8 +6,11 @@ import logging
 from pathlib import Path
 from urllib.parse import urlencode
 
+import asyncpg
 import jinja2
 from authlib.oauth2.rfc6749.errors import OAuth2Error
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -133,6 +136,32 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     )
     if exc.headers:
         response.headers.update(exc.headers)
+    return response
+
+
+# A store that does not answer (restarting, unreachable, overloaded): the request
+# may be retried shortly, and the client is told so rather than "internal error".
+STORE_UNAVAILABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    ConnectionRefusedError,
+)
+
+
+async def store_unavailable_handler(request: Request, exc: Exception) -> Response:
+    log.warning(
+        "store unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__
+    )
+    response = error_response(
+        request,
+        503,
+        "temporarily_unavailable",
+        "The service is temporarily unavailable; try again shortly.",
+    )
+    response.headers["retry-after"] = "5"
     return response
 
 

@@ -13,11 +13,12 @@ belongs to is a field, and every pool-host route checks it.
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import dataclasses
 import json
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -25,6 +26,7 @@ import redis.asyncio as aioredis
 from portal.crypto import SecretBox
 from portal.errors import PortalError
 from portal.events import TICKETS_CHANNEL
+from portal.redismux import Multiplexer
 
 FINAL = frozenset({"confirmed", "cancelled", "expired"})
 STATUSES = ("pending", "scanned", *sorted(FINAL))
@@ -227,24 +229,29 @@ class Exchanged:
 
 
 class Tickets:
-    def __init__(self, redis: aioredis.Redis, box: SecretBox) -> None:
+    def __init__(self, redis: aioredis.Redis, box: SecretBox, mux: Multiplexer) -> None:
         self.redis = redis
         self.box = box
+        self._mux = mux  # every ticket script goes over the process's shared connection
         self._create = redis.register_script(_CREATE)
-        self._batcher = _Batcher(redis, self._create)
         self._status = redis.register_script(_STATUS)
         self._scan = redis.register_script(_SCAN)
         self._confirm = redis.register_script(_CONFIRM)
         self._cancel = redis.register_script(_CANCEL)
         self._exchange = redis.register_script(_EXCHANGE)
-        self._cache: dict[str, tuple[TicketState, float, float]] = {}
+        # ticket → (state, Redis's clock minus ours, good until); oldest first.
+        self._cache: OrderedDict[str, tuple[TicketState, float, float]] = OrderedDict()
 
     async def create(self, *, pool_id: int, client_id: str, lifetime: int) -> NewTicket:
-        ticket = secrets.token_urlsafe(24)  # 32 characters, 192 bits: fits WeChat's scene limit
-        secret = secrets.token_urlsafe(32)
+        # One read of the system's randomness for both: the ticket, 32 characters
+        # (192 bits; fits WeChat's 32-character scene), and the secret, 43 (256 bits).
+        raw = base64.urlsafe_b64encode(secrets.token_bytes(56)).decode()
+        ticket, secret = raw[:32], raw[32:75]
         secret_hash = self.box.hash_secret(secret)
-        exp, now = await self._batcher.run(
-            key(ticket), [pool_id, client_id, secret_hash, lifetime, lifetime + RETENTION_S]
+        exp, now = await self._mux.evalsha(
+            self._create,
+            [key(ticket)],
+            [pool_id, client_id, secret_hash, lifetime, lifetime + RETENTION_S],
         )
         self._remember(
             TicketState(
@@ -255,7 +262,7 @@ class Tickets:
 
     async def state(self, ticket: str) -> TicketState:
         """The ticket as Redis has it now (expiring it if its time is up)."""
-        r = await self._status(keys=[key(ticket)], args=[ticket])
+        r = await self._mux.evalsha(self._status, [key(ticket)], [ticket])
         if r[0] != "ok":
             self._cache.pop(ticket, None)
             raise TicketNotFound()
@@ -271,10 +278,18 @@ class Tickets:
     # Redis, whose clock decides. Waiting (long poll, SSE) always reads Redis.
 
     def _remember(self, state: TicketState) -> None:
-        if len(self._cache) >= _CACHE_MAX:
-            self._cache.clear()
+        cache = self._cache
+        now = time.monotonic()
+        # Entries are kept in the order they go stale: drop the stale ones from the
+        # front, so the cache holds a few seconds of tickets, not all of them.
+        while cache:
+            first = next(iter(cache))
+            if cache[first][2] > now and len(cache) < _CACHE_MAX:
+                break
+            del cache[first]
         offset = state.now_ms - time.time() * 1000  # Redis's clock minus ours
-        self._cache[state.ticket] = (state, offset, time.monotonic() + _CACHE_S)
+        cache.pop(state.ticket, None)
+        cache[state.ticket] = (state, offset, now + _CACHE_S)
 
     async def recent_state(self, ticket: str) -> TicketState:
         entry = self._cache.get(ticket)
@@ -311,7 +326,9 @@ class Tickets:
     async def scan(
         self, ticket: str, appid: str, openid: str, *, nickname: str = "", avatar_url: str = ""
     ) -> int:
-        r = await self._scan(keys=[key(ticket)], args=[ticket, appid, openid, nickname, avatar_url])
+        r = await self._mux.evalsha(
+            self._scan, [key(ticket)], [ticket, appid, openid, nickname, avatar_url]
+        )
         _raise_for(r[0])
         return int(r[1])  # Redis's clock at the scan
 
@@ -326,19 +343,20 @@ class Tickets:
         nickname: str,
         avatar_url: str,
     ) -> None:
-        r = await self._confirm(
-            keys=[key(ticket)],
-            args=[ticket, appid, openid, user_id, auth_time, nickname, avatar_url],
+        r = await self._mux.evalsha(
+            self._confirm,
+            [key(ticket)],
+            [ticket, appid, openid, user_id, auth_time, nickname, avatar_url],
         )
         _raise_for(r[0])
 
     async def cancel(self, ticket: str, appid: str, openid: str) -> None:
-        r = await self._cancel(keys=[key(ticket)], args=[ticket, appid, openid])
+        r = await self._mux.evalsha(self._cancel, [key(ticket)], [ticket, appid, openid])
         _raise_for(r[0])
 
     async def exchange(self, ticket: str, secret: str) -> Exchanged:
-        r = await self._exchange(
-            keys=[key(ticket)], args=[ticket, self.box.hash_secret(secret or "")]
+        r = await self._mux.evalsha(
+            self._exchange, [key(ticket)], [ticket, self.box.hash_secret(secret or "")]
         )
         if r[0] == "ok":
             return Exchanged(int(r[1]), r[2], r[3], int(r[4]), r[5], r[6])
@@ -349,54 +367,6 @@ class Tickets:
         if r[0] == "used":
             raise PortalError("This login was already exchanged.", error="invalid_grant")
         raise PortalError(f"The login is not confirmed (status: {r[1]}).", error="invalid_grant")
-
-
-class _Batcher:
-    """Sends the ticket creations that arrive in the same turn of the event loop
-    as one pipeline: under load, one round trip serves many requests, and
-    Redis's per-command cost in Python is paid once per batch, not per ticket.
-    Each caller gets its own result or its own exception."""
-
-    def __init__(self, redis: aioredis.Redis, script) -> None:
-        self._redis = redis
-        self._script = script
-        self._queue: list[tuple[str, list, asyncio.Future]] = []
-        self._tasks: set[asyncio.Task] = set()
-        self.round_trips = 0  # read by tests
-
-    async def run(self, key_name: str, args: list):
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((key_name, args, future))
-        if len(self._queue) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        batch, self._queue = self._queue, []
-        task = asyncio.ensure_future(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list) -> None:
-        self.round_trips += 1
-        try:
-            if len(batch) == 1:
-                key_name, args, future = batch[0]
-                results = [await self._script(keys=[key_name], args=args)]
-            else:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for key_name, args, _ in batch:
-                        await self._script(keys=[key_name], args=args, client=pipe)
-                    results = await pipe.execute(raise_on_error=False)
-        except Exception as exc:
-            results = [exc] * len(batch)
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
 
 
 def _raise_for(outcome: str) -> None:
