@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from portal import db as dbmod
-from portal import devtools
+from portal import devtools, redisconn
 from portal.crypto import SecretBox
 from portal.errors import PortalError
 from portal.events import POOLS_CHANNEL, TICKETS_CHANNEL, EventHub
@@ -83,10 +83,9 @@ def redis_client(settings: Settings) -> aioredis.Redis:
         options["socket_keepalive"] = True
     # A burst (thousands of browsers opening their streams at once) waits for a
     # free connection instead of failing with "Too many connections".
-    pool = aioredis.BlockingConnectionPool.from_url(
+    return redisconn.connect(
         settings.redis_url, max_connections=settings.redis_pool_max, timeout=5, **options
     )
-    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it too
 
 
 class Site(BaseRoute):

@@ -80,11 +80,10 @@ async def _with_conn(settings: Settings, fn, *, check_schema: bool = True):
 
 async def _announce(settings: Settings, slug: str) -> None:
     """Tell running portal processes to forget what they cached about ``slug``."""
-    import redis.asyncio as aioredis
-
+    from portal import redisconn
     from portal.events import POOLS_CHANNEL
 
-    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=3)
+    client = redisconn.connect(settings.redis_url, max_connections=2, socket_connect_timeout=3)
     try:
         await client.publish(POOLS_CHANNEL, json.dumps({"slug": slug}))
     except Exception as exc:

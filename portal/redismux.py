@@ -123,6 +123,10 @@ class _Link:
                         continue
                     if isinstance(reply, ResponseError):
                         future.set_exception(_error(reply))
+                        if str(reply).startswith("READONLY"):
+                            # A replica now (a failover): reconnect, and through
+                            # Sentinel find the new master.
+                            raise RedisConnectionError("Redis is read-only (failed over)")
                     else:
                         future.set_result(reply)
         except asyncio.CancelledError:
