@@ -147,7 +147,8 @@ STORE_UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.CannotConnectNowError,
-    ConnectionRefusedError,
+    ConnectionError,  # refused, reset, broken pipe: a server restarting under us
+    TimeoutError,  # e.g. no pooled database connection free in time
 )
 
 

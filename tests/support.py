@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
 import uvicorn
@@ -87,3 +91,165 @@ class LoopbackTransport(httpx.AsyncHTTPTransport):
             return await super().handle_async_request(request)
         finally:
             request.url = original  # cookies are stored for the real host
+
+
+class TcpProxy:
+    """A TCP forwarder in front of a store, to make it misbehave the way a real
+    one does from the portal's side: ``freeze()`` holds every byte until
+    ``thaw()`` (a hung server), ``cut()`` drops every open connection, and
+    ``refuse()`` / ``accept()`` turn new connections away or let them in (a
+    server that is restarting). ``url`` is the store's URL pointing here."""
+
+    def __init__(self, url: str, open_upstream) -> None:
+        self.url = url  # filled in with the port by start()
+        self._open_upstream = open_upstream
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._refusing = False
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    @classmethod
+    def for_redis(cls, redis_url: str) -> TcpProxy:
+        parts = urlsplit(redis_url)
+        if parts.scheme == "unix":
+            db = parse_qs(parts.query).get("db", ["0"])[0]
+            upstream = lambda: asyncio.open_unix_connection(parts.path)  # noqa: E731
+        else:
+            db = parts.path.strip("/") or "0"
+            upstream = lambda: asyncio.open_connection(parts.hostname, parts.port or 6379)  # noqa: E731
+        return cls(f"redis://127.0.0.1:{{port}}/{db}", upstream)
+
+    @classmethod
+    def for_postgres(cls, database_url: str) -> TcpProxy:
+        parts = urlsplit(database_url)
+        query = parse_qs(parts.query)
+        port = parts.port or int(query.get("port", ["5432"])[0])
+        socket_dir = query.pop("host", [None])[0]
+        if socket_dir and socket_dir.startswith("/"):
+            path = f"{socket_dir}/.s.PGSQL.{port}"
+            upstream = lambda: asyncio.open_unix_connection(path)  # noqa: E731
+        else:
+            host = parts.hostname or "127.0.0.1"
+            upstream = lambda: asyncio.open_connection(host, port)  # noqa: E731
+        query.pop("port", None)
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = (userinfo + "@" if userinfo else "") + "127.0.0.1:{port}"
+        rest = "&".join(f"{k}={v[-1]}" for k, v in query.items())
+        url = urlunsplit((parts.scheme, netloc, parts.path, rest, ""))
+        return cls(url, upstream)
+
+    async def start(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.url = self.url.replace("{port}", str(self.port))
+        return self
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._refusing:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await self._open_upstream()
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.ensure_future(self._pipe(src, dst))
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while data := await src.read(65536):
+                await self._flowing.wait()
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
+    def refuse(self) -> None:
+        self._refusing = True
+
+    def accept(self) -> None:
+        self._refusing = False
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._pipes):
+            task.cancel()
+
+
+def free_port() -> int:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+class RedisProcess:
+    """A redis-server of the test's own (the embedded stores' binary), on a TCP
+    port of its own: to stop, restart or fail over without touching the suite's."""
+
+    def __init__(self, workdir: Path, name: str, args: list[str], config: str | None = None):
+        from portal.embedded import _redis_executable
+
+        self.port = free_port()
+        self.dir = workdir / name
+        self.dir.mkdir()
+        self._argv = [_redis_executable()]
+        if config is not None:  # a sentinel: its configuration must be a writable file
+            conf = self.dir / "sentinel.conf"
+            conf.write_text(config)
+            self._argv += [str(conf), "--sentinel"]
+        self._argv += ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        self._argv += ["--dir", str(self.dir), "--logfile", str(self.dir / "log"), *args]
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen(self._argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def ready(self) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start: {self.dir / 'log'}") from None
+                await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    async def restart(self) -> None:
+        self.stop()
+        self.proc = self._spawn()
+        await self.ready()

@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from portal import redisconn
-from portal.embedded import _redis_executable
 from portal.redisconn import BadRedisURL, parse_sentinel_url
 from portal.tenants import pools
 from tests.phone import Phone
-from tests.support import free_socket, run_portal
+from tests.support import RedisProcess, free_socket, run_portal
 
 
 def test_sentinel_urls_name_the_sentinels_the_service_the_db_and_credentials():
@@ -39,56 +36,6 @@ def test_sentinel_urls_name_the_sentinels_the_service_the_db_and_credentials():
     ):
         with pytest.raises(BadRedisURL):
             parse_sentinel_url(bad)
-
-
-def _free_port() -> int:
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
-class RedisProcess:
-    def __init__(self, workdir: Path, name: str, args: list[str], config: str | None = None):
-        self.port = _free_port()
-        self.dir = workdir / name
-        self.dir.mkdir()
-        argv = [_redis_executable()]
-        if config is not None:  # a sentinel: its configuration must be a writable file
-            conf = self.dir / "sentinel.conf"
-            conf.write_text(config)
-            argv += [str(conf), "--sentinel"]
-        argv += [
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            str(self.dir),
-        ]
-        argv += ["--logfile", str(self.dir / "log"), *args]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start: {self.dir / 'log'}") from None
-                await asyncio.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 @pytest.fixture

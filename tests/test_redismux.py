@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,81 +15,12 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from portal.redismux import Multiplexer, pack
-from tests.support import free_socket, run_portal
-
-
-class Proxy:
-    """Forwards TCP connections to Redis; ``freeze()`` holds every byte until
-    ``thaw()``, ``cut()`` drops every connection, ``stop()`` also refuses new ones."""
-
-    def __init__(self, redis_url: str) -> None:
-        self._url = urlsplit(redis_url)
-        self._flowing = asyncio.Event()
-        self._flowing.set()
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.port = 0
-
-    @property
-    def db(self) -> str:
-        if self._url.scheme == "unix":
-            return parse_qs(self._url.query).get("db", ["0"])[0]
-        return self._url.path.strip("/") or "0"
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/{self.db}"
-
-    async def _upstream(self):
-        if self._url.scheme == "unix":
-            return await asyncio.open_unix_connection(self._url.path)
-        return await asyncio.open_connection(self._url.hostname, self._url.port or 6379)
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await self._upstream()
-        self._writers |= {writer, up_writer}
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.ensure_future(self._pipe(src, dst))
-            self._pipes.add(task)
-            task.add_done_callback(self._pipes.discard)
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
-            while data := await src.read(65536):
-                await self._flowing.wait()
-                dst.write(data)
-                await dst.drain()
-        dst.close()
-
-    def freeze(self) -> None:
-        self._flowing.clear()
-
-    def thaw(self) -> None:
-        self._flowing.set()
-
-    def cut(self) -> None:
-        for writer in self._writers:
-            writer.close()
-        self._writers.clear()
-
-    async def stop(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        for task in list(self._pipes):
-            task.cancel()
+from tests.support import TcpProxy, free_socket, run_portal
 
 
 @pytest.fixture
 async def proxy(stores):
-    p = Proxy(stores.redis_url)
-    await p.start()
+    p = await TcpProxy.for_redis(stores.redis_url).start()
     try:
         yield p
     finally:

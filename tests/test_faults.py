@@ -1,0 +1,175 @@
+"""Stores failing under a running portal: Redis restarted and PostgreSQL
+unreachable in the middle of a login. While a store is away the portal answers
+a clear 503 ``temporarily_unavailable`` (never a 500, never a half-done
+login); when it is back, service resumes with no portal restart, and nothing
+that was stored is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+
+from portal.tenants import pools
+from tests.phone import Phone
+from tests.support import RedisProcess, TcpProxy, free_socket, run_portal
+
+
+async def _eventually(attempt, *, timeout: float = 15.0, pause: float = 0.2):
+    """``attempt()`` until it returns something truthy (then that) or time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await attempt()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not done within {timeout} s; last: {result!r}")
+        await asyncio.sleep(pause)
+
+
+async def _sse_statuses(client: httpx.AsyncClient, ticket: dict, seen: list[str]) -> None:
+    url = f"/api/qrcode/{ticket['ticket']}/events"
+    async with client.stream("GET", url, params={"secret": ticket["secret"]}, timeout=60) as r:
+        async for line in r.aiter_lines():
+            if line.startswith("data:"):
+                seen.append(json.loads(line[5:])["status"])
+
+
+def _unavailable(r: httpx.Response) -> bool:
+    return (
+        r.status_code == 503
+        and r.json()["error"] == "temporarily_unavailable"
+        and r.headers.get("retry-after") == "5"
+    )
+
+
+@pytest.fixture
+async def acme(db, box):
+    async with db.acquire() as conn:
+        return await pools.create(conn, box, slug="acme", name="Acme")
+
+
+async def test_redis_restarted_mid_login(tmp_path, acme, db, settings_factory, fresh_fake):
+    # Redis with an append-only file, as production should run it: what was
+    # in it (the ticket, the phone's session) is there again after the restart.
+    redis = RedisProcess(tmp_path, "redis", ["--appendonly", "yes", "--appendfsync", "always"])
+    try:
+        await redis.ready()
+        sock = free_socket()
+        settings = settings_factory(
+            base_url=f"http://localhost:{sock.getsockname()[1]}", redis_url=redis.url
+        )
+        async with (
+            run_portal(settings, sock=sock) as running,
+            running.client("acme") as pc,
+            running.client() as apex,
+        ):
+            ticket = (await pc.post("/api/qrcode", json={})).json()
+            seen: list[str] = []
+            stream = asyncio.ensure_future(_sse_statuses(pc, ticket, seen))
+            phone = Phone(apex, "restart_rita")
+            await phone.login()
+            assert (await phone.scan(ticket["ticket"])).status_code == 200
+            await _eventually(lambda: asyncio.sleep(0, "scanned" in seen))
+
+            redis.stop()
+            assert _unavailable(await pc.post("/api/qrcode", json={}))
+            r = await phone.confirm(ticket["ticket"])
+            assert _unavailable(r)
+            assert not stream.done()  # the browser's stream stays open meanwhile
+
+            await redis.restart()
+
+            async def confirmed() -> bool:
+                r = await phone.confirm(ticket["ticket"])
+                return r.status_code == 200
+
+            await _eventually(confirmed)
+            # The stream hears of it: the hub re-subscribed and woke its waiters.
+            await _eventually(lambda: asyncio.sleep(0, "confirmed" in seen))
+            await asyncio.wait_for(stream, 5)  # a final status ends the stream
+            r = await pc.post(
+                f"/api/qrcode/{ticket['ticket']}/exchange", json={"secret": ticket["secret"]}
+            )
+            assert r.status_code == 200, r.text
+            user_id = r.json()["user"]["id"]
+            assert (await pc.post("/api/qrcode", json={})).status_code == 201
+            assert running.state["hub"].reconnects >= 1
+        assert await db.fetchval("SELECT count(*) FROM users") == 1
+        assert await db.fetchval("SELECT id::text FROM users") == user_id
+    finally:
+        redis.stop()
+
+
+async def test_postgres_unreachable_mid_login(acme, db, stores, settings_factory, fresh_fake):
+    proxy = await TcpProxy.for_postgres(stores.database_url).start()
+    try:
+        sock = free_socket()
+        settings = settings_factory(
+            base_url=f"http://localhost:{sock.getsockname()[1]}", database_url=proxy.url
+        )
+        auth = (acme.default_client.client_id, acme.default_client_secret)
+        async with (
+            run_portal(settings, sock=sock) as running,
+            running.client("acme") as pc,
+            running.client() as apex,
+        ):
+            # A first login, complete: a user and a refresh token in PostgreSQL.
+            first = (await pc.post("/api/qrcode", json={})).json()
+            alice = Phone(apex, "pg_alice")
+            await alice.login()
+            assert (await alice.scan_and_confirm(first["ticket"])).status_code == 200
+            tokens = (
+                await pc.post(
+                    f"/api/qrcode/{first['ticket']}/exchange", json={"secret": first["secret"]}
+                )
+            ).json()
+            assert tokens["refresh_token"]
+
+            # A second login is under way when PostgreSQL goes away.
+            second = (await pc.post("/api/qrcode", json={})).json()
+            bob = Phone(apex, "pg_bob")
+            await bob.login()
+            assert (await bob.scan(second["ticket"])).status_code == 200
+            proxy.cut()
+            proxy.refuse()
+
+            r = await bob.confirm(second["ticket"])
+            assert _unavailable(r), r.text
+            status = await pc.get(
+                f"/api/qrcode/{second['ticket']}/status", params={"secret": second["secret"]}
+            )
+            assert status.json()["status"] == "scanned"  # not confirmed without its user
+            r = await pc.post(
+                "/oidc/token",
+                data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+                auth=auth,
+            )
+            assert _unavailable(r), r.text
+
+            proxy.accept()
+
+            async def confirmed() -> bool:
+                return (await bob.confirm(second["ticket"])).status_code == 200
+
+            await _eventually(confirmed)
+            r = await pc.post(
+                f"/api/qrcode/{second['ticket']}/exchange", json={"secret": second["secret"]}
+            )
+            assert r.status_code == 200, r.text
+            # Alice's refresh token survived the outage and still works (once).
+            r = await pc.post(
+                "/oidc/token",
+                data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+                auth=auth,
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["refresh_token"] != tokens["refresh_token"]
+        assert await db.fetchval("SELECT count(*) FROM users") == 2
+        results = await db.fetch("SELECT result FROM login_events ORDER BY id")
+        assert [r["result"] for r in results] == ["signup", "signup"]
+    finally:
+        await proxy.stop()
