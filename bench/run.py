@@ -3,7 +3,7 @@
 
     python bench/run.py                 # everything (about 5 minutes)
     python bench/run.py --quick         # small sizes: a smoke run in under a minute
-    python bench/run.py --only sse      # one benchmark (sse, rps, logins, token; comma-separated)
+    python bench/run.py --only sse      # one benchmark (sse, rps, logins, token, soak; comma-separated)
 
 It sets up everything itself (stores, a fresh database, migrations, the fake
 WeChat, a pool, ``portal serve`` in production mode) and tears it all down at
@@ -28,6 +28,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import bench_logins  # noqa: E402
 import bench_rps  # noqa: E402
+import bench_soak  # noqa: E402
 import bench_sse  # noqa: E402
 import bench_token  # noqa: E402
 import psutil  # noqa: E402
@@ -35,7 +36,7 @@ from common import run_async  # noqa: E402
 from metrics import wait_quiet  # noqa: E402
 from stack import Stack, raise_nofile  # noqa: E402
 
-BENCHMARKS = ("sse", "rps", "logins", "token")
+BENCHMARKS = ("sse", "rps", "logins", "token", "soak")
 
 GOALS = {
     "sse_p50": 10.0,  # ms, confirm sent → event received
@@ -43,6 +44,8 @@ GOALS = {
     "sse_kb": 25.0,  # kB (1000 bytes) of server RSS per waiter
     "ratio": 0.4,
     "logins": 300.0,  # per second
+    # Soak: RSS growth over the second half of the run, MB per hour (flat memory).
+    "soak_mb_per_hour": 10.0,
 }
 
 
@@ -52,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         action="append",
         default=[],
-        help="run only these benchmarks: sse, rps, logins, token (comma-separated, repeatable)",
+        help="run only these benchmarks: sse, rps, logins, token, soak (comma-separated, repeatable)",
     )
     p.add_argument(
         "--quick", action="store_true", help="small sizes and short runs (smoke test, < 1 minute)"
@@ -98,6 +101,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--login-users", type=int, default=32, help="concurrent users (default 32)")
     g.add_argument("--login-seconds", type=float, help="measured seconds (default 20; quick 5)")
     g.add_argument("--login-warmup", type=float, help="warm-up seconds (default 3; quick 1)")
+    g = p.add_argument_group("soak: mixed traffic for a bounded time, memory sampled")
+    g.add_argument("--soak-seconds", type=float, help="measured seconds (default 600; quick 30)")
+    g.add_argument(
+        "--soak-rate", type=float, default=40.0, help="visitors arriving per second (default 40)"
+    )
+    g.add_argument(
+        "--soak-interval", type=float, help="seconds between RSS samples (default 30; quick 5)"
+    )
     p.add_argument(
         "--wait-quiet",
         type=float,
@@ -137,6 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     default("rps_warmup", 3.0, 1.0)
     default("login_seconds", 20.0, 5.0)
     default("login_warmup", 3.0, 1.0)
+    default("soak_seconds", 600.0, 30.0)
+    default("soak_interval", 30.0, 5.0)
     return args
 
 
@@ -346,6 +359,27 @@ def table_rows(results: dict, args: argparse.Namespace) -> list[dict]:
                 )
                 row(b, f"{alg}: errors", x["errors"], "", "0", x["errors"] == 0)
                 cpu_rows(b, x["cpu_cores"], alg)
+    if "soak" in results:
+        r = results["soak"]
+        b = f"5. Soak ({r.get('seconds', args.soak_seconds):.0f} s mixed traffic)"
+        if "error" in r:
+            row(b, "error", r["error"], met=False)
+        else:
+            row(b, "visitors", f"{r['visitors']} ({r['visitors_per_s']:g}/s)")
+            row(b, "outcomes", ", ".join(f"{k} {v}" for k, v in r["outcomes"].items()))
+            row(b, "errors", r["errors"], "", "0", r["errors"] == 0)
+            row(b, "server RSS start → end (max)",
+                f"{r['rss_start_mb']} → {r['rss_end_mb']} ({r['rss_max_mb']})", "MB")  # fmt: skip
+            growth = r["growth_mb_per_hour_second_half"]
+            row(
+                b,
+                "RSS growth, second half",
+                growth,
+                "MB/h",
+                f"≤ {GOALS['soak_mb_per_hour']:g} MB/h",
+                _met(growth, GOALS["soak_mb_per_hour"], at_most=True),
+            )
+            cpu_rows(b, r["cpu_cores"], "")
     return rows
 
 
@@ -457,6 +491,15 @@ def main(argv: list[str] | None = None) -> int:
                                 users=args.login_users,
                                 seconds=args.login_seconds,
                                 warmup=args.login_warmup,
+                            )
+                        )
+                    elif name == "soak":
+                        results["soak"] = run_async(
+                            bench_soak.run(
+                                stack,
+                                seconds=args.soak_seconds,
+                                rate=args.soak_rate,
+                                interval=args.soak_interval,
                             )
                         )
                     elif name == "token":
