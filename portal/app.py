@@ -25,7 +25,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from portal import db as dbmod
-from portal import devtools, redisconn
+from portal import devtools, redisconn, sdk
+from portal.cors import CORSMiddleware
 from portal.crypto import SecretBox
 from portal.errors import PortalError
 from portal.events import POOLS_CHANNEL, TICKETS_CHANNEL, EventHub
@@ -189,6 +190,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
     # Routes are tried in order: the QR API, by far the busiest, goes first.
     pool = [
         *qrapi.routes(),
+        *sdk.routes(),
         *mpapi.routes(),
         *authorize.routes(),
         *endpoints.routes(),
@@ -275,7 +277,8 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         debug=False,
         routes=routes(settings),
-        middleware=[Middleware(HostRouter, settings=settings)],
+        # CORS inside the host router: it needs the pool.
+        middleware=[Middleware(HostRouter, settings=settings), Middleware(CORSMiddleware)],
         exception_handlers={
             PortalError: portal_error_handler,
             OAuth2Error: oauth2_error_handler,

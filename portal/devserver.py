@@ -24,6 +24,7 @@ from portal.settings import Settings
 from portal.tenants import clients, pools
 
 DEMO_SLUG = "demo"
+EXAMPLE_ORIGIN = "http://localhost:8090"  # python -m examples.rp
 
 
 class _Server(uvicorn.Server):
@@ -76,9 +77,26 @@ async def prepare(settings: Settings) -> dict[str, str]:
                     allow_http=True,
                 )
             demo = client.client_id
+        example = await conn.fetchval(
+            "SELECT client_id FROM clients WHERE pool_id = $1 AND name = 'Example website'",
+            pool.id,
+        )
+        if example is None:  # examples/rp on its own origin (examples/README.md)
+            async with conn.transaction():
+                client, _ = await clients.create(
+                    conn,
+                    box,
+                    pool_id=pool.id,
+                    name="Example website",
+                    redirect_uris=[f"{EXAMPLE_ORIGIN}/callback"],
+                    web_origins=[EXAMPLE_ORIGIN],
+                    public=True,
+                    allow_http=True,
+                )
+            example = client.client_id
     finally:
         await conn.close()
-    return {"demo_client_id": demo}
+    return {"demo_client_id": demo, "example_client_id": example}
 
 
 def run(*, host: str, port: int, wechat_port: int | None) -> int:
@@ -105,6 +123,7 @@ def run(*, host: str, port: int, wechat_port: int | None) -> int:
                     f"  phone simulator:  {settings.base_url}/dev/phone",
                     f"  fake WeChat API:  {settings.wechat_api_base}",
                     f"  demo client_id:   {info['demo_client_id']}",
+                    f"  example client_id: {info['example_client_id']} ({EXAMPLE_ORIGIN})",
                     f"  data dir:         {settings.data_dir.resolve()}",
                     "",
                 ]

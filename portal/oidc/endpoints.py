@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import tokens
+from portal import cors, tokens
 from portal.oidc import clientauth, sessions
 from portal.scan import users
 from portal.tenants import keys
@@ -131,6 +131,7 @@ def _issue_args(request: Request, client: Client, user: dict, scope: str, auth_t
 async def token(request: Request) -> Response:
     form = await read_form(request)
     client = await clientauth.authenticate(request, form)
+    cors.check(request, client)  # a browser (the SDK's PKCE exchange): the client's origins only
     grant_type = form.get("grant_type")
     if grant_type == "authorization_code":
         body = await _authorization_code(request, form, client)

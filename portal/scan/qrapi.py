@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from portal import qrimage, tokens
+from portal import cors, qrimage, tokens
 from portal.errors import PortalError, ValidationError
 from portal.jsonapi import FastJSONResponse, optional_str, read_json, required_str
 from portal.scan import users
@@ -45,6 +45,7 @@ async def _state_of_pool(request: Request, ticket: str, *, recent: bool = False)
     state = await (tickets.recent_state(ticket) if recent else tickets.state(ticket))
     if state.pool_id != request.state.pool.id:
         raise TicketNotFound()
+    await cors.check_ticket(request, state.client_id)  # a website: only the ticket's client's
     return state
 
 
@@ -62,6 +63,7 @@ async def create_qrcode(request: Request) -> Response:
         client = await request.state.clients.default(pool.id)
     if client is None:
         raise InvalidClient()
+    cors.check(request, client)  # from a website: only one of the client's web origins
     new = await request.state.tickets.create(
         pool_id=pool.id, client_id=client.client_id, lifetime=pool.qr_lifetime
     )
