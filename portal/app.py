@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from portal import db as dbmod
 from portal import devtools, redisconn, sdk
+from portal.console import routes as console_routes
 from portal.cors import CORSMiddleware
 from portal.crypto import SecretBox
 from portal.errors import PortalError
@@ -184,7 +185,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         Route("/favicon.ico", favicon),
     ]
-    apex = [*common, Route("/", apex_home), *mpapi.routes()]
+    apex = [*common, Route("/", apex_home), *mpapi.routes(), *console_routes()]
     if settings.is_dev:  # in production every /dev/* path is a 404
         apex += devtools.dev_routes()
     # Routes are tried in order: the QR API, by far the busiest, goes first.

@@ -1,0 +1,223 @@
+"""A pool's application clients: create (the secret shown once), edit the URIs,
+rotate the secret, delete."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from portal import i18n, validation
+from portal.console import store
+from portal.console.common import Ctx, done, lines, page, pool_path
+from portal.errors import PortalError
+from portal.tenants import clients, pools
+
+MAX_URIS = 50
+
+
+def _t(request: Request):
+    return i18n.translator(i18n.pick(request)[0])
+
+
+def _parse(request: Request, form) -> tuple[dict, dict, dict]:
+    """(clean values, entered text, errors by field)."""
+    _ = _t(request)
+    allow_http = request.state.settings.is_dev
+    entered = {
+        "name": str(form.get("name") or ""),
+        "redirect_uris": str(form.get("redirect_uris") or ""),
+        "post_logout_redirect_uris": str(form.get("post_logout_redirect_uris") or ""),
+        "web_origins": str(form.get("web_origins") or ""),
+        "public": form.get("public") == "on",
+    }
+    clean: dict = {}
+    errors: dict[str, str] = {}
+    try:
+        clean["name"] = validation.display_name(entered["name"])
+    except PortalError:
+        errors["name"] = _("console.err.name")
+    checks = {
+        "redirect_uris": lambda v: validation.redirect_uri(v, allow_http=allow_http),
+        "post_logout_redirect_uris": lambda v: validation.redirect_uri(v, allow_http=allow_http),
+        "web_origins": lambda v: validation.web_origin(v, allow_http=allow_http),
+    }
+    for field, check in checks.items():
+        values = lines(entered[field])
+        if len(values) > MAX_URIS:
+            errors[field] = _("console.err.too_many", max=MAX_URIS)
+            continue
+        out = []
+        for value in values:
+            try:
+                out.append(check(value))
+            except PortalError:
+                key = "console.err.origin" if field == "web_origins" else "console.err.uri"
+                errors[field] = _(key, value=value)
+                break
+        clean[field] = list(dict.fromkeys(out))
+    return clean, entered, errors
+
+
+async def _list_page(ctx: Ctx, *, values=None, errors=None, status=200) -> Response:
+    assert ctx.pool is not None
+    items = await store.list_clients(ctx.request.state.db, ctx.pool.id)
+    return await page(
+        ctx,
+        "console/clients.html",
+        {
+            "section": "clients",
+            "clients": items,
+            "values": values or {"public": False},
+            "errors": errors or {},
+        },
+        status,
+        get_path=pool_path(ctx.pool, "/clients"),
+    )
+
+
+async def list_get(request: Request, ctx: Ctx) -> Response:
+    return await _list_page(ctx)
+
+
+async def create_post(request: Request, ctx: Ctx) -> Response:
+    assert ctx.pool is not None and ctx.form is not None
+    clean, entered, errors = _parse(request, ctx.form)
+    if errors:
+        return await _list_page(ctx, values=entered, errors=errors, status=400)
+    async with request.state.db.acquire() as conn:
+        client, secret = await clients.create(
+            conn,
+            request.state.box,
+            pool_id=ctx.pool.id,
+            name=clean["name"],
+            redirect_uris=clean["redirect_uris"],
+            post_logout_redirect_uris=clean["post_logout_redirect_uris"],
+            web_origins=clean["web_origins"],
+            public=entered["public"],
+            allow_http=request.state.settings.is_dev,
+        )
+    await pools.announce_change(request.state.hub, ctx.pool.slug)
+    _store_secret(ctx, client.client_id, secret)
+    return await done(
+        ctx,
+        pool_path(ctx.pool, f"/clients/{client.client_id}"),
+        "ok",
+        "console.flash.client_created",
+    )
+
+
+def _store_secret(ctx: Ctx, client_id: str, secret: str | None) -> None:
+    """The secret rides to the next page inside the session (sealed), shown once there."""
+    if secret:
+        box = ctx.request.state.box
+        sealed = box.encrypt(secret, f"console-secret:{ctx.session.id}:{client_id}").hex()
+        ctx.session.flash(
+            "secret", "console.client.secret_once", client_id=client_id, sealed=sealed
+        )
+
+
+async def _client(request: Request, ctx: Ctx) -> clients.Client:
+    assert ctx.pool is not None
+    client_id = request.path_params["client_id"]
+    if len(client_id) > 64:
+        raise HTTPException(404)
+    client = await clients.get(request.state.db, ctx.pool.id, client_id)
+    if client is None:
+        raise HTTPException(404)
+    return client
+
+
+async def _detail_page(ctx: Ctx, client, *, values=None, errors=None, status=200) -> Response:
+    box = ctx.request.state.box
+    secret = None
+    # Pull the one-time secret out of the flashes before the page pops them.
+    for item in list(ctx.session.flashes):
+        if item["kind"] == "secret":
+            ctx.session.flashes.remove(item)
+            ctx.session.dirty = True
+            if item["params"].get("client_id") == client.client_id:
+                secret = box.decrypt(
+                    bytes.fromhex(item["params"]["sealed"]),
+                    f"console-secret:{ctx.session.id}:{client.client_id}",
+                ).decode()
+    entered = values or {
+        "name": client.name,
+        "redirect_uris": "\n".join(client.redirect_uris),
+        "post_logout_redirect_uris": "\n".join(client.post_logout_redirect_uris),
+        "web_origins": "\n".join(client.web_origins),
+    }
+    response = await page(
+        ctx,
+        "console/client.html",
+        {
+            "section": "clients",
+            "client": client,
+            "secret": secret,
+            "values": entered,
+            "errors": errors or {},
+            "issuer": ctx.request.state.settings.pool_url(ctx.pool.slug) if ctx.pool else "",
+        },
+        status,
+        get_path=pool_path(ctx.pool, f"/clients/{client.client_id}") if ctx.pool else None,
+    )
+    return response
+
+
+async def detail_get(request: Request, ctx: Ctx) -> Response:
+    return await _detail_page(ctx, await _client(request, ctx))
+
+
+async def edit_post(request: Request, ctx: Ctx) -> Response:
+    assert ctx.pool is not None and ctx.form is not None
+    client = await _client(request, ctx)
+    clean, entered, errors = _parse(request, ctx.form)
+    if (
+        client.is_default
+        and ctx.pool.callback_url
+        and ctx.pool.callback_url not in clean.get("redirect_uris", [ctx.pool.callback_url])
+    ):
+        errors["redirect_uris"] = _t(request)(
+            "console.err.callback_kept", url=ctx.pool.callback_url
+        )
+    if errors:
+        return await _detail_page(ctx, client, values=entered, errors=errors, status=400)
+    async with request.state.db.acquire() as conn:
+        await store.update_client(conn, ctx.pool.id, client.client_id, **clean)
+    await pools.announce_change(request.state.hub, ctx.pool.slug)
+    return await done(
+        ctx, pool_path(ctx.pool, f"/clients/{client.client_id}"), "ok", "console.flash.saved"
+    )
+
+
+async def rotate_post(request: Request, ctx: Ctx) -> Response:
+    assert ctx.pool is not None
+    client = await _client(request, ctx)
+    if client.is_public:
+        return await done(
+            ctx, pool_path(ctx.pool, f"/clients/{client.client_id}"), "error", "console.err.public"
+        )
+    async with request.state.db.acquire() as conn:
+        secret = await store.rotate_client_secret(
+            conn, request.state.box, ctx.pool.id, client.client_id
+        )
+    await pools.announce_change(request.state.hub, ctx.pool.slug)
+    _store_secret(ctx, client.client_id, secret)
+    return await done(
+        ctx, pool_path(ctx.pool, f"/clients/{client.client_id}"), "ok", "console.flash.rotated"
+    )
+
+
+async def delete_post(request: Request, ctx: Ctx) -> Response:
+    assert ctx.pool is not None
+    client = await _client(request, ctx)
+    if client.is_default:
+        return await done(
+            ctx, pool_path(ctx.pool, f"/clients/{client.client_id}"), "error", "console.err.default"
+        )
+    async with request.state.db.acquire() as conn:
+        await store.delete_client(conn, ctx.pool.id, client.client_id)
+    await pools.announce_change(request.state.hub, ctx.pool.slug)
+    return await done(
+        ctx, pool_path(ctx.pool, "/clients"), "ok", "console.flash.client_deleted", name=client.name
+    )

@@ -1,0 +1,186 @@
+"""A pool's users (search, detail, block, unblock) and its login log (filters,
+chart of logins per day, CSV export)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import date
+from urllib.parse import urlencode
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from portal.console import chart, store
+from portal.console.common import Ctx, done, mask_phone, page, pool_path, security_headers
+
+
+async def list_get(request: Request, ctx: Ctx) -> Response:
+    assert ctx.pool is not None
+    q = request.query_params.get("q", "")[:100]
+    try:
+        number = max(1, min(10_000, int(request.query_params.get("page", "1"))))
+    except ValueError:
+        number = 1
+    rows, more = await store.search_users(request.state.db, ctx.pool.id, q, number)
+    for row in rows:
+        row["phone_masked"] = mask_phone(row["phone_number"])
+    return await page(
+        ctx,
+        "console/users.html",
+        {"section": "users", "users": rows, "q": q, "page": number, "more": more},
+    )
+
+
+async def _user_id(request: Request):
+    user_id = store.parse_uuid(request.path_params["user_id"])
+    if user_id is None:
+        raise HTTPException(404)
+    return user_id
+
+
+async def detail_get(request: Request, ctx: Ctx) -> Response:
+    assert ctx.pool is not None
+    user = await store.user_detail(request.state.db, ctx.pool.id, await _user_id(request))
+    if user is None:
+        raise HTTPException(404)
+    return await page(ctx, "console/user.html", {"section": "users", "user": user})
+
+
+async def _set_blocked(request: Request, ctx: Ctx, blocked: bool) -> Response:
+    assert ctx.pool is not None
+    user_id = await _user_id(request)
+    async with request.state.db.acquire() as conn:
+        revoked = await store.set_blocked(conn, request.state.redis, ctx.pool, user_id, blocked)
+    key = "console.flash.blocked" if blocked else "console.flash.unblocked"
+    return await done(ctx, pool_path(ctx.pool, f"/users/{user_id}"), "ok", key, revoked=revoked)
+
+
+async def block_post(request: Request, ctx: Ctx) -> Response:
+    return await _set_blocked(request, ctx, True)
+
+
+async def unblock_post(request: Request, ctx: Ctx) -> Response:
+    return await _set_blocked(request, ctx, False)
+
+
+# --- the login log ---------------------------------------------------------------
+
+
+def _date(value: str) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def _filter(request: Request) -> tuple[store.LoginFilter, dict[str, str]]:
+    params = request.query_params
+    entered = {
+        k: params.get(k, "")[:100].strip()
+        for k in ("result", "client_id", "user", "since", "until")
+    }
+    flt = store.LoginFilter(
+        result=entered["result"],
+        client_id=entered["client_id"],
+        user_id=store.parse_uuid(entered["user"]),
+        since=_date(entered["since"]),
+        until=_date(entered["until"]),
+    )
+    return flt, entered
+
+
+async def logins_get(request: Request, ctx: Ctx) -> Response:
+    assert ctx.pool is not None
+    db = request.state.db
+    flt, entered = _filter(request)
+    bad = [k for k in ("since", "until") if entered[k] and _date(entered[k]) is None]
+    if entered["user"] and flt.user_id is None:
+        bad.append("user")
+    before = store.parse_cursor(request.query_params.get("before", "")[:80])
+    rows, next_before = await store.login_events(db, ctx.pool.id, flt, before)
+    query = {k: v for k, v in entered.items() if v}
+    days = await store.logins_per_day(db, ctx.pool.id)
+    return await page(
+        ctx,
+        "console/logins.html",
+        {
+            "section": "logins",
+            "events": rows,
+            "filters": entered,
+            "bad": bad,
+            "results": await store.result_codes(db, ctx.pool.id),
+            "clients": await store.list_clients(db, ctx.pool.id),
+            "next_url": (
+                "?" + urlencode({**query, "before": next_before}) if next_before else None
+            ),
+            "csv_url": pool_path(ctx.pool, "/logins.csv")
+            + ("?" + urlencode(query) if query else ""),
+            "chart": chart.build(days),
+            "days": days,
+        },
+    )
+
+
+_CSV_COLUMNS = (
+    "time",
+    "result",
+    "user_id",
+    "nickname",
+    "client_id",
+    "appid",
+    "openid",
+    "ip",
+    "user_agent",
+)
+
+
+def csv_cell(value: object) -> str:
+    """Text a spreadsheet shows as text: a cell starting with = + - @ (or a tab or
+    carriage return) would be read as a formula (CSV injection), so it gets a quote."""
+    text = "" if value is None else str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text
+
+
+async def logins_csv(request: Request, ctx: Ctx) -> Response:
+    assert ctx.pool is not None
+    flt, _ = _filter(request)
+    db, pool_id = request.state.db, ctx.pool.id
+
+    async def rows() -> AsyncIterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        buffer.write("\ufeff")  # Excel opens UTF-8 (Chinese nicknames) only with a BOM
+        writer.writerow(_CSV_COLUMNS)
+        async with db.acquire() as conn, conn.transaction(readonly=True):
+            async for row in store.iter_login_events(conn, pool_id, flt):
+                writer.writerow(
+                    [
+                        csv_cell(row["created_at"].isoformat()),
+                        csv_cell(row["result"]),
+                        csv_cell(row["user_id"]),
+                        csv_cell(row["nickname"]),
+                        csv_cell(row["client_id"]),
+                        csv_cell(row["appid"]),
+                        csv_cell(row["openid"]),
+                        csv_cell(row["ip"]),
+                        csv_cell(row["user_agent"]),
+                    ]
+                )
+                if buffer.tell() > 32_000:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+        yield buffer.getvalue()
+
+    name = f"logins-{ctx.pool.slug}-{date.today().isoformat()}.csv"
+    response = StreamingResponse(
+        rows(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+    return security_headers(response)
