@@ -32,13 +32,16 @@ from portal.crypto import SecretBox
 from portal.errors import PortalError
 from portal.events import POOLS_CHANNEL, TICKETS_CHANNEL, EventHub
 from portal.hosts import HostRouter
+from portal.obs.metrics import MetricsAccess
+from portal.obs.middleware import Observability
 from portal.oidc import authorize, endpoints
 from portal.oidc.codes import Codes
+from portal.ratelimit import RateLimiter
 from portal.redismux import Multiplexer
 from portal.scan import mpapi, qrapi
 from portal.scan.tickets import Tickets
 from portal.scan.waiters import Waiters
-from portal.settings import Settings
+from portal.settings import ConfigError, Settings
 from portal.tenants.clients import ClientCache
 from portal.tenants.pools import PoolCache
 from portal.tokens import KeyCache
@@ -73,6 +76,7 @@ class State(TypedDict):
     clients: ClientCache
     logos: qrapi.LogoCache
     wechat: WeChatClient
+    limits: RateLimiter
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
@@ -212,6 +216,10 @@ def routes(settings: Settings) -> list[BaseRoute]:
 def create_app(settings: Settings) -> Starlette:
     box = SecretBox(settings.secret_key)
     templates = make_environment()
+    try:
+        metrics_access = MetricsAccess.from_env()  # PORTAL_METRICS_ALLOW / _TOKEN
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -262,6 +270,7 @@ def create_app(settings: Settings) -> Starlette:
                 clients=client_cache,
                 logos=qrapi.LogoCache(),
                 wechat=wechat,
+                limits=RateLimiter(redis, mux),
             )
         finally:
             if wechat is not None:
@@ -278,8 +287,13 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         debug=False,
         routes=routes(settings),
-        # CORS inside the host router: it needs the pool.
-        middleware=[Middleware(HostRouter, settings=settings), Middleware(CORSMiddleware)],
+        # CORS inside the host router: it needs the pool. Observability between the
+        # two: it sees the route the router matches, and CORS's preflight answers.
+        middleware=[
+            Middleware(HostRouter, settings=settings),
+            Middleware(Observability, settings=settings, access=metrics_access),
+            Middleware(CORSMiddleware),
+        ],
         exception_handlers={
             PortalError: portal_error_handler,
             OAuth2Error: oauth2_error_handler,

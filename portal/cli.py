@@ -280,6 +280,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CommandError(
             "portal serve needs DATABASE_URL and REDIS_URL (use `portal dev` locally)"
         )
+    from portal.obs import logs
+
+    try:  # JSON logs with request ids; gunicorn.conf.py applies them (and sets up metrics)
+        logs.config_from_env(env)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     argv = [sys.executable, "-m", "gunicorn", "-c", str(DEPLOY_DIR / "gunicorn.conf.py")]
     argv += ["--bind", f"{args.host}:{args.port}"]
     if args.workers:

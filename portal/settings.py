@@ -14,10 +14,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from portal.ratelimit import Limit
+
 DEFAULT_BASE_URL = "http://localhost:8000"
 DEFAULT_WECHAT_API_BASE = "https://api.weixin.qq.com"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+DEFAULT_RATE_QR = Limit(120, 60)
+DEFAULT_RATE_MP_SESSION = Limit(60, 60)
+DEFAULT_RATE_TOKEN = Limit(600, 60)
 
 
 class ConfigError(Exception):
@@ -42,6 +49,10 @@ class Settings:
     # Seconds a cached pool (or a cached "no such pool") is trusted without
     # an invalidation message: a safety net should a pub/sub message be lost.
     pool_cache_ttl: float = 300.0
+    # Rate limits (portal/ratelimit.py): COUNT per WINDOW seconds; Limit(0) turns one off.
+    rate_qr: Limit = DEFAULT_RATE_QR
+    rate_mp_session: Limit = DEFAULT_RATE_MP_SESSION
+    rate_token: Limit = DEFAULT_RATE_TOKEN
     scheme: str = field(init=False)
     apex_host: str = field(init=False)
     port: int | None = field(init=False)
@@ -95,16 +106,26 @@ class Settings:
             "default_mp_secret": env.get("PORTAL_DEFAULT_MP_SECRET", ""),
             "trusted_proxies": parse_networks(env.get("PORTAL_TRUSTED_PROXIES", "")),
         }
-        for name, var in (
-            ("db_pool_min", "PORTAL_DB_POOL_MIN"),
-            ("db_pool_max", "PORTAL_DB_POOL_MAX"),
-            ("redis_pool_max", "PORTAL_REDIS_POOL_MAX"),
+
+        def integer(text: str, var: str) -> int:
+            try:
+                return int(text)
+            except ValueError:
+                raise ValueError(f"{var} must be an integer") from None
+
+        for name, var, parse in (
+            ("db_pool_min", "PORTAL_DB_POOL_MIN", integer),
+            ("db_pool_max", "PORTAL_DB_POOL_MAX", integer),
+            ("redis_pool_max", "PORTAL_REDIS_POOL_MAX", integer),
+            ("rate_qr", "PORTAL_RATE_QR", Limit.parse),
+            ("rate_mp_session", "PORTAL_RATE_MP_SESSION", Limit.parse),
+            ("rate_token", "PORTAL_RATE_TOKEN", Limit.parse),
         ):
             if var in env:
                 try:
-                    values[name] = int(env[var])
-                except ValueError:
-                    raise ConfigError(f"{var} must be an integer") from None
+                    values[name] = parse(env[var], var)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 

@@ -163,12 +163,15 @@ class TcpProxy:
             task.add_done_callback(self._pipes.discard)
 
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
+        try:
             while data := await src.read(65536):
                 await self._flowing.wait()
                 dst.write(data)
                 await dst.drain()
-        dst.close()
+        except Exception:  # noqa: S110 - either side gone: close the other
+            pass
+        finally:
+            dst.close()
 
     def freeze(self) -> None:
         self._flowing.clear()
@@ -194,6 +197,7 @@ class TcpProxy:
             await self._server.wait_closed()
         for task in list(self._pipes):
             task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
 
 
 def free_port() -> int:

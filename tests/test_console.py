@@ -452,6 +452,8 @@ SETTINGS = {
     "access_token_ttl": "900",
     "refresh_token_ttl": "86400",
     "id_token_alg": "RS256",
+    "qr_type": "link",
+    "qr_fallback": "on",
 }
 
 
@@ -471,6 +473,16 @@ async def test_settings_are_saved_and_bad_input_is_reshown(world: World, as_a: C
     assert row["name"] == "Alpha Two" and row["phone_required"] and row["login_only"]
     assert not row["link_by_phone"] and row["qr_lifetime"] == 90
     assert row["callback_url"] == "https://alpha.example/after-login"
+    assert row["qr_type"] == "link" and row["qr_fallback"]
+    # The QR type: a mini-program code without fallback; an unknown type is refused.
+    r = await as_a.post("/console/pools/alpha", {**SETTINGS, "qr_type": "hologram"})
+    assert r.status_code == 400
+    r = await as_a.post(
+        "/console/pools/alpha", {**SETTINGS, "qr_type": "wxacode", "qr_fallback": ""}
+    )
+    assert r.status_code == 303
+    row = await db.fetchrow("SELECT qr_type, qr_fallback FROM pools WHERE slug = 'alpha'")
+    assert row["qr_type"] == "wxacode" and not row["qr_fallback"]
     # The hosted page sends the browser there, so the default client registers it.
     default = await clients.get_default(db, world.a.pool.id)
     assert "https://alpha.example/after-login" in default.redirect_uris

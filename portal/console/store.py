@@ -140,6 +140,8 @@ _SETTABLE = frozenset(
         "refresh_token_ttl",
         "id_token_alg",
         "logo_shape",
+        "qr_type",
+        "qr_fallback",
     }
 )
 

@@ -48,6 +48,8 @@ def _values(pool: Pool) -> dict[str, Any]:
         "login_only": pool.login_only,
         "link_by_phone": pool.link_by_phone,
         "id_token_alg": pool.id_token_alg,
+        "qr_type": pool.qr_type,
+        "qr_fallback": pool.qr_fallback,
         **{k: str(getattr(pool, k)) for k in LIMITS},
     }
 
@@ -71,6 +73,7 @@ async def _settings_page(
         or {"mode": "private" if pool.mp_appid else "default", "appid": pool.mp_appid or ""},
         "limits": LIMITS,
         "algorithms": keys.ALGORITHMS,
+        "qr_types": pools.QR_TYPES,
         "signing_keys": await store.signing_keys(db, pool.id),
         "pool_admins": await store.admins_of_pool(db, pool.id),
         "pool_url": request.state.settings.pool_url(pool.slug),
@@ -94,6 +97,8 @@ def _parse_settings(request: Request, form) -> tuple[dict[str, Any], dict[str, A
         "login_only": form.get("login_only") == "on",
         "link_by_phone": form.get("link_by_phone") == "on",
         "id_token_alg": str(form.get("id_token_alg") or ""),
+        "qr_type": str(form.get("qr_type") or ""),
+        "qr_fallback": form.get("qr_fallback") == "on",
         **{k: str(form.get(k) or "").strip() for k in LIMITS},
     }
     changes: dict[str, Any] = {}
@@ -121,6 +126,11 @@ def _parse_settings(request: Request, form) -> tuple[dict[str, Any], dict[str, A
             changes[name] = int(text)
         else:
             errors[name] = _("console.err.range", min=low, max=high)
+    if entered["qr_type"] in pools.QR_TYPES:
+        changes["qr_type"] = entered["qr_type"]
+        changes["qr_fallback"] = entered["qr_fallback"]
+    else:
+        errors["qr_type"] = _("console.err.choice")
     if entered["id_token_alg"] in keys.ALGORITHMS:
         changes["id_token_alg"] = entered["id_token_alg"]
     else:
@@ -247,10 +257,7 @@ async def mp_test(request: Request, ctx: Ctx) -> Response:
         entered["test"] = ("error", _("console.mp.test_none"))
         return await _settings_page(ctx, mp=entered, status=400)
     try:
-        # The stable-token call itself, not the shared token cache: a cached token
-        # would say "OK" for a wrong secret. force_refresh=false leaves the token
-        # the running mini program uses untouched.
-        await request.state.wechat._stable_token(appid, secret, force=False)
+        await request.state.wechat.check_credentials(appid, secret)
     except WeChatUnavailable:
         entered["test"] = ("error", _("console.mp.test_unavailable"))
     except WeChatError as exc:

@@ -61,6 +61,11 @@ async def authenticate(request: Request, form: FormData) -> Client:
         secret = str(form.get("client_secret") or "")
     if not client_id or len(client_id) > 64:
         raise _invalid(basic is not None, "Client authentication failed.")
+    # Counted before the secret is checked: wrong guesses use up the budget too.
+    state = request.state
+    await state.limits.check(
+        "client", f"{state.pool.id}:{client_id}:{state.client_ip}", state.settings.rate_token
+    )
     client = await request.state.clients.get(request.state.pool.id, client_id)
     if client is None:
         raise _invalid(basic is not None, "Client authentication failed.")

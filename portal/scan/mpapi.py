@@ -92,6 +92,10 @@ async def session(request: Request) -> Response:
     data = await read_json(request)
     appid = required_str(data, "appid", max_len=64)
     code = required_str(data, "code", max_len=256)
+    state = request.state
+    await state.limits.check(
+        "mp_session", f"{appid}:{state.client_ip}", state.settings.rate_mp_session
+    )
     secret = await mp_secret_for_appid(request, appid)
     if secret is None:
         raise PortalError(

@@ -65,7 +65,11 @@ async def create_qrcode(request: Request) -> Response:
         raise InvalidClient()
     cors.check(request, client)  # from a website: only one of the client's web origins
     new = await request.state.tickets.create(
-        pool_id=pool.id, client_id=client.client_id, lifetime=pool.qr_lifetime
+        pool_id=pool.id,
+        client_id=client.client_id,
+        lifetime=pool.qr_lifetime,
+        limit=request.state.settings.rate_qr,
+        limit_subject=f"{pool.id}:{request.state.client_ip}",
     )
     base = request.state.settings.pool_url(pool.slug)
     body = {
@@ -117,6 +121,11 @@ async def _qrcode_image(request: Request, fmt: str) -> Response:
     await _state_of_pool(request, ticket)
     pool: Pool = request.state.pool
     logo = await request.state.logos.get(request, pool)
+    if pool.qr_type == "wxacode":  # a mini-program code from WeChat (None: fall back to link)
+        from portal.scan import wxacode
+
+        if answer := await wxacode.image_response(request, pool, ticket, fmt, logo):
+            return answer
     content = content_url(request, ticket)
     # Rendering is CPU work: keep it off the event loop so waiters stay prompt.
     if fmt == "png":
@@ -161,6 +170,8 @@ async def status(request: Request) -> Response:
                     if waiter.gone:
                         break  # nobody to answer
                     state = await tickets.state(ticket)
+                    if waiter.stopping:
+                        break  # the process is stopping: answer with the status now
             finally:
                 listener.cancel()
     return FastJSONResponse(state.public(), headers={"cache-control": "no-store"})
@@ -215,6 +226,8 @@ class Events:
             woke = await waiter.wait(timeout)
             if waiter.gone:
                 return
+            if waiter.stopping:
+                break  # the process is stopping: end cleanly, EventSource reconnects elsewhere
             chunk = b""
             if woke or stale or current.expires_in <= timeout:
                 try:

@@ -23,9 +23,12 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from portal import ratelimit
 from portal.crypto import SecretBox
 from portal.errors import PortalError
 from portal.events import TICKETS_CHANNEL
+from portal.obs.metrics import TICKETS_CREATED, TICKETS_EXCHANGED, TICKETS_FINAL
+from portal.ratelimit import Limit
 from portal.redismux import Multiplexer
 
 FINAL = frozenset({"confirmed", "cancelled", "expired"})
@@ -36,6 +39,9 @@ RETENTION_S = 300
 _CACHE_S = 5.0
 _CACHE_MAX = 100_000
 _NEAR_EXPIRY_MS = 1500
+NO_LIMIT = Limit(0)
+_CONFIRMED = TICKETS_FINAL.labels("confirmed")
+_CANCELLED = TICKETS_FINAL.labels("cancelled")
 
 
 def key(ticket: str) -> str:
@@ -101,9 +107,21 @@ end
 """
 )
 
-# One round trip, on Redis's clock. ARGV: pool id, client id, secret hash, lifetime (s), key TTL (s)
+# One round trip, on Redis's clock, with the creator's rate limit counted in it.
+# KEYS: ticket, rate-limit counter. ARGV: pool id, client id, secret hash,
+# lifetime (s), key TTL (s), limit count (0: none), limit window (ms).
 _CREATE = """
 redis.replicate_commands()
+local limit = tonumber(ARGV[6])
+if limit > 0 then
+  local n = redis.call('INCR', KEYS[2])
+  if n == 1 or redis.call('PTTL', KEYS[2]) < 0 then redis.call('PEXPIRE', KEYS[2], ARGV[7]) end
+  if n > limit then
+    local left = redis.call('PTTL', KEYS[2])
+    if left < 1 then left = 1 end
+    return {'limited', left}
+  end
+end
 local t = redis.call('TIME')
 local exp = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4]) * 1000
 redis.call('HSET', KEYS[1], 'status', 'pending', 'pool', ARGV[1], 'client', ARGV[2], 'sh', ARGV[3], 'exp', exp)
@@ -242,22 +260,37 @@ class Tickets:
         # ticket → (state, Redis's clock minus ours, good until); oldest first.
         self._cache: OrderedDict[str, tuple[TicketState, float, float]] = OrderedDict()
 
-    async def create(self, *, pool_id: int, client_id: str, lifetime: int) -> NewTicket:
+    async def create(
+        self,
+        *,
+        pool_id: int,
+        client_id: str,
+        lifetime: int,
+        limit: Limit = NO_LIMIT,
+        limit_subject: str = "",
+    ) -> NewTicket:
+        """A new pending ticket; with a limit, at most ``limit`` per window per
+        ``limit_subject`` (else RateLimited, and nothing is created)."""
         # One read of the system's randomness for both: the ticket, 32 characters
         # (192 bits; fits WeChat's 32-character scene), and the secret, 43 (256 bits).
         raw = base64.urlsafe_b64encode(secrets.token_bytes(56)).decode()
         ticket, secret = raw[:32], raw[32:75]
         secret_hash = self.box.hash_secret(secret)
-        exp, now = await self._mux.evalsha(
+        r = await self._mux.evalsha(
             self._create,
-            [key(ticket)],
-            [pool_id, client_id, secret_hash, lifetime, lifetime + RETENTION_S],
-        )
+            [key(ticket), ratelimit.key("qr", limit_subject)],
+            [pool_id, client_id, secret_hash, lifetime, lifetime + RETENTION_S,
+             limit.count, limit.window * 1000],
+        )  # fmt: skip
+        if r[0] == "limited":
+            raise ratelimit.RateLimited(ratelimit.retry_after_s(int(r[1])))
+        exp, now = r
         self._remember(
             TicketState(
                 ticket, "pending", pool_id, client_id, int(exp), int(now), "", "", secret_hash
             )
         )
+        TICKETS_CREATED.inc()
         return NewTicket(ticket, secret, lifetime)
 
     async def state(self, ticket: str) -> TicketState:
@@ -349,16 +382,19 @@ class Tickets:
             [ticket, appid, openid, user_id, auth_time, nickname, avatar_url],
         )
         _raise_for(r[0])
+        _CONFIRMED.inc()
 
     async def cancel(self, ticket: str, appid: str, openid: str) -> None:
         r = await self._mux.evalsha(self._cancel, [key(ticket)], [ticket, appid, openid])
         _raise_for(r[0])
+        _CANCELLED.inc()
 
     async def exchange(self, ticket: str, secret: str) -> Exchanged:
         r = await self._mux.evalsha(
             self._exchange, [key(ticket)], [ticket, self.box.hash_secret(secret or "")]
         )
         if r[0] == "ok":
+            TICKETS_EXCHANGED.inc()
             return Exchanged(int(r[1]), r[2], r[3], int(r[4]), r[5], r[6])
         if r[0] == "bad_secret":
             raise InvalidSecret()

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from portal.errors import PortalError
+from portal.obs.metrics import LOGINS
 from portal.tenants.pools import Pool
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ async def record_event(
     """One row per login attempt, successful or refused. Inside the login's own
     transaction it is part of it (it commits with the login or not at all);
     apart from one, a failure to record never fails the request."""
+    LOGINS.labels(result).inc()
     if isinstance(conn, asyncpg.Connection) and conn.is_in_transaction():
         await _insert_event(
             conn, pool_id, result, user_id, client_id, appid, openid, ip, user_agent

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 
+from portal.obs.metrics import WAITERS
 from portal.scan.tickets import parse_event
 
 
@@ -23,12 +24,13 @@ class Waiter:
     idle waiters should cost memory for little more than their sockets.
     """
 
-    __slots__ = ("_future", "_woken", "gone")
+    __slots__ = ("_future", "_woken", "gone", "stopping")
 
     def __init__(self) -> None:
         self._future: asyncio.Future[bool] | None = None
         self._woken = False
         self.gone = False  # set by whoever notices the client went away
+        self.stopping = False  # the process is stopping: answer now, end the stream
 
     def wake(self) -> None:
         future = self._future
@@ -60,6 +62,7 @@ def _expire(future: asyncio.Future[bool]) -> None:
 class Waiters:
     def __init__(self) -> None:
         self._by_ticket: dict[str, set[Waiter]] = {}
+        self.draining = False
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_ticket.values())
@@ -72,10 +75,14 @@ class Waiters:
     def watch(self, ticket: str) -> Iterator[Waiter]:
         """Register *before* reading the ticket, so no change slips in between."""
         waiter = Waiter()
+        if self.draining:  # a request that came in on a connection still open
+            waiter.stopping = waiter._woken = True
         self._by_ticket.setdefault(ticket, set()).add(waiter)
+        WAITERS.inc()
         try:
             yield waiter
         finally:
+            WAITERS.dec()
             group = self._by_ticket.get(ticket)
             if group is not None:
                 group.discard(waiter)
@@ -92,4 +99,14 @@ class Waiters:
     def wake_all(self) -> None:
         for group in self._by_ticket.values():
             for waiter in group:
+                waiter.wake()
+
+    def drain(self) -> None:
+        """The process is stopping: every waiter answers at once (a long poll with
+        the current status; an SSE stream ends, and EventSource reconnects to
+        another process) instead of holding the shutdown for its timeout."""
+        self.draining = True
+        for group in self._by_ticket.values():
+            for waiter in group:
+                waiter.stopping = True
                 waiter.wake()

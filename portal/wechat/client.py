@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from portal.obs.metrics import WECHAT_CALLS, WECHAT_ERRORS
 from portal.wechat.errors import ErrCode, WeChatError, WeChatUnavailable
 
 __all__ = ["PhoneInfo", "Session", "WeChatClient", "WeChatError", "WeChatUnavailable"]
@@ -172,6 +173,13 @@ class WeChatClient:
             rejected = cached.token if cached else None
         return await self._token(appid, secret, rejected)
 
+    async def check_credentials(self, appid: str, secret: str) -> None:
+        """Asks WeChat for a token with these credentials (raising its error if
+        it refuses them), bypassing the shared cache, which would vouch for a
+        wrong secret. ``force_refresh`` stays false, so the token the running
+        mini program uses is left as it is."""
+        await self._stable_token(appid, secret, force=False)
+
     async def _token(self, appid: str, secret: str, rejected: str | None) -> str:
         lock, owner = f"wechat:token:{appid}:lock", secrets.token_hex(16)
         deadline = time.monotonic() + self._lock_ttl + 5
@@ -289,22 +297,30 @@ class WeChatClient:
                 pause = self._backoff[attempt - 1]
                 log.warning("WeChat %s failed (%s), retry %d in %gs", path, reason, attempt, pause)
                 await asyncio.sleep(pause)
+            WECHAT_CALLS.labels(path).inc()
             try:
                 response = await self._http.request(method, url, params=params, json=json_body)
             except httpx.TransportError as exc:
                 # Only the class name: str(exc) or a chained traceback may carry the URL.
                 reason = type(exc).__name__
                 maybe_spent = maybe_spent or not isinstance(exc, _NOT_SENT)
+                WECHAT_ERRORS.labels(path, "network").inc()
                 continue
             if response.status_code >= 500:
                 reason, maybe_spent = f"HTTP {response.status_code}", True
+                WECHAT_ERRORS.labels(path, "http_5xx").inc()
                 continue
             if image and response.headers.get("content-type", "").startswith("image/"):
                 return response.content
-            data = _parse(response, path)
+            try:
+                data = _parse(response, path)
+            except WeChatUnavailable:
+                WECHAT_ERRORS.labels(path, "bad_response").inc()
+                raise
             errcode = int(data.get("errcode") or 0)
             if errcode == 0:
                 return data
+            WECHAT_ERRORS.labels(path, str(errcode)).inc()
             errmsg = _scrub(str(data.get("errmsg", "")), hide)
             if errcode == ErrCode.SYSTEM_BUSY:
                 reason = errmsg

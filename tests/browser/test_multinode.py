@@ -87,6 +87,7 @@ class Balancer:
         self.port = 0
         self.served: list[int] = []  # the backend port of each connection
         self._tasks: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -106,19 +107,27 @@ class Balancer:
             return
         writer.close()
 
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        self._writers.add(dst)
+        try:
             while data := await src.read(65536):
                 dst.write(data)
                 await dst.drain()
-        with contextlib.suppress(Exception):
+        except Exception:  # noqa: S110 - either side gone: close the other
+            pass
+        finally:
             dst.close()
 
     async def stop(self) -> None:
         self._server.close()
         for task in list(self._tasks):
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in self._writers:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        await self._server.wait_closed()
 
 
 @pytest.fixture

@@ -1,0 +1,105 @@
+"""Rate limits on the public endpoints, shared by every process of every machine.
+
+Each limit is a fixed window counter in Redis (``rl:{name}:{subject}``,
+incremented and given its expiry in one atomic script on Redis's clock): at
+most ``count`` requests per ``window`` seconds per subject. A request over the
+limit is refused with 429 ``rate_limited`` and ``Retry-After`` (the seconds
+until the window ends), and changes nothing else.
+
+Limits and their subjects (configurable, ``0`` turns one off):
+
+- ``PORTAL_RATE_QR`` — QR code (ticket) creation per client IP and pool
+  (default 120/60: a login page refreshes its code every two minutes; an
+  office behind one address still has room). Checked inside the ticket
+  creation script itself, so it costs no extra round trip.
+- ``PORTAL_RATE_MP_SESSION`` — mini-program sessions (``wx.login`` codes) per
+  client IP and AppID (default 60/60).
+- ``PORTAL_RATE_TOKEN`` — token endpoint calls per client and IP (default
+  600/60): a client's own backend keeps its budget when someone else hammers
+  its client_id from elsewhere, and a secret cannot be guessed at speed.
+
+The client IP is the one the host router decided (``X-Forwarded-For`` only
+from ``PORTAL_TRUSTED_PROXIES``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from portal.errors import PortalError
+from portal.redismux import Multiplexer
+
+_LIMIT_RE = re.compile(r"^\s*(\d+)\s*(?:/\s*(\d+)\s*)?$")
+
+# ARGV: count, window (ms). Returns 0 when allowed, else the ms until the window ends.
+HIT_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if n > tonumber(ARGV[1]) then
+  local left = redis.call('PTTL', KEYS[1])
+  if left < 1 then left = 1 end
+  return left
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int  # 0: no limit
+    window: int = 60  # seconds
+
+    @classmethod
+    def parse(cls, text: str, name: str) -> Limit:
+        """``COUNT/SECONDS`` (or ``COUNT`` per minute); ``0`` for no limit."""
+        m = _LIMIT_RE.match(text)
+        if not m or (m[2] is not None and int(m[2]) == 0):
+            raise ValueError(f"{name} must be COUNT/SECONDS (e.g. 120/60) or 0, got {text!r}")
+        return cls(int(m[1]), int(m[2] or 60))
+
+    @property
+    def off(self) -> bool:
+        return self.count <= 0
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.window}"
+
+
+class RateLimited(PortalError):
+    status_code = 429
+    error = "rate_limited"
+    description = "Too many requests; try again later."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many requests; try again in {retry_after} s.")
+        self.retry_after = retry_after
+
+
+def retry_after_s(ms: int) -> int:
+    return max(1, math.ceil(ms / 1000))
+
+
+def key(name: str, subject: str) -> str:
+    return f"rl:{name}:{subject}"
+
+
+class RateLimiter:
+    def __init__(self, redis: aioredis.Redis, mux: Multiplexer) -> None:
+        self._script = redis.register_script(HIT_SCRIPT)
+        self._mux = mux
+
+    async def check(self, name: str, subject: str, limit: Limit) -> None:
+        """Count one request of ``subject`` against ``limit``; raise RateLimited if over."""
+        if limit.off:
+            return
+        left = await self._mux.evalsha(
+            self._script, [key(name, subject)], [limit.count, limit.window * 1000]
+        )
+        if left:
+            raise RateLimited(retry_after_s(int(left)))
