@@ -38,7 +38,7 @@ from portal.oidc import authorize, endpoints
 from portal.oidc.codes import Codes
 from portal.ratelimit import RateLimiter
 from portal.redismux import Multiplexer
-from portal.scan import mpapi, qrapi
+from portal.scan import avatars, mpapi, qrapi
 from portal.scan.tickets import Tickets
 from portal.scan.waiters import Waiters
 from portal.settings import ConfigError, Settings
@@ -189,7 +189,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         Route("/favicon.ico", favicon),
     ]
-    apex = [*common, Route("/", apex_home), *mpapi.routes(), *console_routes()]
+    apex = [*common, Route("/", apex_home), *mpapi.routes(), *avatars.routes(), *console_routes()]
     if settings.is_dev:  # in production every /dev/* path is a 404
         apex += devtools.dev_routes()
     # Routes are tried in order: the QR API, by far the busiest, goes first.
@@ -197,6 +197,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         *qrapi.routes(),
         *sdk.routes(),
         *mpapi.routes(),
+        *avatars.routes(),
         *authorize.routes(),
         *endpoints.routes(),
         Route("/logo", pool_logo),

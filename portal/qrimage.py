@@ -145,6 +145,26 @@ def normalize_logo(
     return out.getvalue()
 
 
+AVATAR_SIZE = 132  # WeChat's own avatar size
+
+
+def normalize_avatar(data: bytes, *, max_bytes: int = 1_000_000) -> bytes:
+    """An uploaded avatar (PNG or JPEG) as a clean square PNG of ``AVATAR_SIZE``
+    px: centre-cropped, flattened on white, without any metadata."""
+    if len(data) > max_bytes:
+        raise LogoError("avatar_too_large", f"The image must be at most {max_bytes // 1000} kB.")
+    im = _decode(data)
+    side = min(im.size)
+    left, top = (im.width - side) // 2, (im.height - side) // 2
+    im = im.crop((left, top, left + side, top + side))
+    im = im.resize((AVATAR_SIZE, AVATAR_SIZE), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", im.size, (255, 255, 255))
+    canvas.paste(im, mask=im.getchannel("A"))
+    out = io.BytesIO()
+    canvas.save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
 def _decode(data: bytes, max_pixels: int = _MAX_PIXELS) -> Image.Image:
     """Decode a PNG or JPEG into RGBA, refusing bombs before decoding pixels."""
     if data.startswith(_PNG_MAGIC):

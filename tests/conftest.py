@@ -31,7 +31,7 @@ from portal.wechat import fake
 from tests.support import free_socket, run_portal
 
 TABLES = (
-    "login_events, pool_admins, admins, refresh_tokens, wechat_identities, users, "
+    "avatars, login_events, pool_admins, admins, refresh_tokens, wechat_identities, users, "
     "signing_keys, clients, pools"
 )
 

@@ -169,9 +169,16 @@ async def test_the_mini_program_against_the_real_portal(
             events.cancel()
         assert [e["status"] for e in seen] == ["pending", "scanned", "confirmed"]
         assert seen[-1]["scanned_by"]["nickname"] == "小程序用户 Alice"
+        # The avatar picked with chooseAvatar was uploaded and came with the confirmation.
+        avatar = seen[-1]["scanned_by"]["avatar_url"]
+        assert avatar.startswith(f"{portal.settings.base_url}/avatars/"), avatar
         r = await pc.post(f"/api/qrcode/{ticket['ticket']}/exchange", json=ticket)
         assert r.status_code == 200, r.text
         assert r.json()["user"]["nickname"] == "小程序用户 Alice"
+        assert r.json()["user"]["avatar_url"] == avatar
+        async with portal.client() as apex:
+            png = await apex.get(avatar.removeprefix(portal.settings.base_url))
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
         # The phone number shared with the getPhoneNumber button reached the pool.
         phone = await db.fetchval(
             """SELECT u.phone_number FROM users u JOIN pools p ON p.id = u.pool_id

@@ -105,6 +105,47 @@ function call(method, path, data) {
   })
 }
 
+/** wx.uploadFile as a promise of the parsed JSON answer (errors as in request()). */
+function upload(path, filePath, name, token) {
+  return new Promise(function (resolve, reject) {
+    wx.uploadFile({
+      url: config.apiBase.replace(/\/+$/, '') + path,
+      filePath: filePath,
+      name: name,
+      header: { authorization: 'Bearer ' + token },
+      timeout: 15000,
+      success: function (res) {
+        var body = {}
+        try {
+          body = typeof res.data === 'string' ? JSON.parse(res.data) : res.data || {}
+        } catch (e) {
+          body = {}
+        }
+        if (res.statusCode >= 200 && res.statusCode < 300) resolve(body)
+        else reject({ status: res.statusCode, error: body.error || 'unknown', description: body.error_description || '' })
+      },
+      fail: function (err) {
+        reject({ status: 0, error: 'network', description: (err && err.errMsg) || '' })
+      },
+    })
+  })
+}
+
+/** The avatar chooseAvatar gave (a local file) uploaded; resolves its URL at the portal. */
+function uploadAvatar(filePath) {
+  return session().then(function (current) {
+    return upload('/api/mp/avatar', filePath, 'avatar', current.token).catch(function (err) {
+      if (err.status !== 401 || err.error !== 'invalid_session') throw err
+      forget()
+      return login(false).then(function (renewed) {
+        return upload('/api/mp/avatar', filePath, 'avatar', renewed.token)
+      })
+    })
+  }).then(function (body) {
+    return body.avatar_url
+  })
+}
+
 function ticketPath(ticket, action) {
   return '/api/mp/tickets/' + encodeURIComponent(ticket) + '/' + action
 }
@@ -122,4 +163,5 @@ module.exports = {
   cancel: function (ticket) {
     return call('POST', ticketPath(ticket, 'cancel'))
   },
+  uploadAvatar: uploadAvatar,
 }

@@ -113,7 +113,7 @@ async def session(request: Request) -> Response:
     )
 
 
-async def _mp_user(request: Request) -> dict:
+async def mp_user(request: Request) -> dict:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip() or len(token) > 200:
@@ -140,7 +140,7 @@ def pool_appid(request: Request, pool: Pool) -> str:
 
 
 async def scan(request: Request) -> Response:
-    who = await _mp_user(request)
+    who = await mp_user(request)
     ticket, pool, state = await _ticket_pool(request)
     if who["appid"] != pool_appid(request, pool):
         raise WrongMiniProgram()
@@ -177,7 +177,7 @@ async def scan(request: Request) -> Response:
 
 
 async def confirm(request: Request) -> Response:
-    who = await _mp_user(request)
+    who = await mp_user(request)
     data = await read_json(request, optional=True)
     phone_code = optional_str(data, "phone_code", max_len=256)
     nickname = optional_str(data, "nickname", max_len=64)
@@ -250,7 +250,7 @@ async def confirm(request: Request) -> Response:
 
 
 async def cancel(request: Request) -> Response:
-    who = await _mp_user(request)
+    who = await mp_user(request)
     ticket, pool, _ = await _ticket_pool(request)
     if who["appid"] != pool_appid(request, pool):
         raise WrongMiniProgram()

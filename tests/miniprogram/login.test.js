@@ -23,6 +23,7 @@ const builtins = require('./builtins')
 const ROOT = path.resolve(__dirname, '../../miniprogram')
 const PAGE = path.join(ROOT, 'pages/login/index')
 const HOME = path.join(ROOT, 'pages/index/index')
+const AVATAR_FILE = path.join(ROOT, 'images/avatar.png') // stands in for chooseAvatar's temporary file
 const config = require(path.join(ROOT, 'config'))
 const i18n = require(path.join(ROOT, 'utils/i18n'))
 const api = require(path.join(ROOT, 'utils/api'))
@@ -167,7 +168,9 @@ test('full scan and confirm of the ticket the PC page is waiting on', async () =
 
   // The optional profile: a nickname typed in the nickname input.
   page.querySelector('#nickname').dispatchEvent('input', { detail: { value: '小程序用户 Alice' } })
-  page.querySelector('#avatar').dispatchEvent('chooseavatar', { detail: { avatarUrl: 'http://tmp/avatar.jpg' } })
+  // chooseAvatar: a temporary file on the phone (here on disk), uploaded at once.
+  page.querySelector('#avatar').dispatchEvent('chooseavatar', { detail: { avatarUrl: AVATAR_FILE } })
+  await waitFor(() => page.data.avatarUrl === AVATAR_FILE, 'the chosen avatar to show') // while it uploads
   await tap(page, '#confirm', () => page.data.state === 'success')
   expect(text(page, '#success-title')).toBe('登录成功')
   snapshot(page, 'mp-success')
@@ -175,6 +178,7 @@ test('full scan and confirm of the ticket the PC page is waiting on', async () =
   expect(backend.state.requests.map((r) => [r.method, r.url.replace(env.PORTAL_API_BASE, ''), r.status])).toEqual([
     ['POST', '/api/mp/session', 200],
     ['POST', `/api/mp/tickets/${ticket}/scan`, 200],
+    ['UPLOAD', '/api/mp/avatar', 201],
     ['POST', `/api/mp/tickets/${ticket}/confirm`, 200],
   ])
 })

@@ -9,12 +9,16 @@
  *   as WeChat user USER (the portal exchanges it at the fake's jscode2session).
  * - the getPhoneNumber button: an event whose detail.code is `DIGITS.<random>`, which
  *   the portal exchanges at the fake's getuserphonenumber.
+ * - wx.uploadFile: the file at filePath (on this disk, as chooseAvatar's temporary file
+ *   is on the phone) sent as multipart/form-data, a real HTTP request.
  *
  * Everything else the pages touch (storage, language, navigation) is a small local
  * stand-in that records what the page asked for.
  */
 const http = require('http')
 const crypto = require('crypto')
+const fs = require('fs')
+const path = require('path')
 
 const CONNECT_HOST = process.env.PORTAL_CONNECT_HOST || '127.0.0.1'
 
@@ -74,6 +78,46 @@ function httpRequest({ url, method = 'GET', data, header = {} }) {
   })
 }
 
+/** wx.uploadFile's request: the file as the multipart field `name`; resolves {statusCode, data: text}. */
+function uploadRequest({ url, filePath, name, header = {}, formData = {} }) {
+  const target = new URL(url)
+  const boundary = `----wxupload${random()}${random()}`
+  const parts = []
+  for (const [key, value] of Object.entries(formData)) {
+    parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${key}"\r\n\r\n${value}\r\n`))
+  }
+  const file = fs.readFileSync(filePath)
+  const type = /\.png$/i.test(filePath) ? 'image/png' : 'image/jpeg'
+  parts.push(
+    Buffer.from(
+      `--${boundary}\r\nContent-Disposition: form-data; name="${name}"; filename="${path.basename(filePath)}"\r\n` +
+        `Content-Type: ${type}\r\n\r\n`
+    ),
+    file,
+    Buffer.from(`\r\n--${boundary}--\r\n`)
+  )
+  const body = Buffer.concat(parts)
+  const headers = {
+    ...header,
+    host: target.host,
+    'content-type': `multipart/form-data; boundary=${boundary}`,
+    'content-length': String(body.length),
+  }
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: CONNECT_HOST, port: target.port || 80, path: target.pathname + target.search, method: 'POST', headers, timeout: 15000 },
+      (res) => {
+        const chunks = []
+        res.on('data', (c) => chunks.push(c))
+        res.on('end', () => resolve({ statusCode: res.statusCode, data: Buffer.concat(chunks).toString('utf8') }))
+      }
+    )
+    req.on('timeout', () => req.destroy(new Error('timeout')))
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
 function complete(options, ok, result) {
   const cb = ok ? options.success : options.fail
   if (typeof cb === 'function') cb(result)
@@ -91,6 +135,19 @@ function install(wx) {
       (err) => {
         state.requests.push({ method, url: options.url, status: 0 })
         complete(options, false, { errMsg: `request:fail ${err.message}` })
+      }
+    )
+    return { abort() {} }
+  }
+  wx.uploadFile = (options) => {
+    uploadRequest(options).then(
+      (res) => {
+        state.requests.push({ method: 'UPLOAD', url: options.url, status: res.statusCode })
+        complete(options, true, { ...res, errMsg: 'uploadFile:ok' })
+      },
+      (err) => {
+        state.requests.push({ method: 'UPLOAD', url: options.url, status: 0 })
+        complete(options, false, { errMsg: `uploadFile:fail ${err.message}` })
       }
     )
     return { abort() {} }

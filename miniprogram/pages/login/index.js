@@ -66,24 +66,29 @@ Component({
       if (self.data.state !== 'confirm') return Promise.resolve()
       var body = {}
       if (self.data.nickname.trim()) body.nickname = self.data.nickname.trim()
-      // chooseAvatar gives a temporary local file; only a real https URL can be shared.
-      if (/^https:\/\//.test(self.data.avatarUrl)) body.avatar_url = self.data.avatarUrl
       if (extra && extra.phone_code) body.phone_code = extra.phone_code
       self.setData({ state: 'working', notice: '' })
-      return api.confirm(self.data.ticket, body).then(
-        function () {
-          self.setData({ state: 'success' })
-        },
-        function (err) {
-          if (err.error === 'phone_required') {
-            self.setData({ state: 'confirm', phoneRequired: true, notice: self.data.t.phoneNeeded })
-          } else if (err.error === 'invalid_phone_code') {
-            self.setData({ state: 'confirm', notice: i18n.error(err.error, self.data.lang).message })
-          } else {
-            self.fail(err)
+      // The avatar chosen (a local file) is uploaded first; without it the login goes on.
+      var avatar = self._avatarUpload || Promise.resolve('')
+      return avatar
+        .then(function (url) {
+          if (url) body.avatar_url = url
+          return api.confirm(self.data.ticket, body)
+        })
+        .then(
+          function () {
+            self.setData({ state: 'success' })
+          },
+          function (err) {
+            if (err.error === 'phone_required') {
+              self.setData({ state: 'confirm', phoneRequired: true, notice: self.data.t.phoneNeeded })
+            } else if (err.error === 'invalid_phone_code') {
+              self.setData({ state: 'confirm', notice: i18n.error(err.error, self.data.lang).message })
+            } else {
+              self.fail(err)
+            }
           }
-        }
-      )
+        )
     },
 
     onConfirm: function () {
@@ -112,9 +117,16 @@ Component({
       )
     },
 
+    // chooseAvatar gives a temporary file on the phone: show it, and upload it to the
+    // portal at once, whose URL the confirmation then carries.
     onChooseAvatar: function (e) {
-      var url = e && e.detail && e.detail.avatarUrl
-      if (url) this.setData({ avatarUrl: url })
+      var file = e && e.detail && e.detail.avatarUrl
+      if (!file) return Promise.resolve()
+      this.setData({ avatarUrl: file })
+      this._avatarUpload = api.uploadAvatar(file).catch(function () {
+        return '' // an avatar that could not be uploaded is left out, not an error
+      })
+      return this._avatarUpload
     },
 
     onNickname: function (e) {

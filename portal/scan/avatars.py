@@ -1,0 +1,117 @@
+"""Avatars a user picks in the mini program.
+
+WeChat's ``chooseAvatar`` hands the mini program a temporary file on the
+phone, not a URL, so the mini program uploads it (``wx.uploadFile``) before it
+confirms a login:
+
+- ``POST /api/mp/avatar`` (the mini-program session as bearer; the image as
+  the multipart field ``avatar``, or as the raw body with an ``image/png`` or
+  ``image/jpeg`` type; at most 1 MB) → 201 ``{"avatar_url"}``. The image is
+  decoded with the logo's guards (PNG/JPEG only, no decompression bombs),
+  centre-cropped and re-encoded as a 132 px PNG without metadata, and stored
+  once per content.
+- ``GET /avatars/{sha256}.png`` serves it, cacheable for good (the name is the
+  content's hash).
+
+The returned URL is what the confirmation then sends as ``avatar_url``. Uploads
+count against the mini-program session rate limit of the caller's address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from portal import qrimage
+from portal.errors import PortalError
+from portal.jsonapi import BodyTooLarge
+from portal.scan.mpapi import mp_user
+
+MAX_BYTES = 1_000_000
+_NAME_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class InvalidAvatar(PortalError):
+    error = "invalid_avatar"
+    description = "The avatar must be a PNG or JPEG image."
+
+
+async def _image_bytes(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit():
+        raise PortalError("Send the image with a Content-Length.", status_code=411,
+                          error="length_required")  # fmt: skip
+    if int(declared) > MAX_BYTES + 64 * 1024:  # the image and a multipart envelope
+        raise BodyTooLarge("The avatar must be at most 1 MB.")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=5, max_part_size=MAX_BYTES)
+        try:
+            upload = form.get("avatar")
+            if not isinstance(upload, UploadFile):
+                raise InvalidAvatar("Send the image as the multipart field 'avatar'.")
+            return await upload.read()
+        finally:
+            await form.close()
+    if ctype in ("image/png", "image/jpeg"):
+        return await request.body()
+    raise PortalError(
+        "Send the image as multipart/form-data, image/png or image/jpeg.",
+        error="unsupported_media_type",
+        status_code=415,
+    )
+
+
+async def upload(request: Request) -> Response:
+    user = await mp_user(request)
+    state = request.state
+    await state.limits.check(
+        "mp_avatar", f"{user['appid']}:{state.client_ip}", state.settings.rate_mp_session
+    )
+    data = await _image_bytes(request)
+    try:
+        png = await asyncio.to_thread(qrimage.normalize_avatar, data, max_bytes=MAX_BYTES)
+    except qrimage.LogoError as exc:
+        raise InvalidAvatar(str(exc)) from None
+    name = hashlib.sha256(png).hexdigest()
+    await state.db.execute(
+        "INSERT INTO avatars (sha256, png) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+        name,
+        png,
+    )
+    return JSONResponse(
+        {"avatar_url": f"{state.settings.base_url}/avatars/{name}.png"},
+        status_code=201,
+        headers={"cache-control": "no-store"},
+    )
+
+
+async def serve(request: Request) -> Response:
+    name = request.path_params["name"]
+    if not _NAME_RE.match(name):
+        raise HTTPException(404)
+    png = await request.state.db.fetchval("SELECT png FROM avatars WHERE sha256 = $1", name)
+    if png is None:
+        raise HTTPException(404)
+    return Response(
+        png,
+        media_type="image/png",
+        headers={
+            "cache-control": "public, max-age=31536000, immutable",
+            "x-content-type-options": "nosniff",
+        },
+    )
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/api/mp/avatar", upload, methods=["POST"]),
+        Route("/avatars/{name}.png", serve, methods=["GET", "HEAD"]),
+    ]
