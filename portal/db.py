@@ -27,9 +27,25 @@ async def _reset(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
+class DatabaseUnreachable(ConnectionError):
+    """The database could not be reached (a request then gets 503)."""
+
+
+async def _connect(*args, **kwargs) -> asyncpg.Connection:
+    # A server that is down or restarting shows as whatever the socket says (a
+    # missing Unix socket is FileNotFoundError): one kind of error for all of it.
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except OSError as exc:
+        if isinstance(exc, ConnectionError):
+            raise
+        raise DatabaseUnreachable(f"cannot reach the database: {exc}") from exc
+
+
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         settings.database_url,
+        connect=_connect,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         init=_init_connection,

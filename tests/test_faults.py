@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -173,3 +174,105 @@ async def test_postgres_unreachable_mid_login(acme, db, stores, settings_factory
         assert [r["result"] for r in results] == ["signup", "signup"]
     finally:
         await proxy.stop()
+
+
+@pytest.fixture
+def own_postgres(tmp_path):
+    """A PostgreSQL server of this test's own (pgserver, as the embedded stores
+    use), to stop and start under a running portal."""
+    import warnings
+
+    pgserver = pytest.importorskip("pgserver")
+    from pgserver._commands import pg_ctl
+
+    data = tmp_path / "pg"
+    data.mkdir()
+    tmp_path.chmod(0o755)  # run as root, pgserver's PostgreSQL is an unprivileged user
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(data / "data", cleanup_mode="stop")
+
+    def ctl(*args: str) -> None:
+        pg_ctl(["-w", *args], pgdata=server.pgdata, user=server.system_user, timeout=30)
+
+    try:
+        yield server, ctl
+    finally:
+        server.cleanup()
+
+
+async def test_postgres_restarted_mid_login(
+    own_postgres, redis_client, settings_factory, box, fresh_fake
+):
+    import asyncpg
+
+    from portal import db as dbmod
+    from portal import migrations
+
+    server, ctl = own_postgres
+    url = server.get_uri("postgres")
+    conn = await asyncpg.connect(url)
+    try:
+        await migrations.migrate(conn)
+        await dbmod._init_connection(conn)
+        acme = await pools.create(conn, box, slug="acme", name="Acme")
+    finally:
+        await conn.close()
+    sock = free_socket()
+    settings = settings_factory(
+        base_url=f"http://localhost:{sock.getsockname()[1]}", database_url=url
+    )
+    auth = (acme.default_client.client_id, acme.default_client_secret)
+    async with (
+        run_portal(settings, sock=sock) as running,
+        running.client("acme") as pc,
+        running.client() as apex,
+    ):
+        first = (await pc.post("/api/qrcode", json={})).json()
+        alice = Phone(apex, "restart_pg_alice")
+        await alice.login()
+        assert (await alice.scan_and_confirm(first["ticket"])).status_code == 200
+        tokens = (
+            await pc.post(
+                f"/api/qrcode/{first['ticket']}/exchange", json={"secret": first["secret"]}
+            )
+        ).json()
+        second = (await pc.post("/api/qrcode", json={})).json()
+        bob = Phone(apex, "restart_pg_bob")
+        await bob.login()
+        assert (await bob.scan(second["ticket"])).status_code == 200
+
+        await asyncio.to_thread(ctl, "-m", "fast", "stop")
+        r = await bob.confirm(second["ticket"])
+        assert _unavailable(r), r.text
+        r = await pc.post(
+            "/oidc/token",
+            data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+            auth=auth,
+        )
+        assert _unavailable(r), r.text
+        socket_dir = parse_qs(urlsplit(url).query)["host"][0]
+        # Started again as pgserver starts it: on its Unix socket only.
+        await asyncio.to_thread(
+            ctl, "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start"
+        )
+
+        async def confirmed() -> bool:
+            return (await bob.confirm(second["ticket"])).status_code == 200
+
+        await _eventually(confirmed)
+        r = await pc.post(
+            f"/api/qrcode/{second['ticket']}/exchange", json={"secret": second["secret"]}
+        )
+        assert r.status_code == 200, r.text
+        r = await pc.post(
+            "/oidc/token",
+            data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+            auth=auth,
+        )
+        assert r.status_code == 200, r.text  # Alice's token survived the restart
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM users") == 2
+    finally:
+        await conn.close()
