@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from starlette.requests import Request
 from starlette.responses import Response
 
+from portal import ratelimit
 from portal.settings import Settings
 
 IDLE_SECONDS = 2 * 3600
@@ -186,12 +187,12 @@ async def throttled(redis: aioredis.Redis, email: str, ip: str | None) -> int:
 
 
 async def record_failure(redis: aioredis.Redis, email: str, ip: str | None) -> None:
-    account_key, ip_key = _fail_keys(email, ip)
-    async with redis.pipeline(transaction=True) as pipe:
-        # The window starts with the first failure (NX) and is not extended by later ones.
-        pipe.incr(account_key).expire(account_key, FAIL_WINDOW, nx=True)
-        pipe.incr(ip_key).expire(ip_key, FAIL_WINDOW, nx=True)
-        await pipe.execute()
+    # The window starts with the first failure and is not extended by later ones:
+    # the rate limiter's counting script (INCR, and an expiry only on a new key),
+    # which also runs on Redis before 7 (no EXPIRE ... NX there).
+    count = redis.register_script(ratelimit.HIT_SCRIPT)
+    for key in _fail_keys(email, ip):
+        await count(keys=[key], args=[2**31, FAIL_WINDOW * 1000])
 
 
 async def clear_failures(redis: aioredis.Redis, email: str) -> None:
