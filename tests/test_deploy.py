@@ -42,8 +42,11 @@ def test_gunicorn_accepts_the_config():
 
 def test_the_metrics_directory_is_made_emptied_and_removed(monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    monkeypatch.delenv("PORTAL_METRICS_DIR_TEMPORARY", raising=False)
+    # on_starting sets these in os.environ itself: setenv first makes monkeypatch
+    # remember their original state (unset), so that the later tests get it back.
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "PORTAL_METRICS_DIR_TEMPORARY"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     orphan = tmp_path / "portal-metrics-999999999-abc"  # its master is gone
     orphan.mkdir()
     conf = runpy.run_path(str(CONF))
