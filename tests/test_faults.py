@@ -105,6 +105,66 @@ async def test_redis_restarted_mid_login(tmp_path, acme, db, settings_factory, f
         redis.stop()
 
 
+class LoginsAcrossAnOutage:
+    """Alice's login done (a user and a refresh token in PostgreSQL) and Bob's
+    under way (scanned) when the database goes; then what must hold during the
+    outage and after it."""
+
+    def __init__(self, pc, apex, auth: tuple[str, str], prefix: str) -> None:
+        self.pc, self.apex, self.auth, self.prefix = pc, apex, auth, prefix
+
+    async def before(self) -> None:
+        pc = self.pc
+        first = (await pc.post("/api/qrcode", json={})).json()
+        alice = Phone(self.apex, f"{self.prefix}_alice")
+        await alice.login()
+        assert (await alice.scan_and_confirm(first["ticket"])).status_code == 200
+        self.tokens = (
+            await pc.post(
+                f"/api/qrcode/{first['ticket']}/exchange", json={"secret": first["secret"]}
+            )
+        ).json()
+        assert self.tokens["refresh_token"]
+        self.second = (await pc.post("/api/qrcode", json={})).json()
+        self.bob = Phone(self.apex, f"{self.prefix}_bob")
+        await self.bob.login()
+        assert (await self.bob.scan(self.second["ticket"])).status_code == 200
+
+    async def _refresh(self) -> httpx.Response:
+        return await self.pc.post(
+            "/oidc/token",
+            data={"grant_type": "refresh_token", "refresh_token": self.tokens["refresh_token"]},
+            auth=self.auth,
+        )
+
+    async def during(self) -> None:
+        ticket = self.second
+        r = await self.bob.confirm(ticket["ticket"])
+        assert _unavailable(r), r.text
+        status = await self.pc.get(
+            f"/api/qrcode/{ticket['ticket']}/status", params={"secret": ticket["secret"]}
+        )
+        assert status.json()["status"] == "scanned"  # not confirmed without its user
+        r = await self._refresh()
+        assert _unavailable(r), r.text
+
+    async def after(self) -> None:
+        ticket = self.second
+
+        async def confirmed() -> bool:
+            return (await self.bob.confirm(ticket["ticket"])).status_code == 200
+
+        await _eventually(confirmed)
+        r = await self.pc.post(
+            f"/api/qrcode/{ticket['ticket']}/exchange", json={"secret": ticket["secret"]}
+        )
+        assert r.status_code == 200, r.text
+        # Alice's refresh token survived the outage and still works (once).
+        r = await self._refresh()
+        assert r.status_code == 200, r.text
+        assert r.json()["refresh_token"] != self.tokens["refresh_token"]
+
+
 async def test_postgres_unreachable_mid_login(acme, db, stores, settings_factory, fresh_fake):
     proxy = await TcpProxy.for_postgres(stores.database_url).start()
     try:
@@ -118,57 +178,13 @@ async def test_postgres_unreachable_mid_login(acme, db, stores, settings_factory
             running.client("acme") as pc,
             running.client() as apex,
         ):
-            # A first login, complete: a user and a refresh token in PostgreSQL.
-            first = (await pc.post("/api/qrcode", json={})).json()
-            alice = Phone(apex, "pg_alice")
-            await alice.login()
-            assert (await alice.scan_and_confirm(first["ticket"])).status_code == 200
-            tokens = (
-                await pc.post(
-                    f"/api/qrcode/{first['ticket']}/exchange", json={"secret": first["secret"]}
-                )
-            ).json()
-            assert tokens["refresh_token"]
-
-            # A second login is under way when PostgreSQL goes away.
-            second = (await pc.post("/api/qrcode", json={})).json()
-            bob = Phone(apex, "pg_bob")
-            await bob.login()
-            assert (await bob.scan(second["ticket"])).status_code == 200
+            logins = LoginsAcrossAnOutage(pc, apex, auth, "pg")
+            await logins.before()
             proxy.cut()
             proxy.refuse()
-
-            r = await bob.confirm(second["ticket"])
-            assert _unavailable(r), r.text
-            status = await pc.get(
-                f"/api/qrcode/{second['ticket']}/status", params={"secret": second["secret"]}
-            )
-            assert status.json()["status"] == "scanned"  # not confirmed without its user
-            r = await pc.post(
-                "/oidc/token",
-                data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
-                auth=auth,
-            )
-            assert _unavailable(r), r.text
-
+            await logins.during()
             proxy.accept()
-
-            async def confirmed() -> bool:
-                return (await bob.confirm(second["ticket"])).status_code == 200
-
-            await _eventually(confirmed)
-            r = await pc.post(
-                f"/api/qrcode/{second['ticket']}/exchange", json={"secret": second["secret"]}
-            )
-            assert r.status_code == 200, r.text
-            # Alice's refresh token survived the outage and still works (once).
-            r = await pc.post(
-                "/oidc/token",
-                data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
-                auth=auth,
-            )
-            assert r.status_code == 200, r.text
-            assert r.json()["refresh_token"] != tokens["refresh_token"]
+            await logins.after()
         assert await db.fetchval("SELECT count(*) FROM users") == 2
         results = await db.fetch("SELECT result FROM login_events ORDER BY id")
         assert [r["result"] for r in results] == ["signup", "signup"]
@@ -228,49 +244,16 @@ async def test_postgres_restarted_mid_login(
         running.client("acme") as pc,
         running.client() as apex,
     ):
-        first = (await pc.post("/api/qrcode", json={})).json()
-        alice = Phone(apex, "restart_pg_alice")
-        await alice.login()
-        assert (await alice.scan_and_confirm(first["ticket"])).status_code == 200
-        tokens = (
-            await pc.post(
-                f"/api/qrcode/{first['ticket']}/exchange", json={"secret": first["secret"]}
-            )
-        ).json()
-        second = (await pc.post("/api/qrcode", json={})).json()
-        bob = Phone(apex, "restart_pg_bob")
-        await bob.login()
-        assert (await bob.scan(second["ticket"])).status_code == 200
-
+        logins = LoginsAcrossAnOutage(pc, apex, auth, "restart_pg")
+        await logins.before()
         await asyncio.to_thread(ctl, "-m", "fast", "stop")
-        r = await bob.confirm(second["ticket"])
-        assert _unavailable(r), r.text
-        r = await pc.post(
-            "/oidc/token",
-            data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
-            auth=auth,
-        )
-        assert _unavailable(r), r.text
+        await logins.during()
         socket_dir = parse_qs(urlsplit(url).query)["host"][0]
         # Started again as pgserver starts it: on its Unix socket only.
         await asyncio.to_thread(
             ctl, "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start"
         )
-
-        async def confirmed() -> bool:
-            return (await bob.confirm(second["ticket"])).status_code == 200
-
-        await _eventually(confirmed)
-        r = await pc.post(
-            f"/api/qrcode/{second['ticket']}/exchange", json={"secret": second["secret"]}
-        )
-        assert r.status_code == 200, r.text
-        r = await pc.post(
-            "/oidc/token",
-            data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
-            auth=auth,
-        )
-        assert r.status_code == 200, r.text  # Alice's token survived the restart
+        await logins.after()
     conn = await asyncpg.connect(url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM users") == 2
