@@ -35,19 +35,21 @@ from portal.redismux import Multiplexer
 
 _LIMIT_RE = re.compile(r"^\s*(\d+)\s*(?:/\s*(\d+)\s*)?$")
 
-# ARGV: count, window (ms). Returns 0 when allowed, else the ms until the window ends.
-HIT_SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-if n > tonumber(ARGV[1]) then
-  local left = redis.call('PTTL', KEYS[1])
+# The counting itself, for any script to include: one request of ``key`` against
+# ``limit`` per ``window_ms``. Returns 0 when allowed, else the ms until the window ends.
+LUA_HIT = """
+local function rate_limit_hit(key, limit, window_ms)
+  local n = redis.call('INCR', key)
+  if n == 1 or redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, window_ms) end
+  if n <= limit then return 0 end
+  local left = redis.call('PTTL', key)
   if left < 1 then left = 1 end
   return left
 end
-return 0
 """
+
+# KEYS: the counter. ARGV: count, window (ms). Returns as rate_limit_hit.
+HIT_SCRIPT = LUA_HIT + "return rate_limit_hit(KEYS[1], tonumber(ARGV[1]), ARGV[2])\n"
 
 
 @dataclass(frozen=True)

@@ -110,17 +110,14 @@ end
 # One round trip, on Redis's clock, with the creator's rate limit counted in it.
 # KEYS: ticket, rate-limit counter. ARGV: pool id, client id, secret hash,
 # lifetime (s), key TTL (s), limit count (0: none), limit window (ms).
-_CREATE = """
+_CREATE = (
+    ratelimit.LUA_HIT
+    + """
 redis.replicate_commands()
 local limit = tonumber(ARGV[6])
 if limit > 0 then
-  local n = redis.call('INCR', KEYS[2])
-  if n == 1 or redis.call('PTTL', KEYS[2]) < 0 then redis.call('PEXPIRE', KEYS[2], ARGV[7]) end
-  if n > limit then
-    local left = redis.call('PTTL', KEYS[2])
-    if left < 1 then left = 1 end
-    return {'limited', left}
-  end
+  local left = rate_limit_hit(KEYS[2], limit, ARGV[7])
+  if left > 0 then return {'limited', left} end
 end
 local t = redis.call('TIME')
 local exp = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4]) * 1000
@@ -128,6 +125,7 @@ redis.call('HSET', KEYS[1], 'status', 'pending', 'pool', ARGV[1], 'client', ARGV
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return {exp, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
 """
+)
 
 # ARGV: ticket
 _STATUS = (
