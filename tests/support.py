@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -257,3 +260,67 @@ class RedisProcess:
         self.stop()
         self.proc = self._spawn()
         await self.ready()
+
+
+def serve_env(stores, fake_wechat, secret_key: str, base_url: str, data_dir: Path, **extra: str):
+    """The environment of a ``portal serve`` on the suite's stores and fake WeChat."""
+    from portal.wechat import fake
+
+    return {
+        **os.environ,
+        "PORTAL_ENV": "prod",
+        "PORTAL_BASE_URL": base_url,
+        "PORTAL_SECRET_KEY": secret_key,
+        "PORTAL_DATA_DIR": str(data_dir),
+        "DATABASE_URL": stores.database_url,
+        "REDIS_URL": stores.redis_url,
+        "WECHAT_API_BASE": fake_wechat.url,
+        "PORTAL_DEFAULT_MP_APPID": fake.DEMO_APPID,
+        "PORTAL_DEFAULT_MP_SECRET": fake.DEMO_SECRET,
+        **extra,
+    }
+
+
+class ServeProcess:
+    """``portal serve`` (gunicorn, production mode) in a process group of its own,
+    so that it can be stopped, signalled or killed whole."""
+
+    def __init__(
+        self, env: dict[str, str], log: Path, *, port: int | None = None, workers: int = 1
+    ) -> None:
+        self.port = port or free_port()
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "portal", "serve", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--workers", str(workers)],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    async def ready(self, host: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient() as client:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    r = await client.get(
+                        f"http://127.0.0.1:{self.port}/readyz", headers={"host": host}
+                    )
+                    if r.status_code == 200:
+                        return
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"portal serve did not start:\n{self.log.read_text()}")
+                await asyncio.sleep(0.2)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,7 @@ import httpx
 import pytest
 
 from portal.tenants import pools
-from portal.wechat import fake
-from tests.support import free_port
+from tests.support import ServeProcess, free_port, serve_env
 from tests.test_observability import parse_metrics, value
 
 
@@ -48,58 +46,28 @@ class Served:
         os.kill(self.proc.pid, sig)  # the gunicorn master (`portal serve` execs it)
 
 
-def start_serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "portal", "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "2"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
-
 @pytest.fixture
 async def served(db, redis_client, box, stores, fake_wechat, secret_key, tmp_path):
     async with db.acquire() as conn:
         await pools.create(conn, box, slug="acme", name="Acme", allow_http=True)
     port = free_port()
-    env = {
-        **os.environ,
-        "PORTAL_ENV": "prod",
-        "PORTAL_BASE_URL": f"http://localhost:{port}",
-        "PORTAL_SECRET_KEY": secret_key,
-        "PORTAL_DATA_DIR": str(tmp_path / "data"),
-        "DATABASE_URL": stores.database_url,
-        "REDIS_URL": stores.redis_url,
-        "WECHAT_API_BASE": fake_wechat.url,
-        "PORTAL_DEFAULT_MP_APPID": fake.DEMO_APPID,
-        "PORTAL_DEFAULT_MP_SECRET": fake.DEMO_SECRET,
-        "PORTAL_ACCESS_LOG": "1",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-    }
+    env = serve_env(
+        stores,
+        fake_wechat,
+        secret_key,
+        f"http://localhost:{port}",
+        tmp_path / "data",
+        PORTAL_ACCESS_LOG="1",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
     env.pop("PORTAL_LOG_FORMAT", None)
     log = tmp_path / "serve.log"
-    proc = start_serve(env, port, log)
-    running = Served(proc, port, log, tmp_path / "metrics")
+    server = ServeProcess(env, log, port=port, workers=2)
     try:
-        deadline = time.monotonic() + 60
-        async with running.client() as client:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"portal serve did not start:\n{log.read_text()}")
-                await asyncio.sleep(0.2)
-        yield running
+        await server.ready(f"localhost:{port}")
+        yield Served(server.proc, port, log, tmp_path / "metrics")
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        server.stop()
 
 
 async def wait_for(predicate, timeout: float = 5.0) -> None:

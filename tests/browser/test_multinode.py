@@ -9,15 +9,8 @@ other without being reloaded."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,130 +18,46 @@ from playwright.async_api import expect
 
 from portal import i18n
 from portal.tenants import pools
-from portal.wechat import fake
 from tests.phone import Phone
-from tests.support import free_port
+from tests.support import ServeProcess, TcpProxy, serve_env
 
 ZH = i18n.translator("zh-CN")
-
-
-class Instance:
-    """``portal serve`` in a process group of its own (to kill it whole)."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "portal", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
-    async def ready(self, host: str) -> None:
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient() as client:
-            while True:
-                try:
-                    r = await client.get(
-                        f"http://127.0.0.1:{self.port}/readyz", headers={"host": host}
-                    )
-                    if r.status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"portal serve did not start:\n{self.log.read_text()}")
-                await asyncio.sleep(0.2)
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self._log.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
 
 
 class Balancer:
     """Sends each new connection to the first backend that accepts it, as a
     load balancer with health checks does once a machine has gone."""
 
-    def __init__(self, backends: list[int]) -> None:
-        self.backends = backends
-        self.port = 0
+    def __init__(self) -> None:
+        self.backends: list[int] = []
         self.served: list[int] = []  # the backend port of each connection
-        self._tasks: set[asyncio.Task] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self.proxy = TcpProxy("http://127.0.0.1:{port}", self._open)
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+    @property
+    def port(self) -> int:
+        return self.proxy.port
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _open(self):
         for port in self.backends:
             try:
-                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+                connection = await asyncio.open_connection("127.0.0.1", port)
             except OSError:
                 continue
             self.served.append(port)
-            for src, dst in ((reader, up_writer), (up_reader, writer)):
-                task = asyncio.ensure_future(self._pipe(src, dst))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            return
-        writer.close()
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        self._writers.add(dst)
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        except Exception:  # noqa: S110 - either side gone: close the other
-            pass
-        finally:
-            dst.close()
-
-    async def stop(self) -> None:
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for writer in self._writers:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-        await self._server.wait_closed()
+            return connection
+        raise ConnectionRefusedError("no backend accepts connections")
 
 
 @pytest.fixture
 async def cluster(db, redis_client, box, stores, fake_wechat, secret_key, tmp_path):
     async with db.acquire() as conn:
         await pools.create(conn, box, slug="acme", name="Acme Shop")
-    balancer = Balancer([])
-    await balancer.start()
-    env = {
-        **os.environ,
-        "PORTAL_ENV": "prod",
-        "PORTAL_BASE_URL": f"http://localhost:{balancer.port}",
-        "PORTAL_SECRET_KEY": secret_key,
-        "PORTAL_DATA_DIR": str(tmp_path / "data"),
-        "DATABASE_URL": stores.database_url,
-        "REDIS_URL": stores.redis_url,
-        "WECHAT_API_BASE": fake_wechat.url,
-        "PORTAL_DEFAULT_MP_APPID": fake.DEMO_APPID,
-        "PORTAL_DEFAULT_MP_SECRET": fake.DEMO_SECRET,
-    }
-    instances = [Instance(env, tmp_path / "a.log"), Instance(env, tmp_path / "b.log")]
+    balancer = Balancer()
+    await balancer.proxy.start()
+    env = serve_env(
+        stores, fake_wechat, secret_key, f"http://localhost:{balancer.port}", tmp_path / "data"
+    )
+    instances = [ServeProcess(env, tmp_path / "a.log"), ServeProcess(env, tmp_path / "b.log")]
     try:
         host = f"acme.localhost:{balancer.port}"
         await asyncio.gather(*(i.ready(host) for i in instances))
@@ -157,10 +66,10 @@ async def cluster(db, redis_client, box, stores, fake_wechat, secret_key, tmp_pa
     finally:
         for i in instances:
             i.stop()
-        await balancer.stop()
+        await balancer.proxy.stop()
 
 
-def _client(instance: Instance, host: str) -> httpx.AsyncClient:
+def _client(instance: ServeProcess, host: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{instance.port}", headers={"host": host}, timeout=30
     )
