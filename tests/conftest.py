@@ -172,3 +172,17 @@ async def portal(db, redis_client, settings_factory):
     settings = settings_factory(base_url=f"http://localhost:{sock.getsockname()[1]}")
     async with run_portal(settings, sock=sock) as running:
         yield running
+
+
+@pytest.fixture
+async def pc(portal, acme):
+    """The PC browser's client for the pool ``acme`` (each test module defines ``acme``)."""
+    async with portal.client("acme") as client:
+        yield client
+
+
+@pytest.fixture
+async def apex(portal):
+    """A client for the portal's apex host (where the phone's mini-program API is too)."""
+    async with portal.client() as client:
+        yield client

@@ -40,18 +40,6 @@ async def other(db, box, acme) -> clients.Client:
     return await _client(db, box, acme.pool.id, "Other", OTHER)
 
 
-@pytest.fixture
-async def pc(portal, acme):
-    async with portal.client("acme") as client:
-        yield client
-
-
-@pytest.fixture
-async def apex(portal):
-    async with portal.client() as client:
-        yield client
-
-
 def allowed(r: httpx.Response) -> str | None:
     return r.headers.get("access-control-allow-origin")
 

@@ -34,18 +34,6 @@ async def acme(db, box):
         return await pools.create(conn, box, slug="acme", name="Acme", allow_http=True)
 
 
-@pytest.fixture
-async def pc(portal, acme):
-    async with portal.client("acme") as client:
-        yield client
-
-
-@pytest.fixture
-async def apex(portal):
-    async with portal.client() as client:
-        yield client
-
-
 async def new_ticket(pc) -> dict:
     r = await pc.post("/api/qrcode", json={})
     assert r.status_code == 201, r.text

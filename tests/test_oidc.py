@@ -56,12 +56,6 @@ async def browser(portal):
         yield client
 
 
-@pytest.fixture
-async def apex(portal):
-    async with portal.client() as client:
-        yield client
-
-
 def page_ticket(html: str) -> tuple[str, str]:
     ticket = re.search(r'data-ticket="([^"]+)"', html)[1]
     secret = re.search(r'data-secret="([^"]+)"', html)[1]

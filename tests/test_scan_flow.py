@@ -23,18 +23,6 @@ async def acme(db, box):
     return created
 
 
-@pytest.fixture
-async def pc(portal, acme):
-    async with portal.client("acme") as client:
-        yield client
-
-
-@pytest.fixture
-async def apex(portal):
-    async with portal.client() as client:
-        yield client
-
-
 async def change_pool(db, portal, assignment: str) -> None:
     """A pool setting changed as the console does it: written, then announced."""
     await db.execute(f"UPDATE pools SET {assignment} WHERE slug = 'acme'")
