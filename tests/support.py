@@ -62,8 +62,18 @@ async def run_portal(
     port matches it (``portal_settings`` in conftest does)."""
     sock = sock or free_socket()
     port = sock.getsockname()[1]
+    async with serve_asgi(create_app(settings), sock, name="the portal") as server:
+        yield RunningPortal(f"http://127.0.0.1:{port}", port, settings, server)
+
+
+@contextlib.asynccontextmanager
+async def serve_asgi(
+    app, sock: socket.socket, *, name: str, lifespan: str = "on"
+) -> AsyncIterator[uvicorn.Server]:
+    """An ASGI app served by uvicorn over real HTTP on ``sock``, inside the test's
+    event loop; the socket is closed at the end (or when the app fails to start)."""
     config = uvicorn.Config(
-        create_app(settings), lifespan="on", log_level="warning", proxy_headers=False, ws="none"
+        app, lifespan=lifespan, log_level="warning", proxy_headers=False, ws="none"
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main program
@@ -72,10 +82,10 @@ async def run_portal(
         if task.done():
             sock.close()
             task.result()  # raises the startup error
-            raise RuntimeError("the portal did not start")
+            raise RuntimeError(f"{name} did not start")
         await asyncio.sleep(0.01)
     try:
-        yield RunningPortal(f"http://127.0.0.1:{port}", port, settings, server)
+        yield server
     finally:
         server.should_exit = True
         await task

@@ -17,7 +17,6 @@ logic: the test itself plays the RP's backend (PKCE, state, code exchange).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import html
 import io
@@ -26,14 +25,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-import uvicorn
 from PIL import Image, ImageDraw
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from tests.support import free_socket
+from tests.support import free_socket, serve_asgi
 
 LOGIN_BUTTON = "Log in with WeChat"
 
@@ -171,18 +169,5 @@ class RPSite:
 async def run_rp_site() -> AsyncIterator[RPSite]:
     """The RP website over real HTTP, in the running event loop."""
     sock = free_socket()
-    config = uvicorn.Config(create_app(), lifespan="off", log_level="warning", ws="none")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("the RP site did not start")
-            await asyncio.sleep(0.01)
+    async with serve_asgi(create_app(), sock, name="the RP site", lifespan="off"):
         yield RPSite(sock.getsockname()[1])
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()

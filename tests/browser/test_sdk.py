@@ -19,7 +19,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 import zxingcpp
 from PIL import Image
 from playwright.async_api import Locator, Page, Request, Route, expect
@@ -28,7 +27,7 @@ from examples.rp.app import Config, create_app
 from portal.tenants import clients, pools
 from tests.browser.conftest import POOL_SLUG, TIMEOUT_MS
 from tests.phone import Phone
-from tests.support import LoopbackTransport, free_socket
+from tests.support import LoopbackTransport, free_socket, serve_asgi
 
 EVENTS_RE = re.compile(r"/api/qrcode/[A-Za-z0-9_-]+/events\?")
 CORS_NOISE = (r"blocked by CORS policy", r"Failed to load resource")
@@ -59,20 +58,8 @@ async def site(dev_portal, db, box) -> AsyncIterator[Site]:
         )  # fmt: skip
     config = Config(dev_portal.pool_url("").rstrip("/"), client.client_id, origin)
     app = create_app(config, transport=LoopbackTransport())
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", ws="none"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("the example site did not start")
-            await asyncio.sleep(0.01)
+    async with serve_asgi(app, sock, name="the example site"):
         yield Site(origin, f"http://127.0.0.1:{port}", client, config)
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 @pytest.fixture
