@@ -42,7 +42,15 @@ timeout = 60
 # On reload (HUP) or stop (TERM) a worker gets this long to finish what is in
 # flight; SSE streams and long polls end at once (PortalServer.shutdown).
 graceful_timeout = 30
-keepalive = 5
+keepalive = 5  # seconds an idle keep-alive connection is kept (uvicorn's timeout_keep_alive)
+# Request head limits. uvicorn workers do not use gunicorn's parser: the portal's
+# worker hands these to its protocol (portal/httpproto.py), which answers 414
+# (line) or 431 (headers), caps the whole head at 64 KiB, closes a connection
+# whose head is not complete 15 s after it starts and answers 408 to a body not
+# complete 60 s after its head (routes that read one: PORTAL_BODY_TIMEOUT, 30 s).
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
 # Restart workers now and then to bound any slow growth, staggered by jitter.
 max_requests = int(os.environ.get("PORTAL_MAX_REQUESTS", 0))
 max_requests_jitter = 1000

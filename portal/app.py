@@ -25,13 +25,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from portal import db as dbmod
-from portal import devtools, redisconn, sdk
+from portal import devtools, openapi, redisconn, sdk
 from portal.console import routes as console_routes
 from portal.cors import CORSMiddleware
 from portal.crypto import SecretBox
 from portal.errors import PortalError
 from portal.events import POOLS_CHANNEL, TICKETS_CHANNEL, EventHub
 from portal.hosts import HostRouter
+from portal.obs import metrics
 from portal.obs.metrics import MetricsAccess
 from portal.obs.middleware import Observability
 from portal.oidc import authorize, endpoints
@@ -77,6 +78,7 @@ class State(TypedDict):
     logos: qrapi.LogoCache
     wechat: WeChatClient
     limits: RateLimiter
+    mux: Multiplexer  # the process's one pipelined Redis connection (redismux)
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
@@ -189,7 +191,14 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         Route("/favicon.ico", favicon),
     ]
-    apex = [*common, Route("/", apex_home), *mpapi.routes(), *avatars.routes(), *console_routes()]
+    apex = [
+        *common,
+        Route("/", apex_home),
+        *openapi.routes(),  # the JSON APIs' description, on the apex only
+        *mpapi.routes(),
+        *avatars.routes(),
+        *console_routes(),
+    ]
     if settings.is_dev:  # in production every /dev/* path is a 404
         apex += devtools.dev_routes()
     # Routes are tried in order: the QR API, by far the busiest, goes first.
@@ -272,8 +281,10 @@ def create_app(settings: Settings) -> Starlette:
                 logos=qrapi.LogoCache(),
                 wechat=wechat,
                 limits=RateLimiter(redis, mux),
+                mux=mux,
             )
         finally:
+            metrics.TALLY.flush()  # what this process counted last, before it goes
             if wechat is not None:
                 await wechat.aclose()
             if hub is not None:

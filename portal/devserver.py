@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from portal import db as dbmod
-from portal import migrations
+from portal import httpproto, migrations
 from portal.app import create_app
 from portal.crypto import SecretBox
 from portal.settings import Settings
@@ -132,7 +132,12 @@ def run(*, host: str, port: int, wechat_port: int | None) -> int:
             flush=True,
         )
         config = uvicorn.Config(
-            create_app(settings), host=host, port=port, proxy_headers=False, server_header=False
+            create_app(settings),
+            host=host,
+            port=port,
+            proxy_headers=False,
+            server_header=False,
+            http=httpproto.PortalHttpProtocol,  # header/body limits and deadlines
         )
         _Server(config).run()
     return 0

@@ -1,16 +1,32 @@
-"""Small helpers for the JSON routes: reading bodies and typed fields."""
+"""Reading request bodies, and small helpers for the JSON routes.
+
+Every route that reads a body reads it through here, so every body has a size
+cap and a deadline, enforced *while* it is read: a declared ``Content-Length``
+over the cap is refused before a byte is read, and a chunked body (no length)
+is cut off as soon as it passes the cap, never buffered or spooled whole. A
+client that trickles its body gets a 408 when the deadline passes instead of
+holding the request open forever. The protocol under the app
+(``portal.httpproto``) bounds the request line, the headers and bodies no
+route reads.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.datastructures import FormData
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
+from starlette.types import Message
 
 from portal.errors import PortalError, ValidationError
 
 MAX_JSON_BODY = 16 * 1024
+MAX_FORM_BODY = 64 * 1024
+# Seconds a body may take to arrive when no setting says otherwise (tests, tools).
+DEFAULT_BODY_TIMEOUT = 30.0
 
 
 class BodyTooLarge(PortalError):
@@ -19,29 +35,145 @@ class BodyTooLarge(PortalError):
     description = "The request body is too large."
 
 
+class BodyTimeout(PortalError):
+    status_code = 408
+    error = "request_timeout"
+    description = "The request body did not arrive in time."
+
+
+class ClientGone(PortalError):
+    """The connection broke mid-body (or the protocol refused the rest of it): no
+    one reads the answer, but it ends the request as a 4xx, not a logged 500."""
+
+    status_code = 400
+    error = "client_disconnected"
+    description = "The connection closed before the request body was complete."
+
+
+class UnsupportedMediaType(PortalError):
+    status_code = 415
+    error = "unsupported_media_type"
+    description = "Send the body as application/json."
+
+
+def body_timeout(request: Request) -> float:
+    settings = getattr(request.state, "settings", None)
+    return getattr(settings, "body_timeout", DEFAULT_BODY_TIMEOUT)
+
+
+def check_length(
+    request: Request, max_bytes: int, *, too_large: PortalError | None = None
+) -> int | None:
+    """The declared length (None when chunked), refused at once when over the cap:
+    the body is then never read. A malformed length never reaches us (the HTTP
+    parser refuses it), but a caller behind an odd proxy gets a 400 for one."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return None
+    if not declared.isdigit():
+        raise ValidationError("The Content-Length header is malformed.")
+    if int(declared) > max_bytes:
+        raise too_large or BodyTooLarge()
+    return int(declared)
+
+
+def bounded(
+    request: Request,
+    max_bytes: int,
+    *,
+    timeout: float | None = None,
+    too_large: PortalError | None = None,
+) -> Request:
+    """The same request, whose body reads fail with a 413 past ``max_bytes`` and
+    with a 408 past the deadline: for readers that do their own buffering
+    (Starlette's form parsers), which would otherwise take any amount."""
+    check_length(request, max_bytes, too_large=too_large)
+    receive = request.receive
+    deadline = asyncio.get_running_loop().time() + (timeout or body_timeout(request))
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise BodyTimeout() from None
+        seen += len(message.get("body", b""))
+        if seen > max_bytes:
+            raise too_large or BodyTooLarge()
+        return message
+
+    return Request(request.scope, limited)
+
+
+async def read_body(
+    request: Request, max_bytes: int, *, too_large: PortalError | None = None
+) -> bytes:
+    """The whole body, at most ``max_bytes``, within the body deadline."""
+    check_length(request, max_bytes, too_large=too_large)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(body_timeout(request)):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise too_large or BodyTooLarge()
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout() from None
+    except ClientDisconnect:
+        raise ClientGone() from None
+    return b"".join(chunks)
+
+
+async def read_form(
+    request: Request,
+    *,
+    max_bytes: int = MAX_FORM_BODY,
+    max_fields: int = 50,
+    max_files: int = 0,
+    max_part_size: int | None = None,
+    too_large: PortalError | None = None,
+) -> FormData:
+    """The form (urlencoded or multipart) with the whole body capped: Starlette's own
+    limits are per field (1 MB each by default) and none for file parts, which
+    are spooled to disk as they come."""
+    limited = bounded(request, max_bytes, too_large=too_large)
+    try:
+        return await limited.form(
+            max_files=max_files,
+            max_fields=max_fields,
+            max_part_size=min(max_part_size or max_bytes, max_bytes),
+        )
+    except ClientDisconnect:
+        raise ClientGone() from None
+
+
+def _json_type(request: Request) -> bool:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return ctype in ("application/json", "") or ctype.endswith("+json")
+
+
 async def read_json(
     request: Request, *, optional: bool = False, max_bytes: int = MAX_JSON_BODY
 ) -> dict[str, Any]:
     """The body as a JSON object; a clear 4xx for anything else."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise BodyTooLarge()
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise BodyTooLarge()
+    length = check_length(request, max_bytes)
+    if length and not _json_type(request):  # refused before reading it
+        raise UnsupportedMediaType()
+    body = await read_body(request, max_bytes)
     if not body.strip():
         if optional:
             return {}
         raise ValidationError("A JSON object body is required.")
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in ("application/json", "") and not ctype.endswith("+json"):
-        raise PortalError(
-            "Send the body as application/json.", error="unsupported_media_type", status_code=415
-        )
+    if not _json_type(request):
+        raise UnsupportedMediaType()
     try:
-        data = orjson.loads(body)  # invalid UTF-8 too is a JSONDecodeError
+        # Invalid UTF-8, lone surrogates, nesting deeper than 1024 and numbers
+        # beyond a double are all a JSONDecodeError; a repeated key keeps its last value.
+        data = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise ValidationError("The body is not valid JSON.") from None
     if not isinstance(data, dict):
@@ -63,6 +195,8 @@ def optional_str(data: dict[str, Any], name: str, *, max_len: int = 200) -> str 
         return None
     if not isinstance(value, str) or len(value) > max_len:
         raise ValidationError(f"{name} must be a string of at most {max_len} characters.")
+    if "\x00" in value:  # PostgreSQL's text cannot hold it: a 400 here, not a 500 later
+        raise ValidationError(f"{name} must not contain NUL characters.")
     return value
 
 

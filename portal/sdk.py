@@ -72,7 +72,6 @@ async def portal_js(request: Request) -> Response:
         # Any website includes it; "*" also allows <script crossorigin integrity=...>.
         "access-control-allow-origin": "*",
         "cross-origin-resource-policy": "cross-origin",
-        "x-content-type-options": "nosniff",
     }
     if _etag_matches(request, etag):
         return Response(status_code=304, headers=headers)

@@ -53,6 +53,8 @@ class Settings:
     rate_qr: Limit = DEFAULT_RATE_QR
     rate_mp_session: Limit = DEFAULT_RATE_MP_SESSION
     rate_token: Limit = DEFAULT_RATE_TOKEN
+    # Seconds a request body may take to arrive at a route that reads one; then 408.
+    body_timeout: float = 30.0
     scheme: str = field(init=False)
     apex_host: str = field(init=False)
     port: int | None = field(init=False)
@@ -113,7 +115,17 @@ class Settings:
             except ValueError:
                 raise ValueError(f"{var} must be an integer") from None
 
+        def seconds(text: str, var: str) -> float:
+            try:
+                value = float(text)
+            except ValueError:
+                value = 0.0
+            if not 0 < value <= 3600:
+                raise ValueError(f"{var} must be a number of seconds (0 < s <= 3600)")
+            return value
+
         for name, var, parse in (
+            ("body_timeout", "PORTAL_BODY_TIMEOUT", seconds),
             ("db_pool_min", "PORTAL_DB_POOL_MIN", integer),
             ("db_pool_max", "PORTAL_DB_POOL_MAX", integer),
             ("redis_pool_max", "PORTAL_REDIS_POOL_MAX", integer),

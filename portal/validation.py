@@ -25,6 +25,9 @@ def redirect_uri(value: str, *, field: str = "redirect_uri", allow_http: bool = 
     value = value.strip()
     if not value or len(value) > 2000:
         raise ValidationError(f"{field} must be a URL of at most 2000 characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        # NUL cannot even be stored (PostgreSQL text); a CR/LF would split a Location header.
+        raise ValidationError(f"{field} must not contain control characters")
     try:
         parts = urlsplit(value)
         host = parts.hostname

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from portal import i18n
+from portal import headers, i18n
 from portal.errors import PortalError
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,16 @@ log = logging.getLogger(__name__)
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
 # Pages under these prefixes are JSON APIs; everything else is a page for people.
-_JSON_PREFIXES = ("/api/", "/oidc/", "/.well-known/", "/healthz", "/readyz", "/metrics")
-_PAGE_PATHS = frozenset({"/oidc/auth", "/oidc/logout"})
+_JSON_PREFIXES = (
+    "/api/",
+    "/oidc/",
+    "/.well-known/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+)
+_PAGE_PATHS = frozenset({"/oidc/auth", "/oidc/auth/complete", "/oidc/logout"})
 
 
 def make_environment() -> jinja2.Environment:
@@ -58,11 +66,21 @@ def lang_switch_url(request: Request, lang: str, params: dict[str, str] | None =
 
 
 def render(
-    request: Request, template: str, context: dict | None = None, status_code: int = 200
+    request: Request,
+    template: str,
+    context: dict | None = None,
+    status_code: int = 200,
+    *,
+    form_target: str | None = None,
 ) -> HTMLResponse:
+    """A page, with its security headers (``portal.headers``): a fresh CSP nonce is
+    handed to the template as ``csp_nonce`` for its ``<script>`` tags.
+    ``form_target``: the client's redirect URI a form of this page leads to
+    (its origin joins ``form-action`` on pages whose policy allows one)."""
     env: jinja2.Environment = request.state.templates
     lang, chosen = i18n.pick(request)
     settings = request.state.settings
+    nonce = headers.new_nonce()
     ctx = {
         "request": request,
         "lang": lang,
@@ -71,8 +89,16 @@ def render(
         "pool": request.state.pool,
         "settings": settings,
         **(context or {}),
+        "csp_nonce": nonce,
     }
-    response = HTMLResponse(env.get_template(template).render(ctx), status_code=status_code)
+    policy = headers.policy_for(template)
+    if form_target is None and policy.form_target_param:
+        form_target = (ctx.get("params") or {}).get(policy.form_target_param)
+    response = HTMLResponse(
+        env.get_template(template).render(ctx),
+        status_code=status_code,
+        headers=headers.page_headers(policy, nonce, settings, request.url.path, form_target),
+    )
     if chosen:
         response.set_cookie(
             i18n.COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="lax",
@@ -123,20 +149,25 @@ async def oauth2_error_handler(request: Request, exc: Exception) -> Response:
 
 
 _HTTP_ERRORS = {
-    400: "invalid_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "request_too_large",
+    400: ("invalid_request", "Bad request."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "Method not allowed."),
+    408: ("request_timeout", "The request did not arrive in time."),
+    411: ("length_required", "Send the body with a Content-Length."),
+    413: ("request_too_large", "The request body is too large."),
+    414: ("uri_too_long", "The request line is too long."),
+    415: ("unsupported_media_type", "This content type is not accepted here."),
+    431: ("request_header_too_large", "The request headers are too large."),
 }
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    error = _HTTP_ERRORS.get(exc.status_code, "http_error")
-    descriptions = {404: "Not found.", 405: "Method not allowed."}
-    response = error_response(
-        request, exc.status_code, error, descriptions.get(exc.status_code, "Bad request.")
-    )
+    error, description = _HTTP_ERRORS.get(exc.status_code, ("http_error", "Bad request."))
+    if exc.status_code == 400 and exc.detail and exc.detail != "Bad Request":
+        # Starlette's form parser says what was wrong ("Too many fields. ..."): no internals.
+        description = str(exc.detail)[:200]
+    response = error_response(request, exc.status_code, error, description)
     if exc.headers:
         response.headers.update(exc.headers)
     return response

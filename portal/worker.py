@@ -10,6 +10,11 @@ response in flight to finish before it stops, and an SSE stream only ends
 with its ticket, so without this one open stream would hold the worker until
 gunicorn's ``graceful_timeout`` kills it. Ended cleanly, the browser's
 EventSource reconnects (after the ``retry:`` the stream sent) to a live worker.
+
+uvicorn parses HTTP itself, so gunicorn's ``limit_request_line``,
+``limit_request_fields`` and ``limit_request_field_size`` would be ignored: the
+worker hands them to the portal's protocol (``portal.httpproto``), which
+enforces them along with header and body deadlines.
 """
 
 import sys
@@ -17,6 +22,8 @@ import sys
 from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
+
+from portal import httpproto
 
 
 class PortalServer(Server):
@@ -30,6 +37,14 @@ class PortalServer(Server):
 
 class PortalWorker(UvicornWorker):
     CONFIG_KWARGS = {"loop": "auto", "http": "auto", "proxy_headers": False, "server_header": False}  # noqa: RUF012
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.http = httpproto.protocol(
+            max_request_line=self.cfg.limit_request_line,
+            max_header_fields=self.cfg.limit_request_fields,
+            max_header_field_size=self.cfg.limit_request_field_size,
+        )
 
     async def _serve(self) -> None:  # UvicornWorker._serve, with PortalServer
         self.config.app = self.wsgi

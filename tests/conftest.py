@@ -28,7 +28,13 @@ from portal.crypto import SecretBox
 from portal.embedded import EmbeddedStores, remove_data_dir
 from portal.settings import Settings
 from portal.wechat import fake
+from tests import leakcheck
 from tests.support import free_socket, run_portal
+
+# Every log line of the run is scanned for secrets (tests/leakcheck.py).
+pytest_configure = leakcheck.pytest_configure
+pytest_collection_modifyitems = leakcheck.pytest_collection_modifyitems
+pytest_unconfigure = leakcheck.pytest_unconfigure
 
 TABLES = (
     "avatars, login_events, pool_admins, admins, refresh_tokens, wechat_identities, users, "
@@ -92,6 +98,7 @@ def fake_wechat() -> Iterator[fake.RunningFake]:
         fake.DEMO_APPID: fake.DEMO_SECRET,
         "wx00000000000000b2": "secretofthesecondapp000000000000",
     }
+    leakcheck.register(*apps.values())
     with fake.run_in_thread(apps) as running:
         yield running
 
@@ -106,7 +113,7 @@ async def fresh_fake(fake_wechat: fake.RunningFake) -> fake.RunningFake:
 
 @pytest.fixture(scope="session")
 def secret_key() -> str:
-    return secrets.token_urlsafe(48)
+    return secrets.token_urlsafe(48)  # token_urlsafe values are registered as secrets
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ import uvicorn
 
 from portal.app import create_app
 from portal.settings import Settings
+from tests import leakcheck
 
 
 def free_socket() -> socket.socket:
@@ -287,6 +288,7 @@ def serve_env(stores, fake_wechat, secret_key: str, base_url: str, data_dir: Pat
         "WECHAT_API_BASE": fake_wechat.url,
         "PORTAL_DEFAULT_MP_APPID": fake.DEMO_APPID,
         "PORTAL_DEFAULT_MP_SECRET": fake.DEMO_SECRET,
+        "PORTAL_ACCESS_LOG": "1",  # its query strings too are checked for secrets
         **extra,
     }
 
@@ -300,6 +302,7 @@ class ServeProcess:
     ) -> None:
         self.port = port or free_port()
         self.log = log
+        leakcheck.SERVER_LOGS.append(log)  # scanned for secrets at the end of the run
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "portal", "serve", "--host", "127.0.0.1",

@@ -82,7 +82,8 @@ async def test_phone_page_renders(dev_portal, lang, title, scan):
     assert f'<html lang="{lang}">' in page
     assert title in page and f">{scan}</button>" in page
     assert data_attribute(page, "data-default-appid") == DEMO_APPID
-    assert '<script src="/static/dev_phone.js" defer></script>' in page
+    nonce = re.search(r"script-src 'nonce-([^']+)'", r.headers["content-security-policy"])[1]
+    assert f'<script nonce="{nonce}" src="/static/dev_phone.js" defer></script>' in page
     assert 'href="/static/dev_phone.css"' in page
     for field in ("phone-url", "phone-user", "phone-number", "phone-nickname", "phone-avatar"):
         assert f'<label for="{field}">' in page and f'id="{field}"' in page

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from portal.obs import logs
 from portal.obs.logs import JsonFormatter, RedactFilter, RequestIdFilter, redact
-from portal.obs.metrics import MetricsAccess
+from portal.obs.metrics import MetricsAccess, Tally
 from portal.tenants import pools
 from portal.wechat import fake
 from portal.worker import PortalServer
@@ -508,3 +508,35 @@ async def test_an_unhandled_error_is_logged_under_the_request_id():
     assert line["request_id"] != ok.headers["x-request-id"]
     assert "RuntimeError: token=*** went wrong" in line["exc"]
     logs.request_id.set(None)  # ASGITransport ran the app in this task
+
+
+async def test_a_flushed_tally_exposes_what_direct_observations_do():
+    """The hot path counts in process (metrics.Tally) and writes to the metric
+    values later, through prometheus_client's internals: the exposition must be
+    the same as if each request had been observed directly, bucket by bucket."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    def pair(registry: CollectorRegistry, name: str) -> tuple[Histogram, Counter]:
+        hist = Histogram(f"{name}_seconds", "h", ("route",), registry=registry,
+                         buckets=(0.001, 0.01, 0.1, 1))  # fmt: skip
+        return hist, Counter(f"{name}_things", "c", registry=registry)
+
+    direct_registry, tallied_registry = CollectorRegistry(), CollectorRegistry()
+    direct_hist, direct_count = pair(direct_registry, "t")
+    tallied_hist, tallied_count = pair(tallied_registry, "t")
+    tally = Tally(interval=0.05)
+    # Bounds themselves, values between, above the last bound, and zero.
+    samples = [0, 0.001, 0.0005, 0.01, 0.02, 0.1, 0.5, 1, 7.5, 0.001, 30]
+    for i, value in enumerate(samples):
+        route = "/a" if i % 3 else "/b"
+        direct_hist.labels(route).observe(value)
+        tally.observe(tallied_hist.labels(route), value)
+        direct_count.inc()
+        tally.inc(tallied_count)
+    assert generate_latest(tallied_registry) != generate_latest(direct_registry)  # pending
+    await asyncio.sleep(0.2)  # the timer armed by the first value writes them all
+    assert generate_latest(tallied_registry) == generate_latest(direct_registry)
+    tally.observe(tallied_hist.labels("/a"), 0.2)
+    direct_hist.labels("/a").observe(0.2)
+    tally.flush()  # at shutdown, or before /metrics answers
+    assert generate_latest(tallied_registry) == generate_latest(direct_registry)

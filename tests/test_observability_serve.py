@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from portal.obs import metrics
 from portal.tenants import pools
 from tests.support import ServeProcess, free_port, serve_env
 from tests.test_observability import parse_metrics, value
@@ -117,6 +118,9 @@ async def test_metrics_sum_the_workers_and_logs_are_json_lines(served):
                 break
     assert len(pids) == 2, "the kernel gave every connection to one worker"
 
+    # Each worker writes what it counted to the shared files within half a second
+    # (metrics.Tally): wait that long, then every scrape must report the sum.
+    await asyncio.sleep(metrics.TALLY.interval + 0.3)
     for _ in range(4):  # whichever worker answers the scrape, it reports the sum
         async with served.client() as apex:
             r = await apex.get("/metrics")

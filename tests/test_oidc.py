@@ -77,6 +77,17 @@ async def scan_login(
     )
 
 
+async def end_sso(browser, issuer: str) -> None:
+    """Log this browser out of the pool, as its user would: open the logout
+    page and press the button on its confirmation form."""
+    page = await browser.get(f"{issuer}/oidc/logout")
+    assert page.status_code == 200, page.text
+    if "logout-confirm" in page.text:
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+        done = await browser.post(f"{issuer}/oidc/logout", data=fields)
+        assert done.status_code == 200 and "logout-confirm" not in done.text
+
+
 def validate_id_token(
     id_token: str, jwks: dict, *, issuer: str, client_id: str, nonce: str | None
 ) -> dict:
@@ -441,7 +452,7 @@ async def test_response_modes(setup, browser, apex):
     r = await scan_login(browser, apex, url)
     assert r.status_code == 200
     assert f'action="{REDIRECT}"' in r.text and 'name="code"' in r.text and 'value="xyz"' in r.text
-    await browser.get(f"{setup['issuer']}/oidc/logout")  # no SSO for the next one
+    await end_sso(browser, setup["issuer"])  # no SSO for the next one
 
     params, _ = auth_params(setup["rp"], response_mode="web_message")
     url = f"{setup['issuer']}/oidc/auth?" + str(httpx.QueryParams(params))
@@ -479,7 +490,7 @@ async def test_es256_pools_and_key_rotation(setup, browser, apex, db, box, porta
         await keys.rotate(conn, box, pool_id)
     await pools.announce_change(portal.state["hub"], "acme")
     await asyncio.sleep(0.2)
-    await browser.get(f"{setup['issuer']}/oidc/logout")
+    await end_sso(browser, setup["issuer"])
     code, verifier = await code_for(setup, browser, apex, setup["rp"])
     new = (
         await token_request(browser, setup, {**data, "code": code, "code_verifier": verifier}, auth)
@@ -550,6 +561,69 @@ async def test_logout_never_redirects_to_an_unregistered_address(setup, browser,
         f"{setup['issuer']}/oidc/logout", params={"post_logout_redirect_uri": LOGOUT_TO}
     )
     assert r.status_code == 400 and "location" not in r.headers
+
+
+async def test_a_ticket_confirmed_in_one_browser_cannot_be_completed_in_another(
+    setup, browser, apex, portal
+):
+    """Login CSRF: an attacker confirms their own ticket with their own phone and
+    has a victim's browser post it. The hosted page is bound to the browser
+    that opened it, so the victim is not logged in as the attacker."""
+    params, _ = auth_params(setup["rp"])
+    page = await browser.get(f"{setup['issuer']}/oidc/auth", params=params)
+    ticket, secret = page_ticket(page.text)
+    assert (await Phone(apex, "mallory").scan_and_confirm(ticket)).status_code == 200
+    async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=10) as victim:
+        r = await victim.post(
+            f"{setup['issuer']}/oidc/auth/complete", data={"ticket": ticket, "secret": secret}
+        )
+        assert r.status_code == 403 and "location" not in r.headers
+        assert "portal_session" not in victim.cookies
+        # Nor does the victim's browser get a login session from it.
+        r = await victim.get(f"{setup['issuer']}/oidc/auth", params=auth_params(setup["rp"])[0])
+        assert r.status_code == 200 and "data-ticket" in r.text
+    # The refused attempt did not spend the ticket: the browser that opened it finishes.
+    r = await browser.post(
+        f"{setup['issuer']}/oidc/auth/complete", data={"ticket": ticket, "secret": secret}
+    )
+    assert r.status_code == 303 and "code=" in r.headers["location"]
+
+
+async def test_logout_without_a_hint_for_this_user_asks_first(setup, browser, apex):
+    """A link or image on another site cannot end someone's session: without an
+    id_token_hint naming this session's user, logout asks on a page whose form
+    carries a token tied to the session."""
+    await code_for(setup, browser, apex, setup["rp"])  # this browser is logged in
+    issuer = setup["issuer"]
+    params, _ = auth_params(setup["rp"])
+    r = await browser.get(f"{issuer}/oidc/logout", params={"client_id": setup["rp"].client_id,
+                          "post_logout_redirect_uri": LOGOUT_TO, "state": "s2"})  # fmt: skip
+    assert r.status_code == 200 and "logout-confirm" in r.text
+    assert (await browser.get(f"{issuer}/oidc/auth", params=params)).status_code == 303  # still in
+    # A forged POST (another site's form) has no valid token.
+    for forged in ({}, {"confirm": "0" * 32}):
+        r = await browser.post(f"{issuer}/oidc/logout", data=forged)
+        assert r.status_code == 200 and "logout-confirm" in r.text
+    assert (await browser.get(f"{issuer}/oidc/auth", params=params)).status_code == 303
+    # Another user's ID token is no evidence either.
+    async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=10) as elsewhere:
+        params_bob, verifier_bob = auth_params(setup["rp"])
+        url = f"{issuer}/oidc/auth?" + str(httpx.QueryParams(params_bob))
+        done = await scan_login(elsewhere, apex, url, user="bob")
+        bob_code = parse_qs(urlsplit(done.headers["location"]).query)["code"][0]
+    bob = (await token_request(browser, setup, code_grant(bob_code, verifier_bob),
+                               rp_auth(setup))).json()  # fmt: skip
+    r = await browser.get(f"{issuer}/oidc/logout", params={"id_token_hint": bob["id_token"]})
+    assert r.status_code == 200 and "logout-confirm" in r.text
+    # The user presses the button: logged out, and sent where the client asked.
+    r = await browser.get(f"{issuer}/oidc/logout", params={"client_id": setup["rp"].client_id,
+                          "post_logout_redirect_uri": LOGOUT_TO, "state": "s2"})  # fmt: skip
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', r.text))
+    assert fields["post_logout_redirect_uri"] == LOGOUT_TO and fields["state"] == "s2"
+    r = await browser.post(f"{issuer}/oidc/logout", data=fields)
+    assert r.status_code == 303 and r.headers["location"] == f"{LOGOUT_TO}?state=s2"
+    r = await browser.get(f"{issuer}/oidc/auth", params=params)
+    assert r.status_code == 200 and "data-ticket" in r.text  # a new scan is needed
 
 
 async def test_session_and_prompt(setup, browser, apex):

@@ -153,10 +153,22 @@ def login_csrf(request: Request) -> tuple[str, bool]:
 
 
 def set_login_csrf_cookie(response: Response, settings: Settings, token: str) -> None:
+    # Only the sign-in page needs it (so no "__Host-": that prefix wants Path=/).
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
         token,
         max_age=3600,
+        path="/console/login",
+        httponly=True,
+        samesite="strict",
+        secure=settings.scheme == "https",
+    )
+
+
+def clear_login_csrf_cookie(response: Response, settings: Settings) -> None:
+    """Spent at sign-in; cleared with the attributes it was set with."""
+    response.delete_cookie(
+        LOGIN_CSRF_COOKIE,
         path="/console/login",
         httponly=True,
         samesite="strict",

@@ -12,18 +12,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from portal import i18n
+from portal import headers, i18n, jsonapi
 from portal.console import auth, store
 from portal.errors import PortalError
 from portal.tenants.admins import Admin
 from portal.tenants.pools import Pool
 from portal.web import lang_switch_url, render
 
-# The console's pages use only their own scripts, styles and images.
-CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
 MAX_FORM_BYTES = 64 * 1024
 MAX_FILE_BYTES = 1024 * 1024  # the logo's limit (views_pool.LOGO_MAX_BYTES)
 
@@ -81,11 +76,15 @@ class TooLarge(PortalError):
 
 async def read_form(request: Request, *, files: int = 0) -> FormData:
     # Refused before reading: a file part would otherwise be spooled to disk whole.
-    limit = MAX_FORM_BYTES + files * MAX_FILE_BYTES
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > limit):
-        raise TooLarge()
-    return await request.form(max_files=files, max_fields=50, max_part_size=MAX_FORM_BYTES)
+    # The cap holds as the body is read too (a chunked upload has no length to check).
+    return await jsonapi.read_form(
+        request,
+        max_bytes=MAX_FORM_BYTES + files * MAX_FILE_BYTES,
+        max_fields=50,
+        max_files=files,
+        max_part_size=MAX_FORM_BYTES,
+        too_large=TooLarge(),
+    )
 
 
 async def context(request: Request, *, pool: bool = True, files: int = 0) -> Ctx:
@@ -106,11 +105,13 @@ async def context(request: Request, *, pool: bool = True, files: int = 0) -> Ctx
 
 
 def security_headers(response: Response) -> Response:
+    """What every console answer adds: never cached (admins' data, CSRF tokens).
+    Pages already have their CSP (``headers.CONSOLE``) from render(); redirects
+    and downloads get a policy that allows nothing. nosniff, X-Frame-Options
+    and HSTS come with every response from the middleware."""
     response.headers["cache-control"] = "no-store"
-    response.headers["content-security-policy"] = CSP
-    response.headers["x-frame-options"] = "DENY"
-    response.headers["x-content-type-options"] = "nosniff"
-    response.headers["referrer-policy"] = "same-origin"
+    response.headers.setdefault("content-security-policy", headers.LOCKED_DOWN)
+    response.headers["referrer-policy"] = headers.DEFAULT_REFERRER
     return response
 
 

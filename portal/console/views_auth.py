@@ -100,7 +100,7 @@ async def login_post(request: Request) -> Response:
     form_next = _safe_next(form.get("next"))
     response = security_headers(RedirectResponse(form_next, status_code=303))
     auth.set_session_cookie(response, request.state.settings, session)
-    response.delete_cookie(auth.LOGIN_CSRF_COOKIE, path="/console/login")
+    auth.clear_login_csrf_cookie(response, request.state.settings)
     return response
 
 

@@ -120,7 +120,7 @@ def _store_secret(ctx: Ctx, client_id: str, secret: str | None) -> None:
 async def _client(request: Request, ctx: Ctx) -> clients.Client:
     assert ctx.pool is not None
     client_id = request.path_params["client_id"]
-    if len(client_id) > 64:
+    if len(client_id) > 64 or "\x00" in client_id:  # no client has one; PostgreSQL refuses it
         raise HTTPException(404)
     client = await clients.get(request.state.db, ctx.pool.id, client_id)
     if client is None:

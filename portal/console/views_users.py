@@ -17,9 +17,15 @@ from portal.console import chart, store
 from portal.console.common import Ctx, done, mask_phone, page, pool_path, security_headers
 
 
+def _param(request: Request, name: str, max_len: int = 100) -> str:
+    """A query parameter as text PostgreSQL can take: NUL (which ``text`` cannot
+    hold, and asyncpg would fail on) dropped, the length bounded."""
+    return request.query_params.get(name, "").replace("\x00", "")[:max_len]
+
+
 async def list_get(request: Request, ctx: Ctx) -> Response:
     assert ctx.pool is not None
-    q = request.query_params.get("q", "")[:100]
+    q = _param(request, "q")
     try:
         number = max(1, min(10_000, int(request.query_params.get("page", "1"))))
     except ValueError:
@@ -77,10 +83,8 @@ def _date(value: str) -> date | None:
 
 
 def _filter(request: Request) -> tuple[store.LoginFilter, dict[str, str]]:
-    params = request.query_params
     entered = {
-        k: params.get(k, "")[:100].strip()
-        for k in ("result", "client_id", "user", "since", "until")
+        k: _param(request, k).strip() for k in ("result", "client_id", "user", "since", "until")
     }
     flt = store.LoginFilter(
         result=entered["result"],
@@ -99,7 +103,7 @@ async def logins_get(request: Request, ctx: Ctx) -> Response:
     bad = [k for k in ("since", "until") if entered[k] and _date(entered[k]) is None]
     if entered["user"] and flt.user_id is None:
         bad.append("user")
-    before = store.parse_cursor(request.query_params.get("before", "")[:80])
+    before = store.parse_cursor(_param(request, "before", 80))
     rows, next_before = await store.login_events(db, ctx.pool.id, flt, before)
     query = {k: v for k, v in entered.items() if v}
     days = await store.logins_per_day(db, ctx.pool.id)

@@ -5,7 +5,13 @@ the scope the router fills in (``scope["route"]``, the matched route, gives
 the template: ``/api/qrcode/{ticket}/status``, never the raw path) and the
 site. Per request it does the least it can: one context-variable set, one
 header appended, two clock reads and one histogram observation, whose
-labelled child is looked up in a dict keyed by (route's id, site, method, status).
+labelled child is looked up in a dict keyed by (route's id, site, method, status)
+and added to the process's ``metrics.TALLY`` (written to the shared metric
+files twice a second, not per request).
+
+It also appends the security headers every response carries
+(``portal.headers.always``: nosniff, X-Frame-Options, HSTS in production over
+https), built once here: the same list concat that adds the request id.
 
 The id is the ``X-Request-Id`` of a trusted proxy (``PORTAL_TRUSTED_PROXIES``;
 nginx sends its ``$request_id``) when it is well formed, otherwise a new
@@ -27,6 +33,7 @@ from random import getrandbits
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from portal import headers
 from portal.obs import metrics
 from portal.obs.logs import request_id
 from portal.settings import Settings
@@ -46,6 +53,8 @@ class Observability:
         self._children: dict[tuple, object] = {}
         self._peers: dict[str, bool] = {}
         self._observe = metrics.REQUEST_DURATION
+        self._always = headers.always(settings)
+        self._tally = metrics.TALLY
 
     def _trusted_peer(self, peer: str) -> bool:
         trusted = self._peers.get(peer)
@@ -78,13 +87,15 @@ class Observability:
         rid = (self.trusted and self._incoming_id(scope)) or f"{getrandbits(64):016x}"
         token = request_id.set(rid)
         header = (b"x-request-id", rid.encode("ascii"))
+        always = self._always
+        tally = self._tally
         status = 500  # unless a response starts: the server error handler answers outside
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), header]}
+                message = {**message, "headers": [*message.get("headers", ()), header, *always]}
             await send(message)
 
         start = time.perf_counter()
@@ -107,7 +118,7 @@ class Observability:
             child = self._children.get(key)
             if child is None:
                 child = self._child(scope, route, key)
-            child.observe(elapsed)  # type: ignore[attr-defined]
+            tally.observe(child, elapsed)
         # Left set when the request failed: the server error handler, outside, logs with it.
         request_id.reset(token)
 

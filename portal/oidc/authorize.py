@@ -15,6 +15,7 @@ opener, only to the origin of the registered redirect URI, for the popup).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import i18n
+from portal import i18n, jsonapi
 from portal.errors import PortalError
 from portal.oidc import sessions
 from portal.oidc.codes import AuthRequest, CodeGrant, peek_request, save_request, take_request
@@ -66,7 +67,10 @@ def respond(request: Request, req: AuthRequest, params: dict[str, str]) -> Respo
     headers = {"cache-control": "no-store", "referrer-policy": "no-referrer"}
     if req.response_mode == "form_post":
         response = render(
-            request, "oidc_form_post.html", {"action": req.redirect_uri, "params": params}
+            request,
+            "oidc_form_post.html",
+            {"action": req.redirect_uri, "params": params},
+            form_target=req.redirect_uri,  # form-action: exactly this origin
         )
         response.headers.update(headers)
         return response
@@ -161,7 +165,7 @@ async def _issue_code(request: Request, req: AuthRequest, user_id: str, auth_tim
 
 async def authorize(request: Request) -> Response:
     if request.method == "POST":
-        form = await request.form(max_files=0, max_fields=40)
+        form = await jsonapi.read_form(request, max_fields=40)
         params = {k: str(v) for k, v in form.items()}
     else:
         params = dict(request.query_params)
@@ -213,10 +217,17 @@ async def _login_or_page(
     new = await request.state.tickets.create(
         pool_id=pool.id, client_id=client.client_id, lifetime=pool.qr_lifetime
     )
+    bound, cookie = sessions.browser_binding(request)
+    req = dataclasses.replace(req, browser=bound)
     await save_request(
         request.state.redis, pool.id, new.ticket, req, pool.qr_lifetime + RETENTION_S
     )
-    return _hosted_page(request, client, new.ticket, new.secret, new.expires_in, params)
+    response = _hosted_page(
+        request, client, new.ticket, new.secret, new.expires_in, params, req.redirect_uri
+    )
+    if cookie is not None:
+        sessions.set_browser_cookie(request, response, cookie)
+    return response
 
 
 def _hosted_page(
@@ -226,7 +237,10 @@ def _hosted_page(
     secret: str,
     expires_in: int,
     params: dict[str, str] | None,
+    redirect_uri: str = "",
 ) -> Response:
+    """``redirect_uri``: where the completed login 303s to; the page's form-action
+    must allow its origin (browsers check redirects after a form post too)."""
     base = request.state.settings.pool_url(request.state.pool.slug)
     ua = request.headers.get("user-agent", "")
     extra = {}
@@ -254,6 +268,7 @@ def _hosted_page(
             "reload_url": str(request.url),
             **extra,
         },
+        form_target=redirect_uri or None,
     )
     response.headers["cache-control"] = "no-store"
     response.headers["referrer-policy"] = "no-referrer"
@@ -262,13 +277,17 @@ def _hosted_page(
 
 async def complete(request: Request) -> Response:
     """The hosted page's script posts here once the ticket is confirmed."""
-    form = await request.form(max_files=0, max_fields=10)
+    form = await jsonapi.read_form(request, max_bytes=4096, max_fields=10)
     ticket, secret = str(form.get("ticket") or ""), str(form.get("secret") or "")
     pool: Pool = request.state.pool
     if not TICKET_RE.match(ticket) or not secret or len(secret) > 100:
         return _page_error(request, "login_incomplete")
-    if await peek_request(request.state.redis, pool.id, ticket) is None:
+    pending = await peek_request(request.state.redis, pool.id, ticket)
+    if pending is None:
         return _page_error(request, "login_incomplete")
+    if not sessions.same_browser(request, pending.browser):
+        # Checked before the ticket is spent: the page in the right browser still can.
+        return _page_error(request, "login_other_browser", 403)
     try:
         won = await request.state.tickets.exchange(ticket, secret)
     except PortalError:

@@ -29,6 +29,7 @@ class AuthRequest:
     code_challenge: str | None
     response_mode: str
     max_age: int | None = None
+    browser: str | None = None  # sessions.browser_binding: the browser that opened the page
 
 
 @dataclass(frozen=True)

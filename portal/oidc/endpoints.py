@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import cors, tokens
+from portal import cors, jsonapi, tokens
 from portal.oidc import clientauth, sessions
 from portal.scan import users
 from portal.tenants import keys
@@ -33,6 +33,15 @@ from portal.web import render
 SCOPES = ("openid", "profile", "phone", "offline_access")
 MAX_FORM_BYTES = 16 * 1024
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+# What a logout confirmation page carries over to its form.
+_LOGOUT_PARAMS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state", "ui_locales")
+
+
+def quoted(text: str, max_len: int = 40) -> str:
+    """Client input fit to quote in an OAuth2 ``error_description``, which RFC 6749
+    §5.2 limits to printable ASCII without ``"`` and ``\\`` (authlib refuses the rest)."""
+    safe = "".join(c if 0x20 <= ord(c) <= 0x7E and c not in '"\\' else "?" for c in text)
+    return safe[:max_len] + ("..." if len(safe) > max_len else "")
 
 
 def issuer(request: Request) -> str:
@@ -86,6 +95,7 @@ async def discovery(request: Request) -> Response:
             "request_uri_parameter_supported": False,
             "claims_parameter_supported": False,
             "frontchannel_logout_supported": False,
+            "authorization_response_iss_parameter_supported": True,  # RFC 9207
             "ui_locales_supported": ["zh-CN", "en"],
         },
         headers={"cache-control": "public, max-age=300"},
@@ -107,10 +117,11 @@ async def read_form(request: Request) -> FormData:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_FORM_BYTES:
         raise InvalidRequestError(description="The request body is too large.")
-    form = await request.form(max_files=0, max_fields=50)
+    # Capped as it is read too: a chunked body has no length to check first.
+    form = await jsonapi.read_form(request, max_bytes=MAX_FORM_BYTES, max_fields=50)
     for name in form:
         if len(form.getlist(name)) > 1:
-            raise InvalidRequestError(description=f"Parameter {name} is repeated.")
+            raise InvalidRequestError(description=f"Parameter {quoted(name)} is repeated.")
     return form
 
 
@@ -140,7 +151,7 @@ async def token(request: Request) -> Response:
     elif not grant_type:
         raise InvalidRequestError(description="grant_type is required.")
     else:
-        raise UnsupportedGrantTypeError(str(grant_type)[:40])
+        raise UnsupportedGrantTypeError(quoted(str(grant_type)))
     return JSONResponse(body, headers=NO_STORE)
 
 
@@ -204,12 +215,15 @@ async def _refresh(request: Request, form: FormData, client: Client) -> dict:
             )
             if row is None or row["client_id"] != client.client_id:
                 raise InvalidGrantError(description="The refresh token is invalid.")
+            scope = row["scope"]
             if row["spent"]:
                 replay = True
             else:
                 replay = False
                 if row["expired"]:
                     raise InvalidGrantError(description="The refresh token has expired.")
+                # Checked before the token is spent: a bad request must not end the login.
+                scope = _narrowed_scope(scope, form.get("scope"))
                 await conn.execute(
                     "UPDATE refresh_tokens SET rotated_at = now() WHERE id = $1", row["id"]
                 )
@@ -219,12 +233,6 @@ async def _refresh(request: Request, form: FormData, client: Client) -> dict:
             raise InvalidGrantError(
                 description="The refresh token was already used; the session is revoked."
             )
-        scope = row["scope"]
-        if form.get("scope"):
-            asked = set(str(form["scope"]).split())
-            if not asked <= set(scope.split()):
-                raise InvalidScopeError(description="A refresh cannot widen the scope.")
-            scope = " ".join(s for s in scope.split() if s in asked)
         user = await users.get(conn, pool.id, str(row["user_id"]))
         if user is None or user["blocked"]:
             raise InvalidGrantError(description="The user can no longer log in.")
@@ -236,6 +244,16 @@ async def _refresh(request: Request, form: FormData, client: Client) -> dict:
                 family_id=row["family_id"],
             )
     return issued.as_dict()
+
+
+def _narrowed_scope(granted: str, asked: object) -> str:
+    """The scope a refresh asks for: the granted one, or a part of it (RFC 6749 §6)."""
+    if not asked:
+        return granted
+    wanted = set(str(asked).split())
+    if not wanted <= set(granted.split()):
+        raise InvalidScopeError(description="A refresh cannot widen the scope.")
+    return " ".join(s for s in granted.split() if s in wanted)
 
 
 def _bearer(request: Request) -> str:
@@ -379,12 +397,13 @@ async def logout(request: Request) -> Response:
     params = dict(request.query_params)
     if request.method == "POST":
         params.update(
-            {k: str(v) for k, v in (await request.form(max_files=0, max_fields=20)).items()}
+            {k: str(v) for k, v in (await jsonapi.read_form(request, max_fields=20)).items()}
         )
     pool: Pool = request.state.pool
     hint = params.get("id_token_hint")
     client: Client | None = None
     sid = None
+    claims: dict = {}
     if hint:
         key_set = await request.state.keys.public_set(pool.id)
         try:
@@ -405,6 +424,21 @@ async def logout(request: Request) -> Response:
     if client is None and params.get("client_id"):
         client = await request.state.clients.get(pool.id, params["client_id"])
     target = params.get("post_logout_redirect_uri")
+    session = await sessions.current(request)
+    asked_by_user = (
+        request.method == "POST" and sessions.check_logout_token(request, params.get("confirm"))
+    ) or (hint is not None and session is not None and claims.get("sub") == session.user_id)
+    if session is not None and not asked_by_user:
+        # Nothing shows this browser's user asked to log out (a link or an image on
+        # any site can open this URL): ask them, with a token only this page has.
+        kept = {k: params[k] for k in _LOGOUT_PARAMS if params.get(k) and len(params[k]) <= 4096}
+        page = render(
+            request,
+            "oidc_logout_confirm.html",
+            {"params": kept, "confirm": sessions.logout_token(request)},
+        )
+        page.headers["cache-control"] = "no-store"
+        return page
     # End the portal's own login session for this browser.
     response: Response
     if target and client is not None and target in client.post_logout_redirect_uris:

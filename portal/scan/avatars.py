@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from portal import qrimage
 from portal.errors import PortalError
-from portal.jsonapi import BodyTooLarge
+from portal.jsonapi import BodyTooLarge, read_body, read_form
 from portal.scan.mpapi import mp_user
 
 MAX_BYTES = 1_000_000
@@ -52,7 +52,10 @@ async def _image_bytes(request: Request) -> bytes:
         raise BodyTooLarge("The avatar must be at most 1 MB.")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=5, max_part_size=MAX_BYTES)
+        form = await read_form(
+            request, max_bytes=MAX_BYTES + 64 * 1024, max_fields=5, max_files=1,
+            max_part_size=MAX_BYTES,
+        )  # fmt: skip
         try:
             upload = form.get("avatar")
             if not isinstance(upload, UploadFile):
@@ -61,7 +64,7 @@ async def _image_bytes(request: Request) -> bytes:
         finally:
             await form.close()
     if ctype in ("image/png", "image/jpeg"):
-        return await request.body()
+        return await read_body(request, MAX_BYTES + 64 * 1024)
     raise PortalError(
         "Send the image as multipart/form-data, image/png or image/jpeg.",
         error="unsupported_media_type",
@@ -103,10 +106,8 @@ async def serve(request: Request) -> Response:
     return Response(
         png,
         media_type="image/png",
-        headers={
-            "cache-control": "public, max-age=31536000, immutable",
-            "x-content-type-options": "nosniff",
-        },
+        # nosniff, as on every response, comes from the middleware (portal/headers.py).
+        headers={"cache-control": "public, max-age=31536000, immutable"},
     )
 
 

@@ -5,7 +5,8 @@
   var box = document.getElementById("web-message");
   var origin = box.dataset.targetOrigin;
   var response = JSON.parse(box.dataset.response);
-  var target = window.opener || (window.parent !== window ? window.parent : null);
+  // Only a popup's opener: the page is never framed (frame-ancestors 'none').
+  var target = window.opener;
   if (target) {
     target.postMessage({ type: "authorization_response", response: response }, origin);
     window.close();

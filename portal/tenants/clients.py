@@ -139,6 +139,10 @@ class ClientCache:
         return client
 
     async def get(self, pool_id: int, client_id: str) -> Client | None:
+        if "\x00" in client_id:
+            # No client id has one, and PostgreSQL refuses it in a text parameter
+            # (which would be a 500 for any form or query that names a client).
+            return None
         return await self._load(pool_id, client_id)
 
     async def default(self, pool_id: int) -> Client | None:

@@ -224,11 +224,29 @@ async def returning_user(dev_portal, phone: Phone, **profile: str) -> None:
 # --- 1. redirect -----------------------------------------------------------------------
 
 
+async def uploaded_avatar(apex: httpx.AsyncClient, phone: Phone, rp: RPSite) -> str:
+    """A picture as the mini program hands it over: uploaded to the portal first
+    (``POST /api/mp/avatar``). Portal pages show avatars only from the portal and
+    WeChat's CDN (their CSP's img-src), never from any address a confirm names."""
+    async with httpx.AsyncClient() as web:
+        png = (await web.get(rp.avatar_url)).content
+    if phone.token is None:
+        (await phone.login()).raise_for_status()
+    r = await apex.post(
+        "/api/mp/avatar",
+        content=png,
+        headers={"authorization": f"Bearer {phone.token}", "content-type": "image/png"},
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["avatar_url"]
+
+
 async def test_redirect_login_to_the_rp_on_another_origin(
     dev_portal, rp, shop, apex, new_page, doc_screenshot
 ):
     alice = Phone(apex, "alice")
-    await returning_user(dev_portal, alice, nickname="爱丽丝", avatar_url=rp.avatar_url)
+    avatar_url = await uploaded_avatar(apex, alice, rp)
+    await returning_user(dev_portal, alice, nickname="爱丽丝", avatar_url=avatar_url)
     auth = authorization(dev_portal, shop, rp)
 
     page = await new_page()
@@ -243,15 +261,15 @@ async def test_redirect_login_to_the_rp_on_another_origin(
     r = await alice.scan(ticket)
     assert r.status_code == 200, r.text
     assert r.json()["client"] == {"name": "Shop"}
-    await expect_scanned(page, ZH, "爱丽丝", rp.avatar_url)
+    await expect_scanned(page, ZH, "爱丽丝", avatar_url)
     await doc_screenshot(page, "hosted-page-scanned")
     assert page.url == auth.url  # nothing happens in the browser until she confirms
 
-    r = await alice.confirm(ticket, nickname="爱丽丝", avatar_url=rp.avatar_url)
+    r = await alice.confirm(ticket, nickname="爱丽丝", avatar_url=avatar_url)
     assert r.status_code == 200, r.text
     code = await expect_callback(page, rp, auth, dev_portal)
     claims = await redeem(dev_portal, shop, rp, auth, code)
-    assert claims["nickname"] == "爱丽丝" and claims["picture"] == rp.avatar_url
+    assert claims["nickname"] == "爱丽丝" and claims["picture"] == avatar_url
 
     # The browser now holds a session at the pool: the next request needs no scan.
     again = authorization(dev_portal, shop, rp)

@@ -1,0 +1,1010 @@
+"""``GET /openapi.json``: the OpenAPI 3.1 description of every JSON route (design §5, §6).
+
+The document is Python data built here, next to nothing else, so that a change
+to a route is a change to one readable table. It is written for the people and
+tools that integrate with the portal: each operation lists its parameters, its
+body, every status it answers and, for each error status, the exact ``error``
+codes it can send (as an ``enum``, so that a client generator and the tests see
+the same contract). ``tests/test_openapi.py`` keeps it true: it walks the app's
+routes against the document and validates real responses against it, and
+``tests/test_fuzz.py`` fuzzes every operation with schemathesis.
+
+Where an operation is served matters as much as what it does: pool routes live
+on ``{scheme}://{slug}.{apex}`` (server variables, defaulting to this
+deployment's apex), the mini-program API on a pool host *and* on the apex, and
+``/healthz``, ``/readyz`` and this document on the apex (the probes on any
+host). ``servers`` at the top is the pool host; paths that differ say so.
+
+HTML pages (``/``, ``/oidc/auth``, ``/oidc/auth/complete``, ``/oidc/logout``,
+``/q/{ticket}``, the console), the SDK script, images other than the QR code,
+``/metrics`` (Prometheus text) and the dev tools are not JSON and are left out.
+
+The document depends only on the scheme and apex of ``PORTAL_BASE_URL``; it is
+built once per process and served as pre-encoded bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import metadata
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from portal.settings import Settings
+
+OPENAPI_VERSION = "3.1.0"
+PATH = "/openapi.json"
+TICKET_STATUSES = ["pending", "scanned", "confirmed", "cancelled", "expired"]
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
+def _object(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
+    """A JSON object; extra members are allowed, as clients must ignore what they
+    do not know (the portal may add fields)."""
+    return {
+        "type": "object",
+        "required": list(required),
+        "properties": {**required, **(optional or {})},
+    }
+
+
+STRING = {"type": "string"}
+INTEGER = {"type": "integer"}
+SECONDS = {"type": "integer", "minimum": 0, "description": "seconds"}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        **_object(
+            {
+                "error": {"type": "string", "description": "a stable, machine-readable code"},
+                "error_description": {"type": "string", "description": "for people, in English"},
+            }
+        ),
+        "description": "Every error of every JSON route (design §5).",
+    },
+    "QrCode": _object(
+        {
+            "ticket": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9_-]{16,32}$",
+                "description": "URL-safe, at most 32 characters (WeChat's scene), ≥ 128 random bits",
+            },
+            "secret": {
+                "type": "string",
+                "description": "Only ever returned here: the key to the ticket's status and exchange.",
+            },
+            "expires_in": SECONDS,
+            "qrcode": _object(
+                {
+                    "content": {
+                        "type": "string",
+                        "format": "uri",
+                        "description": "the text in the QR: {pool url}/q/{ticket}",
+                    },
+                    "png": {"type": "string", "format": "uri"},
+                    "svg": {"type": "string", "format": "uri"},
+                }
+            ),
+        }
+    ),
+    "Scanner": _object(
+        {"nickname": _nullable(STRING), "avatar_url": _nullable(STRING)},
+    ),
+    "TicketStatus": _object(
+        {
+            "status": {"type": "string", "enum": TICKET_STATUSES},
+            "expires_in": {**SECONDS, "description": "seconds left; 0 once final"},
+            "scanned_by": {
+                "oneOf": [_ref("Scanner"), {"type": "null"}],
+                "description": "who scanned (a returning user at once, a new one after confirming)",
+            },
+        }
+    ),
+    "User": _object(
+        {
+            "id": {"type": "string", "description": "stable per user per pool (the `sub`)"},
+            "nickname": _nullable(STRING),
+            "avatar_url": _nullable(STRING),
+            "phone_number": _nullable(STRING),
+            "phone_country_code": _nullable(STRING),
+            "created_at": {"type": "string", "format": "date-time"},
+        }
+    ),
+    "TokenResponse": _object(
+        {
+            "id_token": {"type": "string", "description": "a signed JWT (RS256 or ES256)"},
+            "access_token": STRING,
+            "token_type": {"const": "Bearer"},
+            "expires_in": SECONDS,
+            "scope": STRING,
+        },
+        {"refresh_token": {"type": "string", "description": "with `offline_access`"}},
+    ),
+    "Exchange": {
+        "allOf": [_ref("TokenResponse"), _object({"user": _ref("User")})],
+    },
+    "MpSession": _object({"session_token": STRING, "expires_in": SECONDS}),
+    "Scanned": _object(
+        {
+            "status": {"const": "scanned"},
+            "pool": _object({"name": STRING, "logo_url": {"type": "string", "format": "uri"}}),
+            "client": {
+                "oneOf": [_object({"name": STRING}), {"type": "null"}],
+                "description": "null for the pool's default client",
+            },
+            "expires_in": SECONDS,
+            "phone_required": {
+                "type": "boolean",
+                "description": "the pool wants a phone number: show the getPhoneNumber button",
+            },
+        }
+    ),
+    "Discovery": _object(
+        {
+            "issuer": {"type": "string", "format": "uri"},
+            "authorization_endpoint": {"type": "string", "format": "uri"},
+            "token_endpoint": {"type": "string", "format": "uri"},
+            "userinfo_endpoint": {"type": "string", "format": "uri"},
+            "jwks_uri": {"type": "string", "format": "uri"},
+            "revocation_endpoint": {"type": "string", "format": "uri"},
+            "introspection_endpoint": {"type": "string", "format": "uri"},
+            "end_session_endpoint": {"type": "string", "format": "uri"},
+            "scopes_supported": {"type": "array", "items": STRING},
+            "response_types_supported": {"type": "array", "items": STRING},
+            "response_modes_supported": {"type": "array", "items": STRING},
+            "grant_types_supported": {"type": "array", "items": STRING},
+            "subject_types_supported": {"type": "array", "items": STRING},
+            "id_token_signing_alg_values_supported": {"type": "array", "items": STRING},
+            "token_endpoint_auth_methods_supported": {"type": "array", "items": STRING},
+            "code_challenge_methods_supported": {"type": "array", "items": STRING},
+            "claims_supported": {"type": "array", "items": STRING},
+        }
+    ),
+    "Jwks": _object(
+        {
+            "keys": {
+                "type": "array",
+                "items": _object(
+                    {"kty": {"enum": ["RSA", "EC"]}, "kid": STRING},
+                    {"use": {"const": "sig"}, "alg": {"enum": ["RS256", "ES256"]}},
+                ),
+            }
+        }
+    ),
+    "UserInfo": _object(
+        {"sub": STRING},
+        {
+            "nickname": _nullable(STRING),
+            "picture": _nullable(STRING),
+            "phone_number": {"type": "string", "description": "E.164, with scope `phone`"},
+            "phone_number_verified": {"type": "boolean"},
+        },
+    ),
+    "Introspection": {
+        "oneOf": [
+            _object({"active": {"const": False}}),
+            _object(
+                {
+                    "active": {"const": True},
+                    "token_type": {"enum": ["Bearer", "refresh_token"]},
+                    "scope": STRING,
+                    "client_id": STRING,
+                    "sub": STRING,
+                    "iss": STRING,
+                    "exp": INTEGER,
+                },
+                {"aud": {}, "iat": INTEGER, "jti": STRING},
+            ),
+        ]
+    },
+}
+
+# Parameters and bodies used by several operations.
+TICKET_PARAM = {
+    "name": "ticket",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+    "description": "the `ticket` from `POST /api/qrcode`",
+}
+SECRET_PARAMS = [
+    {
+        "name": "X-Ticket-Secret",
+        "in": "header",
+        "schema": STRING,
+        "description": "the ticket's `secret` (this or the `secret` query parameter)",
+    },
+    {
+        "name": "secret",
+        "in": "query",
+        "schema": STRING,
+        "description": "the ticket's `secret`, for clients that cannot set headers (EventSource)",
+    },
+]
+RETRY_AFTER = {
+    "Retry-After": {
+        "schema": {"type": "integer"},
+        "description": "seconds to wait before trying again",
+    }
+}
+# RFC 7009 §2.1: only a hint; an unknown one is ignored, as the search covers both kinds.
+TOKEN_TYPE_HINT = {"type": "string", "examples": ["access_token", "refresh_token"]}
+CLIENT_AUTH_FIELDS = {
+    "client_id": {"type": "string", "description": "`client_secret_post` and `none`"},
+    "client_secret": {"type": "string", "description": "`client_secret_post`"},
+}
+
+# What a status means, for the responses' descriptions.
+_REASONS = {
+    400: "The request is not valid.",
+    401: "Not authenticated.",
+    403: "Not allowed.",
+    404: "Not found.",
+    409: "Conflict with the ticket's state.",
+    410: "The ticket is final or expired.",
+    408: "The request body did not arrive in time.",
+    411: "A Content-Length is required.",
+    413: "The request body is too large.",
+    415: "Unsupported media type.",
+    429: "Rate limited: see Retry-After.",
+    502: "WeChat failed.",
+    503: "PostgreSQL or Redis is not answering: retry after Retry-After.",
+}
+
+
+def _json(schema: Schema, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(codes: dict[int, list[str]]) -> dict[str, dict]:
+    """Error responses: the design's shape, with each status's possible codes."""
+    out = {}
+    for status, names in sorted(codes.items()):
+        schema = {"allOf": [_ref("Error"), {"properties": {"error": {"enum": sorted(names)}}}]}
+        response = _json(schema, _REASONS[status])
+        if status in (429, 503):
+            response["headers"] = RETRY_AFTER
+        out[str(status)] = response
+    return out
+
+
+def _merge(*codes: dict[int, list[str]]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for one in codes:
+        for status, names in one.items():
+            out.setdefault(status, [])
+            out[status] += [n for n in names if n not in out[status]]
+    return out
+
+
+# Errors shared by families of routes.
+STORES = {503: ["temporarily_unavailable"]}  # any route that reads PostgreSQL or Redis
+POOL_HOST = {404: ["pool_not_found"]}  # a Host of no pool (unknown slug)
+# Any route that reads a body: capped in size and in time as it is read (portal/jsonapi.py).
+BODY = {408: ["request_timeout"], 413: ["request_too_large"]}
+JSON_BODY = {400: ["invalid_request"], 415: ["unsupported_media_type"], **BODY}
+# A ticket path segment that does not name a ticket of this pool; `not_found` when
+# the segment itself (e.g. an encoded "/") makes the path match no route.
+TICKET = {404: ["ticket_not_found", "not_found"]}
+MP_SESSION = {401: ["invalid_session"]}
+WECHAT = {429: ["wechat_rate_limited"], 502: ["wechat_unavailable", "wechat_error"]}
+# The token, revocation and introspection endpoints: a form body and a client.
+OAUTH_CLIENT = {400: ["invalid_request", "invalid_client"], 401: ["invalid_client"], **BODY}
+RATE = {429: ["rate_limited"]}
+
+
+def _op(
+    summary: str,
+    tags: list[str],
+    responses: dict,
+    *,
+    description: str = "",
+    parameters: list | None = None,
+    body: dict | None = None,
+    security: list | None = None,
+    op_id: str,
+) -> dict:
+    op: dict[str, Any] = {"operationId": op_id, "summary": summary, "tags": tags}
+    if description:
+        op["description"] = description
+    if parameters:
+        op["parameters"] = parameters
+    if body:
+        op["requestBody"] = body
+    if security is not None:
+        op["security"] = security
+    op["responses"] = responses
+    return op
+
+
+def _form_body(properties: dict[str, Schema], required: list[str] | None = None) -> dict:
+    schema: Schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return {
+        "required": True,
+        "content": {"application/x-www-form-urlencoded": {"schema": schema}},
+    }
+
+
+def _paths() -> dict[str, dict]:
+    qr = ["QR API"]
+    mp = ["Mini-program API"]
+    oidc = ["OpenID Connect"]
+    ops = ["Operations"]
+    image_errors = _errors(_merge({403: ["origin_not_allowed"]}, TICKET, POOL_HOST, STORES))
+    mp_ticket_errors = _merge(MP_SESSION, TICKET, {403: ["wrong_mini_program"]}, POOL_HOST, STORES)
+
+    def image(fmt: str, media: str) -> dict:
+        return {
+            "get": _op(
+                f"The ticket's QR code as {fmt.upper()}",
+                qr,
+                {
+                    "200": {
+                        "description": "The QR (error correction H), the pool's logo in its centre.",
+                        "content": {media: {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    **image_errors,
+                },
+                parameters=[TICKET_PARAM],
+                op_id=f"qrcodeImage{fmt.title()}",
+            )
+        }
+
+    return {
+        "/api/qrcode": {
+            "post": _op(
+                "Create a QR login ticket",
+                qr,
+                {
+                    "201": _json(_ref("QrCode"), "A new pending ticket."),
+                    **_errors(
+                        _merge(
+                            JSON_BODY,
+                            {400: ["invalid_client"], 403: ["origin_not_allowed"]},
+                            RATE,
+                            POOL_HOST,
+                            STORES,
+                        )
+                    ),
+                },
+                description="From a browser on another origin, only a registered web origin "
+                "of the client (403 `origin_not_allowed` otherwise). Rate limited per client "
+                "address and pool (`PORTAL_RATE_QR`).",
+                body={
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "client_id": {
+                                        "type": "string",
+                                        "maxLength": 64,
+                                        "description": "default: the pool's default client",
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                op_id="createQrCode",
+            )
+        },
+        "/api/qrcode/{ticket}.png": image("png", "image/png"),
+        "/api/qrcode/{ticket}.svg": image("svg", "image/svg+xml"),
+        "/api/qrcode/{ticket}/status": {
+            "get": _op(
+                "Read a ticket's status, or wait for it to change (long poll)",
+                qr,
+                {
+                    "200": _json(_ref("TicketStatus"), "The ticket's status now."),
+                    **_errors(
+                        _merge(
+                            {400: ["invalid_request"]},
+                            {403: ["invalid_secret", "origin_not_allowed"]},
+                            TICKET,
+                            POOL_HOST,
+                            STORES,
+                        )
+                    ),
+                },
+                parameters=[
+                    TICKET_PARAM,
+                    *SECRET_PARAMS,
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 30},
+                        "description": "with `known`: hold the request up to this many seconds "
+                        "until the status differs from `known`",
+                    },
+                    {
+                        "name": "known",
+                        "in": "query",
+                        "schema": {"type": "string", "examples": TICKET_STATUSES},
+                        "description": "the status the caller already has (any other value "
+                        "answers at once)",
+                    },
+                ],
+                op_id="qrcodeStatus",
+            )
+        },
+        "/api/qrcode/{ticket}/events": {
+            "get": _op(
+                "Follow a ticket's status as Server-Sent Events",
+                qr,
+                {
+                    "200": {
+                        "description": "`event: status` with the TicketStatus JSON at once and at "
+                        "every change; comments keep the stream alive; it ends after a final status.",
+                        "content": {
+                            "text/event-stream": {
+                                # OpenAPI 3.1: the schema of one event.
+                                "schema": _object(
+                                    {
+                                        "event": {"const": "status"},
+                                        "data": {
+                                            "type": "string",
+                                            "contentMediaType": "application/json",
+                                            "contentSchema": _ref("TicketStatus"),
+                                        },
+                                    }
+                                )
+                            }
+                        },
+                    },
+                    **_errors(
+                        _merge(
+                            {403: ["invalid_secret", "origin_not_allowed"]},
+                            TICKET,
+                            POOL_HOST,
+                            STORES,
+                        )
+                    ),
+                },
+                parameters=[TICKET_PARAM, *SECRET_PARAMS],
+                op_id="qrcodeEvents",
+            )
+        },
+        "/api/qrcode/{ticket}/exchange": {
+            "post": _op(
+                "Exchange a confirmed ticket for the user and tokens (once)",
+                qr,
+                {
+                    "200": _json(
+                        _ref("Exchange"), "The user and OIDC tokens (scope `openid profile phone`)."
+                    ),
+                    **_errors(
+                        _merge(
+                            JSON_BODY,
+                            {400: ["invalid_grant"]},
+                            {403: ["invalid_secret", "origin_not_allowed"]},
+                            TICKET,
+                            POOL_HOST,
+                            STORES,
+                        )
+                    ),
+                },
+                description="Only when `confirmed`, only once: a second call, or a ticket "
+                "not confirmed, is 400 `invalid_grant`.",
+                parameters=[TICKET_PARAM],
+                body={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["secret"],
+                                "properties": {"secret": {"type": "string", "maxLength": 100}},
+                            }
+                        }
+                    },
+                },
+                op_id="qrcodeExchange",
+            )
+        },
+        "/api/mp/session": {
+            "servers": [{"$ref": "pool"}, {"$ref": "apex"}],
+            "post": _op(
+                "Open a mini-program session from a wx.login code",
+                mp,
+                {
+                    "200": _json(_ref("MpSession"), "A session token for the bearer routes."),
+                    **_errors(
+                        _merge(
+                            JSON_BODY,
+                            {
+                                400: ["invalid_appid", "invalid_code", "code_used"],
+                                403: ["wechat_risky_user"],
+                            },
+                            RATE,
+                            WECHAT,
+                            STORES,
+                        )
+                    ),
+                },
+                description="WeChat's errors map to 400 `invalid_code` (40029), `code_used` "
+                "(40163), 502 `wechat_unavailable` (network, -1), 429 `wechat_rate_limited` "
+                "(45011), 403 `wechat_risky_user` (40226); any other WeChat error is 502 "
+                "`wechat_error`. Rate limited per AppID and address (`PORTAL_RATE_MP_SESSION`).",
+                body={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["appid", "code"],
+                                "properties": {
+                                    "appid": {"type": "string", "maxLength": 64},
+                                    "code": {
+                                        "type": "string",
+                                        "maxLength": 256,
+                                        "description": "from wx.login",
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                security=[],
+                op_id="mpSession",
+            ),
+        },
+        "/api/mp/avatar": {
+            "servers": [{"$ref": "pool"}, {"$ref": "apex"}],
+            "post": _op(
+                "Upload the avatar the user chose (wx.uploadFile)",
+                mp,
+                {
+                    "201": _json(
+                        _object({"avatar_url": {"type": "string", "format": "uri"}}),
+                        "The stored avatar (a 132 px PNG); send it as `avatar_url` on confirm.",
+                    ),
+                    **_errors(
+                        _merge(
+                            MP_SESSION,
+                            {400: ["invalid_avatar", "invalid_request"]},
+                            {411: ["length_required"]},
+                            BODY,
+                            {415: ["unsupported_media_type"]},
+                            RATE,
+                            STORES,
+                        )
+                    ),
+                },
+                description="A PNG or JPEG of at most 1 MB, as the multipart field `avatar` or "
+                "as the raw body.",
+                body={
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["avatar"],
+                                "properties": {"avatar": {"type": "string", "format": "binary"}},
+                            },
+                            "encoding": {"avatar": {"contentType": "image/png, image/jpeg"}},
+                        },
+                        "image/png": {"schema": {"type": "string", "format": "binary"}},
+                        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                    },
+                },
+                security=[{"mpSession": []}],
+                op_id="mpAvatar",
+            ),
+        },
+        "/api/mp/tickets/{ticket}/scan": {
+            "servers": [{"$ref": "pool"}, {"$ref": "apex"}],
+            "post": _op(
+                "Scan a ticket",
+                mp,
+                {
+                    "200": _json(_ref("Scanned"), "Scanned: ask the user to confirm."),
+                    **_errors(
+                        _merge(
+                            mp_ticket_errors,
+                            {409: ["ticket_taken"], 410: ["ticket_expired"]},
+                        )
+                    ),
+                },
+                description="Scanning again by the same user is harmless. 403 "
+                "`wrong_mini_program`: the ticket's pool is served by another mini program.",
+                parameters=[TICKET_PARAM],
+                security=[{"mpSession": []}],
+                op_id="mpScan",
+            ),
+        },
+        "/api/mp/tickets/{ticket}/confirm": {
+            "servers": [{"$ref": "pool"}, {"$ref": "apex"}],
+            "post": _op(
+                "Confirm the login (only the user who scanned)",
+                mp,
+                {
+                    "200": _json(_object({"status": {"const": "confirmed"}}), "Confirmed."),
+                    **_errors(
+                        _merge(
+                            MP_SESSION,
+                            JSON_BODY,
+                            {400: ["invalid_phone_code", "phone_required"]},
+                            {403: ["not_scanner", "signup_disabled", "user_blocked"]},
+                            mp_ticket_errors,
+                            {409: ["ticket_not_scanned"], 410: ["ticket_expired"]},
+                            WECHAT,
+                        )
+                    ),
+                },
+                description="`phone_code` (from the getPhoneNumber button) is exchanged with "
+                "WeChat for the phone number. A pool that requires a phone number, with none on "
+                "file for this user, answers 400 `phone_required`; a login-only pool refuses a "
+                "new user with 403 `signup_disabled`.",
+                parameters=[TICKET_PARAM],
+                body={
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "phone_code": {"type": "string", "maxLength": 256},
+                                    "nickname": {"type": "string", "maxLength": 64},
+                                    "avatar_url": {
+                                        "type": "string",
+                                        "maxLength": 1000,
+                                        "format": "uri",
+                                        "description": "an absolute http(s) URL, e.g. from "
+                                        "`POST /api/mp/avatar`",
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                security=[{"mpSession": []}],
+                op_id="mpConfirm",
+            ),
+        },
+        "/api/mp/tickets/{ticket}/cancel": {
+            "servers": [{"$ref": "pool"}, {"$ref": "apex"}],
+            "post": _op(
+                "Cancel the login",
+                mp,
+                {
+                    "200": _json(_object({"status": {"const": "cancelled"}}), "Cancelled."),
+                    **_errors(
+                        _merge(mp_ticket_errors, {403: ["not_scanner"], 410: ["ticket_expired"]})
+                    ),
+                },
+                parameters=[TICKET_PARAM],
+                security=[{"mpSession": []}],
+                op_id="mpCancel",
+            ),
+        },
+        "/.well-known/openid-configuration": {
+            "get": _op(
+                "OpenID Provider metadata",
+                oidc,
+                {
+                    "200": _json(_ref("Discovery"), "The pool's metadata; issuer = the pool URL."),
+                    **_errors(POOL_HOST),
+                },
+                op_id="oidcDiscovery",
+            )
+        },
+        "/oidc/jwks": {
+            "get": _op(
+                "The pool's public signing keys",
+                oidc,
+                {
+                    "200": _json(_ref("Jwks"), "The active key and retired ones still in use."),
+                    **_errors(_merge(POOL_HOST, STORES)),
+                },
+                op_id="oidcJwks",
+            )
+        },
+        "/oidc/token": {
+            "post": _op(
+                "Token endpoint: authorization_code (PKCE S256) and refresh_token (rotating)",
+                oidc,
+                {
+                    "200": _json(_ref("TokenResponse"), "Tokens."),
+                    **_errors(
+                        _merge(
+                            OAUTH_CLIENT,
+                            {
+                                400: ["invalid_grant", "unsupported_grant_type", "invalid_scope"],
+                                403: ["origin_not_allowed"],
+                            },
+                            RATE,
+                            POOL_HOST,
+                            STORES,
+                        )
+                    ),
+                },
+                description="Client authentication by `client_secret_basic`, "
+                "`client_secret_post`, or `none` with PKCE for public clients (401 with "
+                "`WWW-Authenticate` when Basic credentials fail). A reused refresh token "
+                "revokes its whole login.",
+                body=_form_body(
+                    {
+                        "grant_type": {"enum": ["authorization_code", "refresh_token"]},
+                        "code": STRING,
+                        "redirect_uri": STRING,
+                        "code_verifier": {"type": "string", "minLength": 43, "maxLength": 128},
+                        "refresh_token": STRING,
+                        "scope": STRING,
+                        **CLIENT_AUTH_FIELDS,
+                    },
+                    ["grant_type"],
+                ),
+                security=[{"clientBasic": []}, {}],
+                op_id="oidcToken",
+            )
+        },
+        "/oidc/userinfo": {
+            "get": _op(
+                "The user's claims for an access token",
+                oidc,
+                {
+                    "200": _json(_ref("UserInfo"), "Claims by the token's scopes."),
+                    **_errors(
+                        _merge({401: ["invalid_request", "invalid_token"]}, POOL_HOST, STORES)
+                    ),
+                },
+                security=[{"accessToken": []}],
+                op_id="oidcUserinfo",
+            ),
+            "post": _op(
+                "The user's claims for an access token (token in the header or the form)",
+                oidc,
+                {
+                    "200": _json(_ref("UserInfo"), "Claims by the token's scopes."),
+                    **_errors(
+                        _merge(
+                            {400: ["invalid_request"], 401: ["invalid_request", "invalid_token"]},
+                            BODY,
+                            POOL_HOST,
+                            STORES,
+                        )
+                    ),
+                },
+                body={
+                    "required": False,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {"type": "object", "properties": {"access_token": STRING}}
+                        }
+                    },
+                },
+                security=[{"accessToken": []}, {}],
+                op_id="oidcUserinfoPost",
+            ),
+        },
+        "/oidc/revoke": {
+            "post": _op(
+                "Revoke a refresh or access token (RFC 7009)",
+                oidc,
+                {
+                    "200": {"description": "Revoked, or the token was not known (RFC 7009 §2.2)."},
+                    **_errors(_merge(OAUTH_CLIENT, RATE, POOL_HOST, STORES)),
+                },
+                description="Revoking a refresh token ends its whole login (every token of it).",
+                body=_form_body(
+                    {
+                        "token": STRING,
+                        "token_type_hint": TOKEN_TYPE_HINT,
+                        **CLIENT_AUTH_FIELDS,
+                    },
+                    ["token"],
+                ),
+                security=[{"clientBasic": []}, {}],
+                op_id="oidcRevoke",
+            )
+        },
+        "/oidc/introspect": {
+            "post": _op(
+                "Introspect a token (RFC 7662), for confidential clients",
+                oidc,
+                {
+                    "200": _json(
+                        _ref("Introspection"), "Whether the token is active, and its claims."
+                    ),
+                    **_errors(
+                        _merge(
+                            OAUTH_CLIENT,
+                            {400: ["unauthorized_client"]},
+                            RATE,
+                            POOL_HOST,
+                            STORES,
+                        )
+                    ),
+                },
+                body=_form_body(
+                    {
+                        "token": STRING,
+                        "token_type_hint": TOKEN_TYPE_HINT,
+                        **CLIENT_AUTH_FIELDS,
+                    },
+                    ["token"],
+                ),
+                security=[{"clientBasic": []}, {}],
+                op_id="oidcIntrospect",
+            )
+        },
+        "/healthz": {
+            "servers": [{"$ref": "apex"}, {"$ref": "pool"}],
+            "get": _op(
+                "Liveness: the process answers",
+                ops,
+                {"200": _json(_object({"status": {"const": "ok"}}), "Alive.")},
+                description="Answered on any host, by IP address too (load balancers).",
+                op_id="healthz",
+            ),
+        },
+        "/readyz": {
+            "servers": [{"$ref": "apex"}, {"$ref": "pool"}],
+            "get": _op(
+                "Readiness: PostgreSQL and Redis answer",
+                ops,
+                {
+                    "200": _json(
+                        _object(
+                            {
+                                "status": {"const": "ok"},
+                                "postgres": {"const": "ok"},
+                                "redis": {"const": "ok"},
+                            }
+                        ),
+                        "Ready.",
+                    ),
+                    "503": {
+                        **_json(
+                            {
+                                "allOf": [
+                                    _ref("Error"),
+                                    _object(
+                                        {
+                                            "error": {"const": "not_ready"},
+                                            "postgres": {"enum": ["ok", "unavailable"]},
+                                            "redis": {"enum": ["ok", "unavailable"]},
+                                        }
+                                    ),
+                                ]
+                            },
+                            "A store is not answering.",
+                        ),
+                        "headers": RETRY_AFTER,
+                    },
+                },
+                description="Answered on any host, by IP address too (load balancers).",
+                op_id="readyz",
+            ),
+        },
+        PATH: {
+            "servers": [{"$ref": "apex"}],
+            "get": _op(
+                "This document",
+                ops,
+                {"200": _json({"type": "object", "required": ["openapi"]}, "OpenAPI 3.1.")},
+                op_id="openapi",
+            ),
+        },
+    }
+
+
+def _resolve_servers(paths: dict[str, dict], servers: dict[str, dict]) -> dict[str, dict]:
+    """``{"$ref": name}`` in a path's servers stands for one of ``servers``:
+    written once, used by several paths."""
+    for item in paths.values():
+        if "servers" in item:
+            item["servers"] = [servers[s["$ref"]] for s in item["servers"]]
+    return paths
+
+
+def _version() -> str:
+    try:
+        return metadata.version("wechat-scan-portal")
+    except metadata.PackageNotFoundError:  # running from a bare checkout
+        return "0"
+
+
+def document(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document for a deployment (its scheme and apex host)."""
+    return _document(settings.scheme, settings.apex_netloc)
+
+
+@functools.cache
+def _document(scheme: str, apex: str) -> dict[str, Any]:
+    servers = {
+        "pool": {
+            "url": scheme + "://{slug}.{apex}",
+            "description": "A user pool's host: the QR API, OpenID Connect, the mini-program API.",
+            "variables": {
+                "slug": {"default": "demo", "description": "the pool's slug"},
+                "apex": {"default": apex, "description": "the portal's apex host (and port)"},
+            },
+        },
+        "apex": {
+            "url": scheme + "://{apex}",
+            "description": "The portal's apex host: the mini-program API, probes, this document.",
+            "variables": {"apex": {"default": apex, "description": "the portal's apex host"}},
+        },
+    }
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "WeChat scan login portal",
+            "version": _version(),
+            "summary": "Log in to a website by scanning a QR code with WeChat; OpenID Connect.",
+            "description": (
+                'Every error of every route is JSON `{"error", "error_description"}`; each '
+                "operation lists the codes it can answer. Any route may also answer 503 "
+                "`temporarily_unavailable` (with `Retry-After`) while PostgreSQL or Redis is "
+                "down, and a Host that names no pool answers 404 `pool_not_found`.\n\n"
+                "Ticket statuses: `pending` → `scanned` → `confirmed` (then exchanged once); "
+                "`pending`/`scanned` → `cancelled`; any non-final → `expired`. `confirmed`, "
+                "`cancelled` and `expired` are final."
+            ),
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "servers": [servers["pool"]],
+        "tags": [
+            {"name": "QR API", "description": "The PC side: hosted page, SDK and component."},
+            {"name": "Mini-program API", "description": "The WeChat side of a scan login."},
+            {"name": "OpenID Connect", "description": "Issuer = the pool URL."},
+            {"name": "Operations", "description": "Probes and this document."},
+        ],
+        "paths": _resolve_servers(_paths(), servers),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "mpSession": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`session_token` from `POST /api/mp/session`",
+                },
+                "clientBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "`client_secret_basic`: client_id and secret, form-encoded",
+                },
+                "accessToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an access token from `/oidc/token` or the ticket exchange",
+                },
+            },
+        },
+    }
+
+
+@functools.cache
+def _encoded(scheme: str, apex: str) -> bytes:
+    return orjson.dumps(_document(scheme, apex))
+
+
+async def openapi_json(request: Request) -> Response:
+    settings: Settings = request.state.settings
+    return Response(
+        _encoded(settings.scheme, settings.apex_netloc),
+        media_type="application/json",
+        headers={"cache-control": "public, max-age=300", "access-control-allow-origin": "*"},
+    )
+
+
+def routes() -> list[Route]:
+    return [Route(PATH, openapi_json, methods=["GET"])]
