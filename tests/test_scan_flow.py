@@ -408,6 +408,55 @@ async def test_fifty_concurrent_confirms_and_exchanges_have_one_winner_each(pc, 
     assert await db.fetchval("SELECT count(*) FROM refresh_tokens") == 1
 
 
+async def test_the_user_exists_the_moment_the_browser_hears_confirmed(pc, apex, db):
+    """The page exchanges the ticket as soon as its stream says "confirmed", and
+    the exchange reads the user: a first login's new user must be committed
+    before the ticket says so (it once was not, and a first login failed now
+    and then)."""
+    for i in range(15):
+        t = await new_ticket(pc)
+        phone = Phone(apex, f"first{i}")
+        assert (await phone.scan(t["ticket"])).status_code == 200
+
+        async def exchange_at_once(t: dict = t) -> httpx.Response:
+            await sse_statuses(pc, t)
+            return await pc.post(
+                f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]}
+            )
+
+        exchange = asyncio.create_task(exchange_at_once())
+        await asyncio.sleep(0.02)
+        assert (await phone.confirm(t["ticket"], nickname=f"First {i}")).status_code == 200
+        r = await asyncio.wait_for(exchange, 10)
+        assert r.status_code == 200, r.text
+        assert r.json()["user"]["nickname"] == f"First {i}"
+    assert await db.fetchval("SELECT count(*) FROM login_events WHERE result = 'signup'") == 15
+
+
+async def test_a_confirmation_is_claimed_before_the_user_is_written(portal, pc, apex, db):
+    """The claim decides the one confirmation that may write; a ticket that ends
+    between the claim and the confirm (its time, or a cancel) is not confirmed."""
+    tickets = portal.state["tickets"]
+    t = await new_ticket(pc)
+    phone = Phone(apex, "claimer")
+    assert (await phone.scan(t["ticket"])).status_code == 200
+    appid, openid = await portal.state["redis"].hmget(f"ticket:{t['ticket']}", "appid", "openid")
+    claim = await tickets.claim(t["ticket"], appid, openid)
+    # While it is claimed, another confirmation (a second tap) is refused.
+    r = await phone.confirm(t["ticket"])
+    assert r.status_code == 410 and r.json()["error"] == "ticket_expired"
+    # Released (the first one failed): the scanner can confirm.
+    await tickets.release(t["ticket"], claim)
+    claim = await tickets.claim(t["ticket"], appid, openid)
+    assert (await phone.cancel(t["ticket"])).status_code == 200  # the page gave up meanwhile
+    with pytest.raises(Exception) as refused:
+        await tickets.confirm(t["ticket"], appid, openid, claim=claim, user_id="u",
+                              auth_time=0, nickname="", avatar_url="")  # fmt: skip
+    assert getattr(refused.value, "error", None) == "ticket_expired"
+    assert (await tickets.state(t["ticket"])).status == "cancelled"
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+
+
 async def test_a_ticket_awaited_through_another_process(acme, portal, settings_factory):
     async with run_portal(portal.settings) as other:
         async with (

@@ -6,6 +6,7 @@ and knows only the ticket it scanned.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -107,7 +108,9 @@ async def session(request: Request) -> Response:
         raise wechat_error(exc) from None
     token = random_token(32)
     record = {"appid": appid, "openid": wx.openid, "unionid": wx.unionid}
-    await request.state.redis.set(_session_key(request, token), json.dumps(record), ex=SESSION_TTL)
+    await request.state.mux.execute(
+        "SET", _session_key(request, token), json.dumps(record), "EX", SESSION_TTL
+    )
     return JSONResponse(
         {"session_token": token, "expires_in": SESSION_TTL}, headers={"cache-control": "no-store"}
     )
@@ -118,7 +121,8 @@ async def mp_user(request: Request) -> dict:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip() or len(token) > 200:
         raise InvalidSession()
-    raw = await request.state.redis.get(_session_key(request, token.strip()))
+    # Every scan, confirm and cancel reads it: over the shared connection (redismux).
+    raw = await request.state.mux.execute("GET", _session_key(request, token.strip()))
     if raw is None:
         raise InvalidSession()
     return json.loads(raw)
@@ -215,37 +219,54 @@ async def confirm(request: Request) -> Response:
         "ip": request.state.client_ip,
         "user_agent": request.headers.get("user-agent"),
     }
+    # Only one confirmation wins the ticket; decided here, before the transaction.
+    claim = await tickets.claim(ticket, appid, openid)
     try:
-        async with db.acquire() as conn, conn.transaction():
-            result = await users.login(
-                conn,
-                pool,
-                appid=appid,
-                openid=openid,
-                unionid=who.get("unionid"),
-                phone=phone,
-                nickname=nickname,
-                avatar_url=avatar_url,
-            )
-            user = result.user
-            # The commit point: only if the ticket is still ours does the user's row stay.
+        try:
+            async with db.acquire() as conn, conn.transaction():
+                result = await users.login(
+                    conn,
+                    pool,
+                    appid=appid,
+                    openid=openid,
+                    unionid=who.get("unionid"),
+                    phone=phone,
+                    nickname=nickname,
+                    avatar_url=avatar_url,
+                )
+        except (users.LoginRefused, users.PhoneRequired) as exc:
+            # The login's transaction rolled back: the refusal is recorded apart.
+            await users.record_event(db, result=exc.error, **event)
+            raise
+        except (asyncpg.PostgresConnectionError, OSError):
+            raise ServiceUnavailable() from None
+        user = result.user
+        # The user's row is committed: only now may a browser learn "confirmed"
+        # (it exchanges the ticket at once and reads the user).
+        try:
             await tickets.confirm(
                 ticket,
                 appid,
                 openid,
+                claim=claim,
                 user_id=str(user["id"]),
                 auth_time=int(time.time()),
                 nickname=user["nickname"] or "",
                 avatar_url=user["avatar_url"] or "",
             )
-            result_name = "signup" if result.created else "success"
-            await users.record_event(conn, result=result_name, user_id=user["id"], **event)
-    except (users.LoginRefused, users.PhoneRequired) as exc:
-        # The login's own transaction rolled back: the refusal is recorded apart.
-        await users.record_event(db, result=exc.error, **event)
+        except PortalError as exc:
+            # The ticket ended during the transaction (its time ran out, or the
+            # page cancelled it): a user created for this login goes again.
+            if result.created:
+                await db.execute("DELETE FROM users WHERE id = $1", user["id"])
+            await users.record_event(db, result=exc.error, **event)
+            raise
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await tickets.release(ticket, claim)  # the scanner may confirm again
         raise
-    except (asyncpg.PostgresConnectionError, OSError):
-        raise ServiceUnavailable() from None
+    result_name = "signup" if result.created else "success"
+    await users.record_event(db, result=result_name, user_id=user["id"], **event)
     return JSONResponse({"status": "confirmed"})
 
 

@@ -27,7 +27,7 @@ from portal import ratelimit
 from portal.crypto import SecretBox
 from portal.errors import PortalError
 from portal.events import TICKETS_CHANNEL
-from portal.obs.metrics import TICKETS_CREATED, TICKETS_EXCHANGED, TICKETS_FINAL
+from portal.obs.metrics import TALLY, TICKETS_CREATED, TICKETS_EXCHANGED, TICKETS_FINAL
 from portal.ratelimit import Limit
 from portal.redismux import Multiplexer
 
@@ -154,14 +154,40 @@ return {'expired'}
 """
 )
 
-# ARGV: ticket, appid, openid, user id, auth time (s), nickname, avatar url
+# A confirmation is two steps around the database's transaction (Tickets.claim):
+# the claim reserves the scanned ticket for one confirmation of its scanner for
+# a lease; the confirm, once the user's row is committed, makes it "confirmed".
+# ARGV: ticket, appid, openid, claim token, lease (ms)
+_CLAIM = (
+    _PROLOGUE
+    + """
+if status == 'pending' then return {'not_scanned'} end
+if status ~= 'scanned' then return {'expired'} end
+local by = redis.call('HMGET', k, 'appid', 'openid', 'claim', 'claimexp')
+if by[1] ~= ARGV[2] or by[2] ~= ARGV[3] then return {'not_scanner'} end
+if by[3] and tonumber(by[4]) > now then return {'expired'} end
+redis.call('HSET', k, 'claim', ARGV[4], 'claimexp', now + tonumber(ARGV[5]))
+return {'ok'}
+"""
+)
+
+# ARGV: ticket, claim token
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'claim') == ARGV[2] then
+  redis.call('HDEL', KEYS[1], 'claim', 'claimexp')
+end
+return {'ok'}
+"""
+
+# ARGV: ticket, appid, openid, user id, auth time (s), nickname, avatar url, claim token
 _CONFIRM = (
     _PROLOGUE
     + """
 if status == 'pending' then return {'not_scanned'} end
 if status ~= 'scanned' then return {'expired'} end
-local by = redis.call('HMGET', k, 'appid', 'openid')
+local by = redis.call('HMGET', k, 'appid', 'openid', 'claim')
 if by[1] ~= ARGV[2] or by[2] ~= ARGV[3] then return {'not_scanner'} end
+if by[3] ~= ARGV[8] then return {'expired'} end
 redis.call('HSET', k, 'status', 'confirmed', 'uid', ARGV[4], 'at', ARGV[5], 'nick', ARGV[6], 'avatar', ARGV[7])
 publish('confirmed')
 return {'ok'}
@@ -252,6 +278,8 @@ class Tickets:
         self._create = redis.register_script(_CREATE)
         self._status = redis.register_script(_STATUS)
         self._scan = redis.register_script(_SCAN)
+        self._claim = redis.register_script(_CLAIM)
+        self._release = redis.register_script(_RELEASE)
         self._confirm = redis.register_script(_CONFIRM)
         self._cancel = redis.register_script(_CANCEL)
         self._exchange = redis.register_script(_EXCHANGE)
@@ -288,7 +316,7 @@ class Tickets:
                 ticket, "pending", pool_id, client_id, int(exp), int(now), "", "", secret_hash
             )
         )
-        TICKETS_CREATED.inc()
+        TALLY.inc(TICKETS_CREATED)  # the hot path: counted in process, written twice a second
         return NewTicket(ticket, secret, lifetime)
 
     async def state(self, ticket: str) -> TicketState:
@@ -363,12 +391,35 @@ class Tickets:
         _raise_for(r[0])
         return int(r[1])  # Redis's clock at the scan
 
+    async def claim(self, ticket: str, appid: str, openid: str, lease_ms: int = 15_000) -> str:
+        """Reserve a scanned ticket for one confirmation by its scanner; the token
+        to ``confirm`` or ``release`` it with. A second claim while the lease runs
+        is refused like a confirmation of a final ticket (410).
+
+        Why two steps: the user's row must be committed before anyone can see
+        the ticket "confirmed" (a browser exchanges it at once and reads the
+        user), yet only one of several concurrent confirmations may write it.
+        The claim decides the winner before the transaction; ``confirm`` after
+        the commit publishes. A process that dies in between leaves a lease
+        that runs out, and the scanner can confirm again."""
+        token = secrets.token_hex(8)
+        r = await self._mux.evalsha(
+            self._claim, [key(ticket)], [ticket, appid, openid, token, lease_ms]
+        )
+        _raise_for(r[0])
+        return token
+
+    async def release(self, ticket: str, claim: str) -> None:
+        """Give a claim back (the confirmation failed): the scanner may try again."""
+        await self._mux.evalsha(self._release, [key(ticket)], [ticket, claim])
+
     async def confirm(
         self,
         ticket: str,
         appid: str,
         openid: str,
         *,
+        claim: str,
         user_id: str,
         auth_time: int,
         nickname: str,
@@ -377,7 +428,7 @@ class Tickets:
         r = await self._mux.evalsha(
             self._confirm,
             [key(ticket)],
-            [ticket, appid, openid, user_id, auth_time, nickname, avatar_url],
+            [ticket, appid, openid, user_id, auth_time, nickname, avatar_url, claim],
         )
         _raise_for(r[0])
         _CONFIRMED.inc()
