@@ -123,15 +123,14 @@ class CORSMiddleware:
         self.pool_origins = PoolOrigins()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # No Origin (servers, same-origin GETs) is the commonest case and the
+        # cheapest test: nothing to add then.
         if (
             scope["type"] != "http"
+            or (origin := _origin(scope)) is None
             or scope.get("portal_site") != "pool"
             or not concerned(scope["path"])
         ):
-            await self.app(scope, receive, send)
-            return
-        origin = _origin(scope)
-        if origin is None:  # not a browser's cross-origin call: nothing to add
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

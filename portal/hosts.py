@@ -27,6 +27,7 @@ _HOST_RE = re.compile(
     r"^(?P<name>(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
     r"|\[[0-9a-f:.]{2,45}\])(?::(?P<port>[0-9]{1,5}))?$"
 )
+_UNSEEN = object()
 # Answered on any host: load balancers probe by IP address.
 _ANY_HOST_PATHS = frozenset({"/healthz", "/readyz"})
 
@@ -56,15 +57,24 @@ class HostRouter:
         self.settings = settings
         self.apex = settings.apex_host
         self.trusted = settings.trusted_proxies
+        self._peers: dict[str, bool] = {}
+        self._names: dict[str, str | None] = {}  # Host header → parse_host's answer
 
     def _trusted(self, ip: str | None) -> bool:
         if not ip or not self.trusted:
             return False
+        known = self._peers.get(ip)
+        if known is not None:  # the proxies (and a few clients): parsed once
+            return known
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
-            return False
-        return any(addr in net for net in self.trusted)
+            trusted = False
+        else:
+            trusted = any(addr in net for net in self.trusted)
+        if len(self._peers) < 1024:
+            self._peers[ip] = trusted
+        return trusted
 
     def _client_ip(self, peer: str | None, headers: Headers) -> str | None:
         """The first address, from the right of X-Forwarded-For, that is not a trusted proxy."""
@@ -82,19 +92,27 @@ class HostRouter:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
         peer = scope["client"][0] if scope.get("client") else None
-        raw_host = headers.get("host", "")
         scheme = scope.get("scheme", "http")
         if self._trusted(peer):
+            headers = Headers(scope=scope)
+            raw_host = headers.get("host", "")
             forwarded_host = headers.get("x-forwarded-host")
             if forwarded_host:
                 raw_host = forwarded_host.split(",")[0].strip()
             proto = (headers.get("x-forwarded-proto") or "").split(",")[0].strip().lower()
             if proto in ("http", "https"):
                 scheme = proto
+            client_ip = self._client_ip(peer, headers)
+        else:  # straight from the client: only Host counts, read from the raw list
+            raw_host = ""
+            for name, value in scope["headers"]:
+                if name == b"host":
+                    raw_host = value.decode("latin-1")
+                    break
+            client_ip = peer
         state = dict(scope.get("state") or {})
-        state["client_ip"] = self._client_ip(peer, headers)
+        state["client_ip"] = client_ip
         state["pool"] = None
         site, error = await self._resolve(raw_host, scope["path"], state)
         state["host_error"] = error
@@ -104,7 +122,11 @@ class HostRouter:
     async def _resolve(
         self, raw_host: str, path: str, state: dict
     ) -> tuple[str, PortalError | None]:
-        name = parse_host(raw_host)
+        name = self._names.get(raw_host, _UNSEEN)
+        if name is _UNSEEN:
+            name = parse_host(raw_host)
+            if len(self._names) < 4096:  # this portal's few hosts; not every random one
+                self._names[raw_host] = name
         if name is None:
             return "host_error", ValidationError(
                 "The Host header is missing or malformed.", error="invalid_host"
@@ -113,7 +135,10 @@ class HostRouter:
             return "apex", None
         if name.endswith("." + self.apex):
             label = name[: -len(self.apex) - 1]
-            pool = await state["pools"].get(label) if SLUG_RE.match(label) else None
+            pools = state["pools"]
+            found, pool = pools.peek(label)
+            if not found:
+                pool = await pools.get(label) if SLUG_RE.match(label) else None
             if pool is not None:
                 state["pool"] = pool
                 return "pool", None

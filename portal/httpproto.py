@@ -40,6 +40,7 @@ MAX_HEADER_FIELD_SIZE = 8190
 MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT = 15.0
 BODY_TIMEOUT = 60.0
+BODY_DONE = "portal.body_done"  # scope key: [True] once the request's body is all in
 
 _ERRORS = {
     400: ("invalid_request", "Invalid HTTP request received."),
@@ -68,6 +69,7 @@ class PortalHttpProtocol(HttpToolsProtocol):
         self._in_body = False
         self._head_bytes = 0
         self._status = 400
+        self._body_done: list[bool] = [False]
         self._timer: asyncio.TimerHandle | None = self.loop.call_later(
             self.head_timeout, self._head_timed_out
         )
@@ -125,8 +127,13 @@ class PortalHttpProtocol(HttpToolsProtocol):
             self._status = 431
             raise _Refused()
         super().on_headers_complete()
+        # Tells the app's body readers (jsonapi) when the whole body is in: a body
+        # that came with its head (nearly all) is then read with no deadline to
+        # arm. A list shared by reference: the app's copies of the scope see it.
+        self._body_done = self.scope[BODY_DONE] = [False]
 
     def on_message_complete(self) -> None:
+        self._body_done[0] = True
         self._in_body = False
         self._in_head = True
         self._head_bytes = 0

@@ -212,6 +212,14 @@ class PoolCache:
         self._slugs: dict[int, str] = {}  # id → slug, learnt from what was loaded
         self.loads = 0  # queries made; read by tests
 
+    def peek(self, slug: str) -> tuple[bool, Pool | None]:
+        """(True, the pool or None) when a fresh answer is cached, else (False, None):
+        the host router's every request, without a coroutine when it can."""
+        entry = self._entries.get(slug)
+        if entry is not None and entry[0] > time.monotonic():
+            return True, entry[1]
+        return False, None
+
     async def get(self, slug: str) -> Pool | None:
         entry = self._entries.get(slug)
         if entry is not None and entry[0] > time.monotonic():
