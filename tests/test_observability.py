@@ -470,9 +470,11 @@ async def test_a_stopping_server_ends_its_streams_and_long_polls_at_once(
     assert total < 4, total  # the server itself did not wait for the stream's keepalive
 
 
-async def test_an_unhandled_error_is_logged_under_the_request_id():
-    """The 500 of an unhandled error is sent by Starlette's outermost error
-    middleware, outside ours: its log line still carries the request's id."""
+async def test_an_unhandled_error_is_answered_and_logged_under_the_request_id():
+    """An error no handler takes is answered by the request middleware (not by
+    Starlette's outermost one, outside it): the 500 carries the request id and
+    the headers every response has, its body says nothing internal, and its
+    log line has the same id, redacted."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.responses import PlainTextResponse
@@ -484,10 +486,6 @@ async def test_an_unhandled_error_is_logged_under_the_request_id():
     async def boom(request):
         raise RuntimeError("token=abcdef went wrong")
 
-    async def on_error(request, exc):
-        logging.getLogger("portal.test").exception("unhandled error")
-        return PlainTextResponse("sorry", status_code=500)
-
     app = Starlette(
         routes=[Route("/boom", boom), Route("/ok", lambda r: PlainTextResponse("ok"))],
         middleware=[
@@ -495,17 +493,20 @@ async def test_an_unhandled_error_is_logged_under_the_request_id():
                 Observability, settings=Settings(secret_key="k" * 40), access=MetricsAccess(())
             )
         ],
-        exception_handlers={Exception: on_error},
     )
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     with Capture() as capture:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             ok = await client.get("/ok")
-            assert (await client.get("/boom")).status_code == 500
+            failed = await client.get("/boom", headers={"accept": "application/json"})
+    assert failed.status_code == 500
+    assert failed.json()["error"] == "server_error" and "abcdef" not in failed.text
+    assert failed.headers["x-content-type-options"] == "nosniff"
     assert re.fullmatch(r"[0-9a-f]{16}", ok.headers["x-request-id"])
-    [line] = [line for line in capture.lines() if line["msg"] == "unhandled error"]
-    assert re.fullmatch(r"[0-9a-f]{16}", line["request_id"])
-    assert line["request_id"] != ok.headers["x-request-id"]
+    rid = failed.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{16}", rid) and rid != ok.headers["x-request-id"]
+    [line] = [line for line in capture.lines() if line["msg"].startswith("unhandled error")]
+    assert line["request_id"] == rid
     assert "RuntimeError: token=*** went wrong" in line["exc"]
     logs.request_id.set(None)  # ASGITransport ran the app in this task
 

@@ -28,8 +28,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
+from collections.abc import Awaitable, Callable
 from random import getrandbits
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,6 +40,7 @@ from portal import headers
 from portal.obs import metrics
 from portal.obs.logs import request_id
 from portal.settings import Settings
+from portal.web import server_error_handler
 
 _ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{8,64}$")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -45,7 +49,11 @@ _MAX_CHILDREN = 5000  # label combinations kept in the lookup cache (methods are
 
 class Observability:
     def __init__(
-        self, app: ASGIApp, settings: Settings, access: metrics.MetricsAccess | None = None
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        access: metrics.MetricsAccess | None = None,
+        on_error: Callable[[Request, Exception], Awaitable[Response]] | None = None,
     ) -> None:
         self.app = app
         self.trusted = settings.trusted_proxies
@@ -54,6 +62,7 @@ class Observability:
         self._peers: dict[str, bool] = {}
         self._observe = metrics.REQUEST_DURATION
         self._always = headers.always(settings)
+        self.on_error = on_error if on_error is not None else server_error_handler
         self._tally = metrics.TALLY
 
     def _trusted_peer(self, peer: str) -> bool:
@@ -89,7 +98,7 @@ class Observability:
         header = (b"x-request-id", rid.encode("ascii"))
         always = self._always
         tally = self._tally
-        status = 500  # unless a response starts: the server error handler answers outside
+        status = 0  # no response started yet
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -104,7 +113,16 @@ class Observability:
                 await self._metrics(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if status:  # the response had begun: nothing else can be sent
+                raise
+            # An error no handler took: answered here, not by Starlette's outermost
+            # middleware, so that the 500 too has the request id and the headers
+            # every response carries (the handler logs it, under the request id).
+            response = await self.on_error(Request(scope, receive), exc)
+            await response(scope, receive, send_with_id)
         finally:
+            status = status or 500
             elapsed = time.perf_counter() - start
             # Routes compare by value (not hashable): their id, stable for the app's life.
             # The site too: the apex and pool sites share their common routes.
