@@ -541,3 +541,14 @@ async def test_a_flushed_tally_exposes_what_direct_observations_do():
     direct_hist.labels("/a").observe(0.2)
     tally.flush()  # at shutdown, or before /metrics answers
     assert generate_latest(tallied_registry) == generate_latest(direct_registry)
+
+
+async def test_a_scrape_ignores_a_worker_file_not_yet_sized(tmp_path, monkeypatch):
+    """Right after a reload a new worker's metrics file can exist with nothing in
+    it yet; prometheus_client's reader fails on it, and the scrape used to be a 500."""
+    from portal.obs import metrics as m
+
+    (tmp_path / "counter_4242.db").write_bytes(b"")
+    monkeypatch.setenv(m.MULTIPROC_ENV, str(tmp_path))
+    body, _ = await m.exposition()
+    assert isinstance(body, bytes)

@@ -14,6 +14,7 @@ A counter named ``portal_logins`` is exposed as ``portal_logins_total``.
 from __future__ import annotations
 
 import asyncio
+import glob
 import hmac
 import ipaddress
 import os
@@ -31,6 +32,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -151,11 +153,25 @@ def multiprocess() -> bool:
 def _collect() -> bytes:
     if not multiprocess():
         return generate_latest(REGISTRY)
-    from prometheus_client import multiprocess as mp
-
     registry = CollectorRegistry()
-    mp.MultiProcessCollector(registry)
+    _WorkerFiles(registry)
     return generate_latest(registry)
+
+
+class _WorkerFiles(MultiProcessCollector):
+    """prometheus_client's collector, minus the files a worker has just created
+    and not yet sized: reading one fails (``struct.error``), and right after a
+    reload, as new workers start, a scrape could answer 500."""
+
+    def collect(self):  # type: ignore[override]
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            try:
+                if os.path.getsize(path) >= 8:  # the header: how much of the file is used
+                    files.append(path)
+            except OSError:  # gone meanwhile (a dead worker's gauges)
+                pass
+        return self.merge(files, accumulate=True)
 
 
 async def exposition() -> tuple[bytes, str]:
