@@ -12,7 +12,10 @@ The whole suite shares one asyncio event loop, so this uses Playwright's async A
   opened. A test fails if any arrived, unless marked
   ``@pytest.mark.allow_console_errors(r"regex", ...)`` (no pattern: allow all).
 - ``dev_portal``: a dev-mode portal over real HTTP on clean stores, with a pool
-  ``acme`` ("Acme 示例"); see ``DevPortal``.
+  ``acme`` ("Acme 示例"); see ``DevPortal``. ``apex``: a client for its apex host
+  (what the mini program talks to).
+- ``rp``: the relying-party test site on its own origin (rp_site.py); ``shop``: a
+  public client ("Shop", PKCE) of the pool at that origin.
 - ``doc_screenshot(page, name)``: writes ``docs/screenshots/NAME.png`` only when
   ``PORTAL_SCREENSHOTS=1``.
 
@@ -43,7 +46,8 @@ from playwright.async_api import (
     expect,
 )
 
-from portal.tenants import pools
+from portal.tenants import clients, pools
+from tests.browser.rp_site import RPSite, run_rp_site
 from tests.support import RunningPortal, free_socket, run_portal
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; `playwright install` cannot download here
@@ -385,3 +389,28 @@ async def dev_portal(db, redis_client, box, settings_factory) -> AsyncIterator[D
             yield DevPortal(running, created)
     finally:
         sock.close()  # also when the app fails to start
+
+
+@pytest.fixture
+async def apex(dev_portal) -> AsyncIterator[httpx.AsyncClient]:
+    """What the mini program talks to: the dev portal's apex host."""
+    async with dev_portal.client(None) as client:
+        yield client
+
+
+@pytest.fixture
+async def rp() -> AsyncIterator[RPSite]:
+    async with run_rp_site() as site:
+        yield site
+
+
+@pytest.fixture
+async def shop(dev_portal, db, box, rp) -> clients.Client:
+    """A public client ("Shop", PKCE) of the pool, at the RP site's origin."""
+    async with db.acquire() as conn, conn.transaction():
+        client, secret = await clients.create(
+            conn, box, pool_id=dev_portal.pool.pool.id, name="Shop",
+            redirect_uris=[rp.redirect_uri], web_origins=[rp.origin], public=True, allow_http=True,
+        )  # fmt: skip
+    assert secret is None
+    return client

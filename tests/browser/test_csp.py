@@ -14,14 +14,13 @@ import re
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
-import httpx
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
 from portal import i18n
-from portal.tenants import admins, clients
+from portal.tenants import admins
 from tests.browser.conftest import POOL_NAME, POOL_SLUG
-from tests.browser.rp_site import RPSite, run_rp_site
+from tests.browser.rp_site import RPSite
 from tests.browser.test_hosted_page import (
     authorization,
     open_login_popup,
@@ -43,28 +42,6 @@ document.addEventListener("securitypolicyviolation", function (e) {
   });
 });
 """
-
-
-@pytest.fixture
-async def rp() -> AsyncIterator[RPSite]:
-    async with run_rp_site() as site:
-        yield site
-
-
-@pytest.fixture
-async def shop(dev_portal, db, box, rp) -> clients.Client:
-    async with db.acquire() as conn, conn.transaction():
-        client, _ = await clients.create(
-            conn, box, pool_id=dev_portal.pool.pool.id, name="Shop",
-            redirect_uris=[rp.redirect_uri], web_origins=[rp.origin], public=True, allow_http=True,
-        )  # fmt: skip
-    return client
-
-
-@pytest.fixture
-async def apex(dev_portal) -> AsyncIterator[httpx.AsyncClient]:
-    async with dev_portal.client(None) as client:
-        yield client
 
 
 class Violations(list):

@@ -15,7 +15,6 @@ import asyncio
 import io
 import re
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -32,7 +31,7 @@ from playwright.async_api import Page, expect
 from portal import i18n
 from portal.tenants import clients
 from tests.browser.conftest import POOL_NAME, POOL_SLUG, TIMEOUT_MS
-from tests.browser.rp_site import LOGIN_BUTTON, RPSite, run_rp_site
+from tests.browser.rp_site import LOGIN_BUTTON, RPSite
 from tests.phone import Phone
 
 ZH = i18n.translator("zh-CN")
@@ -62,31 +61,6 @@ NO_MESSAGE_WAIT_MS = 1500  # how long a message that must not arrive is given to
 
 
 # --- the relying party -------------------------------------------------------------
-
-
-@pytest.fixture
-async def rp() -> AsyncIterator[RPSite]:
-    async with run_rp_site() as site:
-        yield site
-
-
-@pytest.fixture
-async def shop(dev_portal, db, box, rp) -> clients.Client:
-    """A public client ("Shop", PKCE) of the pool, at the RP site's origin."""
-    async with db.acquire() as conn, conn.transaction():
-        client, secret = await clients.create(
-            conn, box, pool_id=dev_portal.pool.pool.id, name="Shop",
-            redirect_uris=[rp.redirect_uri], web_origins=[rp.origin], public=True, allow_http=True,
-        )  # fmt: skip
-    assert secret is None
-    return client
-
-
-@pytest.fixture
-async def apex(dev_portal) -> AsyncIterator[httpx.AsyncClient]:
-    """What the mini program talks to: the portal's apex host."""
-    async with dev_portal.client(None) as client:
-        yield client
 
 
 def issuer_of(dev_portal) -> str:

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 import zxingcpp
 from PIL import Image
@@ -60,12 +59,6 @@ async def site(dev_portal, db, box) -> AsyncIterator[Site]:
     app = create_app(config, transport=LoopbackTransport())
     async with serve_asgi(app, sock, name="the example site"):
         yield Site(origin, f"http://127.0.0.1:{port}", client, config)
-
-
-@pytest.fixture
-async def apex(dev_portal) -> AsyncIterator[httpx.AsyncClient]:
-    async with dev_portal.client(None) as client:
-        yield client
 
 
 async def returning_user(dev_portal, phone: Phone, **profile: str) -> None:
