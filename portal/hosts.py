@@ -51,30 +51,40 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-class HostRouter:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
-        self.settings = settings
-        self.apex = settings.apex_host
-        self.trusted = settings.trusted_proxies
-        self._peers: dict[str, bool] = {}
-        self._names: dict[str, str | None] = {}  # Host header → parse_host's answer
+class TrustedPeers:
+    """Whether an address is one of ``PORTAL_TRUSTED_PROXIES``: asked on every
+    request (by the host router and the request-id middleware), so each address
+    is parsed once (the proxies, and a few clients: the cache is bounded)."""
 
-    def _trusted(self, ip: str | None) -> bool:
-        if not ip or not self.trusted:
+    def __init__(self, networks) -> None:
+        self.networks = networks
+        self._known: dict[str, bool] = {}
+
+    def __call__(self, ip: str | None) -> bool:
+        if not ip or not self.networks:
             return False
-        known = self._peers.get(ip)
-        if known is not None:  # the proxies (and a few clients): parsed once
+        known = self._known.get(ip)
+        if known is not None:
             return known
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
             trusted = False
         else:
-            trusted = any(addr in net for net in self.trusted)
-        if len(self._peers) < 1024:
-            self._peers[ip] = trusted
+            trusted = any(addr in net for net in self.networks)
+        if len(self._known) < 1024:
+            self._known[ip] = trusted
         return trusted
+
+
+class HostRouter:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.apex = settings.apex_host
+        self.trusted = settings.trusted_proxies
+        self._trusted = TrustedPeers(settings.trusted_proxies)
+        self._names: dict[str, str | None] = {}  # Host header → parse_host's answer
 
     def _client_ip(self, peer: str | None, headers: Headers) -> str | None:
         """The first address, from the right of X-Forwarded-For, that is not a trusted proxy."""

@@ -68,7 +68,12 @@ def check_length(
     """The declared length (None when chunked), refused at once when over the cap:
     the body is then never read. A malformed length never reaches us (the HTTP
     parser refuses it), but a caller behind an odd proxy gets a 400 for one."""
-    declared = request.headers.get("content-length")
+    return _declared_length(request.headers.get("content-length"), max_bytes, too_large)
+
+
+def _declared_length(
+    declared: str | bytes | None, max_bytes: int, too_large: PortalError | None = None
+) -> int | None:
     if declared is None:
         return None
     if not declared.isdigit():
@@ -186,13 +191,8 @@ async def read_json(
             declared = value
         elif name == b"content-type":
             ctype = value
-    if declared is not None:
-        if not declared.isdigit():
-            raise ValidationError("The Content-Length header is malformed.")
-        if int(declared) > max_bytes:
-            raise BodyTooLarge()
-        if declared != b"0" and not _json_type(ctype or b""):  # refused before reading
-            raise UnsupportedMediaType()
+    if _declared_length(declared, max_bytes) and not _json_type(ctype or b""):
+        raise UnsupportedMediaType()  # refused before reading it
     body = await _read_body(request, max_bytes, None)
     if not body.strip():
         if optional:

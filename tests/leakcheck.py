@@ -24,6 +24,7 @@ miss is still found.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import re
 import secrets
@@ -106,7 +107,7 @@ def _observe(owner: type, name: str, on_result=None, on_args=None) -> None:
     if getattr(original, "_leakcheck", False):
         return
 
-    if _is_coroutine(original):
+    if inspect.iscoroutinefunction(original):
 
         @functools.wraps(original)
         async def wrapper(*args, **kwargs):
@@ -129,12 +130,6 @@ def _observe(owner: type, name: str, on_result=None, on_args=None) -> None:
 
     wrapper._leakcheck = True  # type: ignore[attr-defined]
     setattr(owner, name, wrapper)
-
-
-def _is_coroutine(fn) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(fn)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -25,7 +25,6 @@ addresses and token of ``MetricsAccess``.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +36,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from portal import headers
+from portal.hosts import TrustedPeers
 from portal.obs import metrics
 from portal.obs.logs import request_id
 from portal.settings import Settings
@@ -59,24 +59,11 @@ class Observability:
         self.trusted = settings.trusted_proxies
         self.access = access if access is not None else metrics.MetricsAccess.from_env()
         self._children: dict[tuple, object] = {}
-        self._peers: dict[str, bool] = {}
+        self._trusted_peer = TrustedPeers(settings.trusted_proxies)
         self._observe = metrics.REQUEST_DURATION
         self._always = headers.always(settings)
         self.on_error = on_error if on_error is not None else server_error_handler
         self._tally = metrics.TALLY
-
-    def _trusted_peer(self, peer: str) -> bool:
-        trusted = self._peers.get(peer)
-        if trusted is None:
-            try:
-                addr = ipaddress.ip_address(peer)
-            except ValueError:
-                trusted = False
-            else:
-                trusted = any(addr in net for net in self.trusted)
-            if len(self._peers) < 1024:  # the proxies, and a few clients
-                self._peers[peer] = trusted
-        return trusted
 
     def _incoming_id(self, scope: Scope) -> str | None:
         client = scope.get("client")

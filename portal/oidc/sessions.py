@@ -104,6 +104,10 @@ def check_logout_token(request: Request, value: str | None) -> bool:
     return bool(expected and value) and hmac.compare_digest(expected, value or "")
 
 
+def _browser_hash(request: Request, value: str) -> str:
+    return request.state.box.hash_secret(f"browser:{value}")
+
+
 def browser_binding(request: Request) -> tuple[str, str | None]:
     """(the hash an authorization request is bound to, a new cookie value to set
     or None when the browser already has one)."""
@@ -111,7 +115,7 @@ def browser_binding(request: Request) -> tuple[str, str | None]:
     new = None
     if not value or len(value) > _TOKEN_MAX:
         value = new = random_token(32)
-    return request.state.box.hash_secret(f"browser:{value}"), new
+    return _browser_hash(request, value), new
 
 
 def same_browser(request: Request, bound: str | None) -> bool:
@@ -123,7 +127,7 @@ def same_browser(request: Request, bound: str | None) -> bool:
     value = request.cookies.get(cookie_name(request, BROWSER_COOKIE))
     if not value or len(value) > _TOKEN_MAX:
         return False
-    return hmac.compare_digest(request.state.box.hash_secret(f"browser:{value}"), bound)
+    return hmac.compare_digest(_browser_hash(request, value), bound)
 
 
 def set_browser_cookie(request: Request, response: Response, value: str) -> None:
