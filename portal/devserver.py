@@ -61,42 +61,32 @@ async def prepare(settings: Settings) -> dict[str, str]:
                 allow_http=True,
             )
             pool = created.pool
-        demo = await conn.fetchval(
-            "SELECT client_id FROM clients WHERE pool_id = $1 AND name = 'Demo website'", pool.id
+        demo = await _public_client(
+            conn, box, pool.id, "Demo website", settings.base_url, "/dev/callback"
         )
-        if demo is None:
-            async with conn.transaction():
-                client, _ = await clients.create(
-                    conn,
-                    box,
-                    pool_id=pool.id,
-                    name="Demo website",
-                    redirect_uris=[f"{settings.base_url}/dev/callback"],
-                    web_origins=[settings.base_url],
-                    public=True,
-                    allow_http=True,
-                )
-            demo = client.client_id
-        example = await conn.fetchval(
-            "SELECT client_id FROM clients WHERE pool_id = $1 AND name = 'Example website'",
-            pool.id,
+        # examples/rp on its own origin (examples/README.md)
+        example = await _public_client(
+            conn, box, pool.id, "Example website", EXAMPLE_ORIGIN, "/callback"
         )
-        if example is None:  # examples/rp on its own origin (examples/README.md)
-            async with conn.transaction():
-                client, _ = await clients.create(
-                    conn,
-                    box,
-                    pool_id=pool.id,
-                    name="Example website",
-                    redirect_uris=[f"{EXAMPLE_ORIGIN}/callback"],
-                    web_origins=[EXAMPLE_ORIGIN],
-                    public=True,
-                    allow_http=True,
-                )
-            example = client.client_id
     finally:
         await conn.close()
     return {"demo_client_id": demo, "example_client_id": example}
+
+
+async def _public_client(conn, box: SecretBox, pool_id: int, name: str, origin: str,
+                         callback: str) -> str:  # fmt: skip
+    """The client_id of the pool's public client ``name``, created if missing."""
+    client_id = await conn.fetchval(
+        "SELECT client_id FROM clients WHERE pool_id = $1 AND name = $2", pool_id, name
+    )
+    if client_id is None:
+        async with conn.transaction():
+            client, _ = await clients.create(
+                conn, box, pool_id=pool_id, name=name, redirect_uris=[origin + callback],
+                web_origins=[origin], public=True, allow_http=True,
+            )  # fmt: skip
+        client_id = client.client_id
+    return client_id
 
 
 def run(*, host: str, port: int, wechat_port: int | None) -> int:
