@@ -167,6 +167,8 @@ async def test_a_stop_ends_open_streams_at_once(served):
 async def test_a_graceful_reload_moves_streams_to_the_new_workers(served):
     async with served.client("acme") as pc, served.client() as apex:
         t = (await pc.post("/api/qrcode", json={})).json()
+        # Its count reaches the shared files within the tally's interval (metrics.Tally).
+        await asyncio.sleep(metrics.TALLY.interval + 0.3)
         before = parse_metrics((await apex.get("/metrics")).text)
         stream, _ = await open_stream(pc, t)
         started = time.monotonic()
