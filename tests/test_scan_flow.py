@@ -577,3 +577,55 @@ async def test_a_burst_larger_than_the_redis_pool_waits_instead_of_failing(acme,
             )
         )
         assert {r.status_code for r in reads} == {200}
+
+
+async def test_a_returning_user_is_asked_for_a_phone_once_the_pool_requires_one(pc, apex, db, portal):
+    t = await new_ticket(pc)
+    assert (await Phone(apex, "nina").scan_and_confirm(t["ticket"])).status_code == 200
+    before = await db.fetchrow("SELECT last_login_at, updated_at FROM users")
+    await change_pool(db, portal, "phone_required = true")
+    t = await new_ticket(pc)
+    nina = Phone(apex, "nina")
+    r = await nina.scan_and_confirm(t["ticket"])
+    assert r.status_code == 400 and r.json()["error"] == "phone_required"
+    assert (await status(pc, t))["status"] == "scanned"  # she may confirm again, with it
+    assert await db.fetchrow("SELECT last_login_at, updated_at FROM users") == before
+    r = await nina.confirm(t["ticket"], phone="13700001234")
+    assert r.status_code == 200, r.text
+    assert await db.fetchval("SELECT phone_number FROM users") == "13700001234"
+    results = [r["result"] for r in await db.fetch("SELECT result FROM login_events ORDER BY id")]
+    assert results == ["signup", "phone_required", "success"]
+
+
+@pytest.mark.parametrize("returning", [False, True], ids=["first login", "returning user"])
+async def test_a_login_whose_ticket_ends_meanwhile_is_recorded_as_such(pc, apex, db, returning):
+    """The user and the login's event are written before the ticket says
+    "confirmed"; when the ticket ends in between (here the phone cancels while
+    the database is slow), a user registered for it goes again and the event
+    says how the login ended."""
+    if returning:
+        t = await new_ticket(pc)
+        assert (await Phone(apex, "olga").scan_and_confirm(t["ticket"])).status_code == 200
+    await db.execute(
+        """CREATE FUNCTION pg_temp_slow_event() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$;
+           CREATE TRIGGER slow_event BEFORE INSERT ON login_events
+           FOR EACH ROW EXECUTE FUNCTION pg_temp_slow_event()"""
+    )
+    try:
+        t = await new_ticket(pc)
+        olga = Phone(apex, "olga")
+        assert (await olga.scan(t["ticket"])).status_code == 200
+        confirming = asyncio.create_task(olga.confirm(t["ticket"]))
+        await asyncio.sleep(0.2)
+        assert (await olga.cancel(t["ticket"])).status_code == 200
+        r = await confirming
+    finally:
+        await db.execute(
+            "DROP TRIGGER slow_event ON login_events; DROP FUNCTION pg_temp_slow_event()"
+        )
+    assert r.status_code == 410 and r.json()["error"] == "ticket_expired"
+    assert (await status(pc, t))["status"] == "cancelled"
+    results = [r["result"] for r in await db.fetch("SELECT result FROM login_events ORDER BY id")]
+    assert results == (["signup"] if returning else []) + ["ticket_expired"]
+    assert await db.fetchval("SELECT count(*) FROM users") == (1 if returning else 0)

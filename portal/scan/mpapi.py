@@ -211,33 +211,22 @@ async def confirm(request: Request) -> Response:
             raise wechat_error(exc) from None
         phone = users.Phone(info.pure_phone_number, str(info.country_code or "86"))
     db = request.state.db
-    event = {
-        "pool_id": pool.id,
-        "client_id": state.client_id,
-        "appid": appid,
-        "openid": openid,
-        "ip": request.state.client_ip,
-        "user_agent": request.headers.get("user-agent"),
-    }
-    # Only one confirmation wins the ticket; decided here, before the transaction.
+    event = users.LoginEvent(
+        pool_id=pool.id,
+        client_id=state.client_id,
+        appid=appid,
+        openid=openid,
+        ip=request.state.client_ip,
+        user_agent=request.headers.get("user-agent"),
+    )
+    # Only one confirmation wins the ticket; decided here, before the login is written.
     claim = await tickets.claim(ticket, appid, openid)
     try:
         try:
-            async with db.acquire() as conn, conn.transaction():
-                result = await users.login(
-                    conn,
-                    pool,
-                    appid=appid,
-                    openid=openid,
-                    unionid=who.get("unionid"),
-                    phone=phone,
-                    nickname=nickname,
-                    avatar_url=avatar_url,
-                )
-        except (users.LoginRefused, users.PhoneRequired) as exc:
-            # The login's transaction rolled back: the refusal is recorded apart.
-            await users.record_event(db, result=exc.error, **event)
-            raise
+            result = await users.login(
+                db, pool, unionid=who.get("unionid"), phone=phone, nickname=nickname,
+                avatar_url=avatar_url, event=event,
+            )  # fmt: skip
         except (asyncpg.PostgresConnectionError, OSError):
             raise ServiceUnavailable() from None
         user = result.user
@@ -255,18 +244,18 @@ async def confirm(request: Request) -> Response:
                 avatar_url=user["avatar_url"] or "",
             )
         except PortalError as exc:
-            # The ticket ended during the transaction (its time ran out, or the
-            # page cancelled it): a user created for this login goes again.
+            # The ticket ended during the login (its time ran out, or the page
+            # cancelled it): a user created for this login goes again, and the
+            # login's event says how it ended.
             if result.created:
                 await db.execute("DELETE FROM users WHERE id = $1", user["id"])
-            await users.record_event(db, result=exc.error, **event)
+            await users.mark_event(db, result.event_id, exc.error)
             raise
     except BaseException:
         with contextlib.suppress(Exception):
             await tickets.release(ticket, claim)  # the scanner may confirm again
         raise
-    result_name = "signup" if result.created else "success"
-    await users.record_event(db, result=result_name, user_id=user["id"], **event)
+    users.count(result.result)
     return JSONResponse({"status": "confirmed"})
 
 

@@ -48,6 +48,11 @@ class Phone:
 class LoginResult:
     user: dict[str, Any]
     created: bool
+    event_id: int  # its login_events row, "signup" or "success"
+
+    @property
+    def result(self) -> str:
+        return "signup" if self.created else "success"
 
 
 def public_user(user: dict[str, Any]) -> dict[str, Any]:
@@ -62,19 +67,134 @@ def public_user(user: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def login(
-    conn: asyncpg.Connection,
+@dataclass(frozen=True)
+class LoginEvent:
+    """Who tries to log in, where from: one ``login_events`` row per attempt."""
+
+    pool_id: int
+    client_id: str | None
+    appid: str
+    openid: str
+    ip: str | None
+    user_agent: str | None
+
+    @property
+    def agent(self) -> str | None:
+        return (self.user_agent or "")[:500] or None
+
+    def row(self, result: str, user_id: Any = None) -> tuple:
+        """The parameters of ``_INSERT_EVENT``."""
+        return (
+            self.pool_id, user_id, self.client_id, self.appid, self.openid, result, self.ip,
+            self.agent,
+        )  # fmt: skip
+
+
+# A login of an existing identity in one statement (one round trip, one commit):
+# the identity's last login, the user's profile, and the login event. It
+# touches nothing unless the login may go ahead: the identity exists, its user
+# is not blocked, and a pool that needs a phone has one (on file or shared
+# now); otherwise it returns no row.
+_LOGIN = f"""
+WITH identity AS (
+    UPDATE wechat_identities i SET last_login_at = now(), unionid = coalesce(i.unionid, $7)
+    FROM users u
+    WHERE i.pool_id = $5 AND i.appid = $6 AND i.openid = $8 AND u.id = i.user_id
+      AND NOT u.blocked AND (NOT $9 OR $3::text IS NOT NULL OR u.phone_number IS NOT NULL)
+    RETURNING i.user_id
+), usr AS (
+    UPDATE users SET
+        nickname = coalesce($1, nickname),
+        avatar_url = coalesce($2, avatar_url),
+        phone_number = coalesce($3, phone_number),
+        phone_country_code = coalesce($4, phone_country_code),
+        last_login_at = now(),
+        updated_at = CASE WHEN $1::text IS NULL AND $2::text IS NULL AND $3::text IS NULL
+                     THEN updated_at ELSE now() END
+    WHERE id = (SELECT user_id FROM identity) RETURNING {USER_COLUMNS}
+), event AS (
+    INSERT INTO login_events (pool_id, user_id, client_id, appid, openid, result, ip, user_agent)
+    SELECT $5, usr.id, $10, $6, $8, $13, $11::inet, $12 FROM usr
+    RETURNING id
+)
+SELECT usr.*, event.id AS event_id FROM usr, event"""
+
+
+async def _login_identity(
+    conn: asyncpg.Connection | asyncpg.Pool,
     pool: Pool,
     *,
-    appid: str,
-    openid: str,
     unionid: str | None,
     phone: Phone | None,
     nickname: str | None,
     avatar_url: str | None,
+    event: LoginEvent,
+    result: str,
+) -> LoginResult | None:
+    row = await conn.fetchrow(
+        _LOGIN,
+        nickname,
+        avatar_url,
+        phone.number if phone else None,
+        phone.country_code if phone else None,
+        pool.id,
+        event.appid,
+        unionid,
+        event.openid,
+        pool.phone_required,
+        event.client_id,
+        event.ip,
+        event.agent,
+        result,
+    )
+    if row is None:
+        return None
+    user = dict(row)
+    event_id = user.pop("event_id")
+    return LoginResult(user, result == "signup", event_id)
+
+
+async def login(
+    db: asyncpg.Pool,
+    pool: Pool,
+    *,
+    unionid: str | None,
+    phone: Phone | None,
+    nickname: str | None,
+    avatar_url: str | None,
+    event: LoginEvent,
 ) -> LoginResult:
-    """Find or create the user; the caller holds the transaction (and rolls it
-    back if anything after this fails, so a refused login writes nothing)."""
+    """Find or register the user of ``event``'s WeChat identity, and record the
+    login: the user and its event are committed together; a refused login
+    (``LoginRefused``, ``PhoneRequired``) writes nothing but the refusal's
+    event. The ticket is not touched: see ``mpapi.confirm``."""
+    profile = {"unionid": unionid, "phone": phone, "nickname": nickname, "avatar_url": avatar_url}
+    # A returning user (nearly every login): one statement.
+    result = await _login_identity(db, pool, **profile, event=event, result="success")
+    if result is not None:
+        return result
+    try:
+        async with db.acquire() as conn, conn.transaction():
+            return await _first_login(conn, pool, **profile, event=event)
+    except (LoginRefused, PhoneRequired) as exc:
+        # The login's transaction rolled back: the refusal is recorded apart.
+        await record_event(db, event, exc.error)
+        raise
+
+
+async def _first_login(
+    conn: asyncpg.Connection,
+    pool: Pool,
+    *,
+    unionid: str | None,
+    phone: Phone | None,
+    nickname: str | None,
+    avatar_url: str | None,
+    event: LoginEvent,
+) -> LoginResult:
+    """Register or link the identity, or refuse the login; inside the caller's
+    transaction, which rolls back if anything fails."""
+    appid, openid = event.appid, event.openid
     # Two confirms of one WeChat user at once must not both register them.
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{pool.id}:{appid}:{openid}"
@@ -122,46 +242,27 @@ async def login(
             phone.country_code if phone else None,
         )
         created = link = True
-    user = dict(row)
-    if user["blocked"]:
+    if row["blocked"]:
         raise UserBlocked()
-    if pool.phone_required and phone is None and not user["phone_number"]:
+    if pool.phone_required and phone is None and not row["phone_number"]:
         raise PhoneRequired()
     if link:
         await conn.execute(
             """INSERT INTO wechat_identities (pool_id, user_id, appid, openid, unionid)
                VALUES ($1, $2, $3, $4, $5)""",
             pool.id,
-            user["id"],
+            row["id"],
             appid,
             openid,
             unionid,
         )
-    # One round trip for both: the identity's last login, and the user's profile.
-    row = await conn.fetchrow(
-        f"""WITH identity AS (
-                UPDATE wechat_identities SET last_login_at = now(), unionid = coalesce(unionid, $8)
-                WHERE pool_id = $6 AND appid = $7 AND openid = $9)
-            UPDATE users SET
-                nickname = coalesce($2, nickname),
-                avatar_url = coalesce($3, avatar_url),
-                phone_number = coalesce($4, phone_number),
-                phone_country_code = coalesce($5, phone_country_code),
-                last_login_at = now(),
-                updated_at = CASE WHEN $2::text IS NULL AND $3::text IS NULL AND $4::text IS NULL
-                             THEN updated_at ELSE now() END
-            WHERE id = $1 RETURNING {USER_COLUMNS}""",
-        user["id"],
-        nickname,
-        avatar_url,
-        phone.number if phone else None,
-        phone.country_code if phone else None,
-        pool.id,
-        appid,
-        unionid,
-        openid,
-    )
-    return LoginResult(dict(row), created)
+    result = await _login_identity(
+        conn, pool, unionid=unionid, phone=phone, nickname=nickname, avatar_url=avatar_url,
+        event=event, result="signup" if created else "success",
+    )  # fmt: skip
+    if result is None:  # the checks above passed under the lock: not for long
+        raise UserBlocked()
+    return result
 
 
 async def get(
@@ -173,47 +274,32 @@ async def get(
     return dict(row) if row else None
 
 
-async def record_event(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    pool_id: int,
-    result: str,
-    user_id: Any = None,
-    client_id: str | None = None,
-    appid: str | None = None,
-    openid: str | None = None,
-    ip: str | None = None,
-    user_agent: str | None = None,
-) -> None:
-    """One row per login attempt, successful or refused. Inside the login's own
-    transaction it is part of it (it commits with the login or not at all);
-    apart from one, a failure to record never fails the request."""
+def count(result: str) -> None:
+    """The login attempts metric, by result (once per attempt, at its end)."""
     LOGINS.labels(result).inc()
-    if isinstance(conn, asyncpg.Connection) and conn.is_in_transaction():
-        await _insert_event(
-            conn, pool_id, result, user_id, client_id, appid, openid, ip, user_agent
-        )
-        return
+
+
+_INSERT_EVENT = """INSERT INTO login_events (pool_id, user_id, client_id, appid, openid, result,
+                                         ip, user_agent)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7::inet, $8)"""
+
+
+async def record_event(
+    db: asyncpg.Pool, event: LoginEvent, result: str, user_id: Any = None
+) -> None:
+    """A login attempt that ended apart from a login's own transaction (a
+    refusal); a failure to record it never fails the request."""
+    count(result)
     try:
-        await _insert_event(
-            conn, pool_id, result, user_id, client_id, appid, openid, ip, user_agent
-        )
+        await db.execute(_INSERT_EVENT, *event.row(result, user_id))
     except (asyncpg.PostgresError, OSError) as exc:
         log.warning("could not record a login event (%s)", type(exc).__name__)
 
 
-async def _insert_event(
-    conn, pool_id, result, user_id, client_id, appid, openid, ip, user_agent
-) -> None:
-    await conn.execute(
-        """INSERT INTO login_events (pool_id, user_id, client_id, appid, openid, result, ip, user_agent)
-               VALUES ($1, $2, $3, $4, $5, $6, $7::inet, $8)""",
-        pool_id,
-        user_id,
-        client_id,
-        appid,
-        openid,
-        result,
-        ip,
-        (user_agent or "")[:500] or None,
-    )
+async def mark_event(db: asyncpg.Pool, event_id: int, result: str) -> None:
+    """A recorded login did not complete after all (its ticket ended meanwhile)."""
+    count(result)
+    try:
+        await db.execute("UPDATE login_events SET result = $2 WHERE id = $1", event_id, result)
+    except (asyncpg.PostgresError, OSError) as exc:
+        log.warning("could not record a login event (%s)", type(exc).__name__)
