@@ -290,8 +290,10 @@ class Stack:
         self.say(f"portal fake-wechat on {LOOPBACK}:{self.fake_port}")
         log = self.logs / "fake-wechat.log"
         self.fake = self._spawn(
-            [*portal_cmd(), "fake-wechat", "--host", LOOPBACK, "--port", str(self.fake_port)], log
-        )
+            [*portal_cmd(), "fake-wechat", "--quiet", "--host", LOOPBACK,
+             "--port", str(self.fake_port)],
+            log,
+        )  # fmt: skip
         self._exit.callback(stop_process, self.fake, 10)
         wait_port(self.fake_port, self.fake, 30, log)
 

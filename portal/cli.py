@@ -265,7 +265,13 @@ def cmd_fake_wechat(args: argparse.Namespace) -> int:
 
     apps = dict(args.app) if args.app else None
     print(f"fake WeChat API on http://{args.host}:{args.port}", file=sys.stderr)
-    fake.serve(host=args.host, port=args.port, apps=apps, busy_rate=args.busy_rate)
+    fake.serve(
+        host=args.host,
+        port=args.port,
+        apps=apps,
+        busy_rate=args.busy_rate,
+        access_log=not args.quiet,
+    )
     return 0
 
 
@@ -388,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8001)
     p.add_argument("--app", action="append", type=parse_app_arg, help="APPID:SECRET (repeatable)")
     p.add_argument("--busy-rate", type=float, default=0.0)
+    p.add_argument("--quiet", action="store_true", help="no access log (a line per call)")
     p.set_defaults(func=cmd_fake_wechat)
     return parser
 

@@ -231,3 +231,47 @@ def test_commands_start_embedded_stores_in_a_relative_data_dir(tmp_path):
     assert json.loads(r.stdout)["slug"] == "rel"
     assert (work / ".portal" / "secret_key").exists()
     assert not (work / ".portal" / "redis" / "redis.sock").exists()  # stopped again
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["access log", "--quiet"])
+def test_fake_wechat_runs_alone_and_quiet_drops_its_access_log(quiet):
+    """``portal fake-wechat`` serves the fake WeChat API; each call is a line of
+    its log (with the request's query: a secret and a code, fake ones) unless
+    ``--quiet`` (the benchmarks run it so)."""
+    import socket
+    import time
+
+    import httpx
+
+    from portal.wechat.fake import DEMO_APPID, DEMO_SECRET, openid_for
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["fake-wechat", "--port", str(port)] + (["--quiet"] if quiet else [])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "portal", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(
+                    f"http://127.0.0.1:{port}/sns/jscode2session",
+                    params={"appid": DEMO_APPID, "secret": DEMO_SECRET, "js_code": "alice.1",
+                            "grant_type": "authorization_code"},
+                    timeout=2,
+                )  # fmt: skip
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None, "it did not start"
+                time.sleep(0.1)
+        assert r.status_code == 200 and r.json()["openid"] == openid_for(DEMO_APPID, "alice")
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert "fake WeChat API on http://127.0.0.1:" in out
+    assert ("/sns/jscode2session" in out) is not quiet

@@ -20,7 +20,7 @@ from portal.crypto import random_token
 from portal.errors import PortalError, ServiceUnavailable
 from portal.jsonapi import optional_str, read_json, required_str
 from portal.scan import users
-from portal.scan.qrapi import TICKET_RE
+from portal.scan.qrapi import TICKET_RE, Direct
 from portal.scan.tickets import FINAL, NotScanned, TicketExpired, TicketNotFound
 from portal.tenants import pools
 from portal.tenants.pools import Pool
@@ -270,8 +270,8 @@ async def cancel(request: Request) -> Response:
 
 def routes() -> list[Route]:
     return [
-        Route("/api/mp/session", session, methods=["POST"]),
-        Route("/api/mp/tickets/{ticket}/scan", scan, methods=["POST"]),
-        Route("/api/mp/tickets/{ticket}/confirm", confirm, methods=["POST"]),
+        Route("/api/mp/session", Direct(session), methods=["POST"]),
+        Route("/api/mp/tickets/{ticket}/scan", Direct(scan), methods=["POST"]),
+        Route("/api/mp/tickets/{ticket}/confirm", Direct(confirm), methods=["POST"]),
         Route("/api/mp/tickets/{ticket}/cancel", cancel, methods=["POST"]),
     ]

@@ -287,8 +287,9 @@ class Direct:
     endpoint in two layers of its own (a per-request exception-handling
     closure and the request/response adapter) that every await inside the
     endpoint resumes through; the exception middleware outside handles the
-    same errors with the same handlers. Used for the two requests that come
-    by the thousand per second: ticket creation and status reads."""
+    same errors with the same handlers. Used for the JSON requests of every
+    login: ticket creation, status reads, the exchange, and the mini
+    program's session, scan and confirm."""
 
     def __init__(self, endpoint) -> None:
         self.endpoint = endpoint
@@ -305,5 +306,5 @@ def routes() -> list[Route]:
         Route("/api/qrcode/{ticket}.svg", qrcode_svg, methods=["GET"]),
         Route("/api/qrcode/{ticket}/status", Direct(status), methods=["GET"]),
         Route("/api/qrcode/{ticket}/events", Events(), methods=["GET"]),
-        Route("/api/qrcode/{ticket}/exchange", exchange, methods=["POST"]),
+        Route("/api/qrcode/{ticket}/exchange", Direct(exchange), methods=["POST"]),
     ]

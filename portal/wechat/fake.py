@@ -445,9 +445,12 @@ def serve(
     apps: dict[str, str] | None = None,
     busy_rate: float = 0.0,
     seed: int | None = None,
+    access_log: bool = True,
 ) -> None:
     """Run the fake until interrupted (``portal fake-wechat``)."""
-    uvicorn.run(create_fake_wechat_app(apps, busy_rate, seed), host=host, port=port)
+    uvicorn.run(
+        create_fake_wechat_app(apps, busy_rate, seed), host=host, port=port, access_log=access_log
+    )
 
 
 @dataclass(frozen=True)
