@@ -579,7 +579,9 @@ async def test_a_burst_larger_than_the_redis_pool_waits_instead_of_failing(acme,
         assert {r.status_code for r in reads} == {200}
 
 
-async def test_a_returning_user_is_asked_for_a_phone_once_the_pool_requires_one(pc, apex, db, portal):
+async def test_a_returning_user_is_asked_for_a_phone_once_the_pool_requires_one(
+    pc, apex, db, portal
+):
     t = await new_ticket(pc)
     assert (await Phone(apex, "nina").scan_and_confirm(t["ticket"])).status_code == 200
     before = await db.fetchrow("SELECT last_login_at, updated_at FROM users")
