@@ -179,7 +179,13 @@ async def test_secret_and_pool_are_checked(pc, portal, db, box):
     assert r.status_code == 403
     r = await pc.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": "wrong"})
     assert r.status_code == 403
+    # The stream answers before it begins: the same JSON errors.
+    r = await pc.get(f"/api/qrcode/{t['ticket']}/events", params={"secret": "wrong"})
+    assert r.status_code == 403 and r.json()["error"] == "invalid_secret"
+    assert r.headers["content-type"] == "application/json"
     async with portal.client("beta") as beta:
+        r = await beta.get(f"/api/qrcode/{t['ticket']}/events", params={"secret": t["secret"]})
+        assert r.status_code == 404 and r.json()["error"] == "ticket_not_found"
         r = await beta.get(f"/api/qrcode/{t['ticket']}/status", params={"secret": t["secret"]})
         assert r.status_code == 404 and r.json()["error"] == "ticket_not_found"
         r = await beta.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
