@@ -223,10 +223,8 @@ async def confirm(request: Request) -> Response:
     claim = await tickets.claim(ticket, appid, openid)
     try:
         try:
-            result = await users.login(
-                db, pool, unionid=who.get("unionid"), phone=phone, nickname=nickname,
-                avatar_url=avatar_url, event=event,
-            )  # fmt: skip
+            profile = users.Profile(who.get("unionid"), phone, nickname, avatar_url)
+            result = await users.login(db, pool, profile, event)
         except (asyncpg.PostgresConnectionError, OSError):
             raise ServiceUnavailable() from None
         user = result.user

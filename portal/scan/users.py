@@ -68,6 +68,16 @@ def public_user(user: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Profile:
+    """What the mini program says of the person logging in (None: not said)."""
+
+    unionid: str | None = None
+    phone: Phone | None = None
+    nickname: str | None = None
+    avatar_url: str | None = None
+
+
+@dataclass(frozen=True)
 class LoginEvent:
     """Who tries to log in, where from: one ``login_events`` row per attempt."""
 
@@ -123,23 +133,22 @@ SELECT usr.*, event.id AS event_id FROM usr, event"""
 async def _login_identity(
     conn: asyncpg.Connection | asyncpg.Pool,
     pool: Pool,
-    *,
-    unionid: str | None,
-    phone: Phone | None,
-    nickname: str | None,
-    avatar_url: str | None,
+    profile: Profile,
     event: LoginEvent,
     result: str,
 ) -> LoginResult | None:
+    """``_LOGIN``: the login of an existing identity, recorded as ``result``;
+    None (nothing written) when it may not go ahead as it stands."""
+    phone = profile.phone
     row = await conn.fetchrow(
         _LOGIN,
-        nickname,
-        avatar_url,
+        profile.nickname,
+        profile.avatar_url,
         phone.number if phone else None,
         phone.country_code if phone else None,
         pool.id,
         event.appid,
-        unionid,
+        profile.unionid,
         event.openid,
         pool.phone_required,
         event.client_id,
@@ -157,25 +166,20 @@ async def _login_identity(
 async def login(
     db: asyncpg.Pool,
     pool: Pool,
-    *,
-    unionid: str | None,
-    phone: Phone | None,
-    nickname: str | None,
-    avatar_url: str | None,
+    profile: Profile,
     event: LoginEvent,
 ) -> LoginResult:
     """Find or register the user of ``event``'s WeChat identity, and record the
     login: the user and its event are committed together; a refused login
     (``LoginRefused``, ``PhoneRequired``) writes nothing but the refusal's
     event. The ticket is not touched: see ``mpapi.confirm``."""
-    profile = {"unionid": unionid, "phone": phone, "nickname": nickname, "avatar_url": avatar_url}
     # A returning user (nearly every login): one statement.
-    result = await _login_identity(db, pool, **profile, event=event, result="success")
+    result = await _login_identity(db, pool, profile, event, "success")
     if result is not None:
         return result
     try:
         async with db.acquire() as conn, conn.transaction():
-            return await _first_login(conn, pool, **profile, event=event)
+            return await _first_login(conn, pool, profile, event)
     except (LoginRefused, PhoneRequired) as exc:
         # The login's transaction rolled back: the refusal is recorded apart.
         await record_event(db, event, exc.error)
@@ -185,16 +189,13 @@ async def login(
 async def _first_login(
     conn: asyncpg.Connection,
     pool: Pool,
-    *,
-    unionid: str | None,
-    phone: Phone | None,
-    nickname: str | None,
-    avatar_url: str | None,
+    profile: Profile,
     event: LoginEvent,
 ) -> LoginResult:
     """Register or link the identity, or refuse the login; inside the caller's
     transaction, which rolls back if anything fails."""
     appid, openid = event.appid, event.openid
+    unionid, phone = profile.unionid, profile.phone
     # Two confirms of one WeChat user at once must not both register them.
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{pool.id}:{appid}:{openid}"
@@ -236,8 +237,8 @@ async def _first_login(
             f"""INSERT INTO users (pool_id, nickname, avatar_url, phone_number, phone_country_code)
                 VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}""",
             pool.id,
-            nickname,
-            avatar_url,
+            profile.nickname,
+            profile.avatar_url,
             phone.number if phone else None,
             phone.country_code if phone else None,
         )
@@ -256,10 +257,7 @@ async def _first_login(
             openid,
             unionid,
         )
-    result = await _login_identity(
-        conn, pool, unionid=unionid, phone=phone, nickname=nickname, avatar_url=avatar_url,
-        event=event, result="signup" if created else "success",
-    )  # fmt: skip
+    result = await _login_identity(conn, pool, profile, event, "signup" if created else "success")
     if result is None:  # the checks above passed under the lock: not for long
         raise UserBlocked()
     return result
