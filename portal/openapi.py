@@ -420,6 +420,7 @@ def _paths() -> dict[str, dict]:
                             TICKET,
                             POOL_HOST,
                             STORES,
+                            RATE,  # with wait: too many waiting on this ticket
                         )
                     ),
                 },
@@ -474,6 +475,7 @@ def _paths() -> dict[str, dict]:
                             TICKET,
                             POOL_HOST,
                             STORES,
+                            RATE,  # too many streams on this ticket
                         )
                     ),
                 },

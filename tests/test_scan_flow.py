@@ -637,3 +637,42 @@ async def test_a_login_whose_ticket_ends_meanwhile_is_recorded_as_such(pc, apex,
     results = [r["result"] for r in await db.fetch("SELECT result FROM login_events ORDER BY id")]
     assert results == (["signup"] if returning else []) + ["ticket_expired"]
     assert await db.fetchval("SELECT count(*) FROM users") == (1 if returning else 0)
+
+
+async def test_one_ticket_may_be_followed_by_a_few_connections_not_thousands(pc, portal):
+    """Whoever has a ticket's secret could open stream after stream with it:
+    each process holds at most MAX_PER_TICKET waiters (streams and long polls)
+    of one ticket, and answers more with 429 until one goes."""
+    import contextlib
+
+    from portal.scan.waiters import MAX_PER_TICKET
+
+    t = await new_ticket(pc)
+    url = f"/api/qrcode/{t['ticket']}/events"
+    async with contextlib.AsyncExitStack() as streams:
+        for _ in range(MAX_PER_TICKET):
+            r = await streams.enter_async_context(
+                pc.stream("GET", url, params={"secret": t["secret"]})
+            )
+            assert r.status_code == 200
+        r = await pc.get(url, params={"secret": t["secret"]})
+        assert r.status_code == 429 and r.json()["error"] == "rate_limited"
+        assert r.headers["retry-after"] == "5"
+        r = await pc.get(
+            f"/api/qrcode/{t['ticket']}/status",
+            params={"secret": t["secret"], "wait": 5, "known": "pending"},
+        )
+        assert r.status_code == 429
+        # Another ticket is not concerned; a plain status read neither.
+        other = await new_ticket(pc)
+        async with pc.stream("GET", f"/api/qrcode/{other['ticket']}/events",
+                             params={"secret": other["secret"]}) as r:  # fmt: skip
+            assert r.status_code == 200
+        assert (await status(pc, t))["status"] == "pending"
+    # The browsers went away: their waiters are gone, and a new stream is taken.
+    for _ in range(100):
+        if portal.state["waiters"].tickets == 0:
+            break
+        await asyncio.sleep(0.02)
+    async with pc.stream("GET", url, params={"secret": t["secret"]}) as r:
+        assert r.status_code == 200

@@ -14,7 +14,20 @@ import contextlib
 from collections.abc import Iterator
 
 from portal.obs.metrics import WAITERS
+from portal.ratelimit import RateLimited
 from portal.scan.tickets import parse_event
+
+# Waiters (SSE streams, long polls) one ticket may have in one process. A page
+# holds one, two while its EventSource reconnects; whoever has a ticket's
+# secret must not hold thousands of connections with it.
+MAX_PER_TICKET = 8
+RETRY_AFTER_S = 5
+
+
+class TooManyWaiters(RateLimited):
+    def __init__(self) -> None:
+        super().__init__(RETRY_AFTER_S)
+        self.description = "This login is already followed by too many connections."
 
 
 class Waiter:
@@ -60,9 +73,10 @@ def _expire(future: asyncio.Future[bool]) -> None:
 
 
 class Waiters:
-    def __init__(self) -> None:
+    def __init__(self, max_per_ticket: int = MAX_PER_TICKET) -> None:
         self._by_ticket: dict[str, set[Waiter]] = {}
         self.draining = False
+        self.max_per_ticket = max_per_ticket
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_ticket.values())
@@ -73,7 +87,11 @@ class Waiters:
 
     @contextlib.contextmanager
     def watch(self, ticket: str) -> Iterator[Waiter]:
-        """Register *before* reading the ticket, so no change slips in between."""
+        """Register *before* reading the ticket, so no change slips in between.
+        ``TooManyWaiters`` (429) when the ticket has ``max_per_ticket`` already."""
+        group = self._by_ticket.get(ticket)
+        if group is not None and len(group) >= self.max_per_ticket:
+            raise TooManyWaiters()
         waiter = Waiter()
         if self.draining:  # a request that came in on a connection still open
             waiter.stopping = waiter._woken = True
