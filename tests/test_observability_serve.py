@@ -170,13 +170,19 @@ async def test_a_graceful_reload_moves_streams_to_the_new_workers(served):
         # Its count reaches the shared files within the tally's interval (metrics.Tally).
         await asyncio.sleep(metrics.TALLY.interval + 0.3)
         before = parse_metrics((await apex.get("/metrics")).text)
-        stream, _ = await open_stream(pc, t)
+        stream, lines = await open_stream(pc, t)
         started = time.monotonic()
         served.signal(signal.SIGHUP)
         await asyncio.wait_for(stream, 5)  # the old worker ended it cleanly
         assert time.monotonic() - started < 4
     # The browser reconnects (a new connection: the old worker closed its idle
-    # ones) and is served by a new worker, once it has started; nothing was lost.
+    # ones) after the pause the stream asked for, as EventSource does: by then
+    # every old worker has stopped accepting (each notices its SIGTERM within
+    # uvicorn's 0.1 s tick; one reconnecting at once could reach an old worker
+    # that had not yet, and be cut off). A new worker serves it; nothing was lost.
+    retry = next(int(line.split(":")[1]) for line in lines if line.startswith("retry:"))
+    assert retry == 2000
+    await asyncio.sleep(retry / 1000)
     async with served.client("acme") as pc, served.client() as apex:
         again, seen = await open_stream(pc, t, timeout=20)
         assert any('"status":"pending"' in s for s in seen)
