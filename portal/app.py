@@ -137,9 +137,9 @@ class FastLane:
     and path parameters (the metrics read the route), and an exception is
     answered by the same handler (``EXCEPTION_HANDLERS``, looked up along the
     exception's classes) or raised on to the request middleware. A request
-    whose path or method no Direct route takes goes the usual way.
-    ``tests/test_app.py`` checks that the lane picks, for each of its routes,
-    the route the router would have picked."""
+    whose path or method no lane route takes goes the usual way.
+    ``tests/test_fastlane.py`` checks that the lane picks, for each of its
+    routes, the route the router would have picked."""
 
     def __init__(self, app: ASGIApp, sites: Sequence[Site], handlers: dict) -> None:
         self.app = app
@@ -155,7 +155,8 @@ class FastLane:
                         self.exact[(site.site, r.path)] = r
 
     def route(self, scope: Scope) -> tuple[Route | None, dict]:
-        """The Direct route for this request's site and path, and its parameters."""
+        """The lane's route for this request's site and path (None: the router's
+        business), and its path parameters."""
         site, path = scope.get("portal_site"), scope["path"]
         route = self.exact.get((site, path))  # type: ignore[arg-type]
         if route is not None:

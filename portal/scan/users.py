@@ -92,13 +92,6 @@ class LoginEvent:
     def agent(self) -> str | None:
         return (self.user_agent or "")[:500] or None
 
-    def row(self, result: str, user_id: Any = None) -> tuple:
-        """The parameters of ``_INSERT_EVENT``."""
-        return (
-            self.pool_id, user_id, self.client_id, self.appid, self.openid, result, self.ip,
-            self.agent,
-        )  # fmt: skip
-
 
 # A login of an existing identity in one statement (one round trip, one commit):
 # the identity's last login, the user's profile, and the login event. It
@@ -277,27 +270,29 @@ def count(result: str) -> None:
     LOGINS.labels(result).inc()
 
 
-_INSERT_EVENT = """INSERT INTO login_events (pool_id, user_id, client_id, appid, openid, result,
-                                         ip, user_agent)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7::inet, $8)"""
+_INSERT_REFUSAL = """INSERT INTO login_events (pool_id, client_id, appid, openid, result, ip,
+                                           user_agent)
+                     VALUES ($1, $2, $3, $4, $5, $6::inet, $7)"""
 
 
-async def record_event(
-    db: asyncpg.Pool, event: LoginEvent, result: str, user_id: Any = None
-) -> None:
-    """A login attempt that ended apart from a login's own transaction (a
-    refusal); a failure to record it never fails the request."""
+async def record_event(db: asyncpg.Pool, event: LoginEvent, result: str) -> None:
+    """A refused login attempt, recorded apart from the login's own transaction
+    (which rolled back); a failure to record it never fails the request."""
     count(result)
-    try:
-        await db.execute(_INSERT_EVENT, *event.row(result, user_id))
-    except (asyncpg.PostgresError, OSError) as exc:
-        log.warning("could not record a login event (%s)", type(exc).__name__)
+    await _best_effort(
+        db, _INSERT_REFUSAL, event.pool_id, event.client_id, event.appid, event.openid, result,
+        event.ip, event.agent,
+    )  # fmt: skip
 
 
 async def mark_event(db: asyncpg.Pool, event_id: int, result: str) -> None:
     """A recorded login did not complete after all (its ticket ended meanwhile)."""
     count(result)
+    await _best_effort(db, "UPDATE login_events SET result = $2 WHERE id = $1", event_id, result)
+
+
+async def _best_effort(db: asyncpg.Pool, statement: str, *args: Any) -> None:
     try:
-        await db.execute("UPDATE login_events SET result = $2 WHERE id = $1", event_id, result)
+        await db.execute(statement, *args)
     except (asyncpg.PostgresError, OSError) as exc:
         log.warning("could not record a login event (%s)", type(exc).__name__)

@@ -73,10 +73,9 @@ def _expire(future: asyncio.Future[bool]) -> None:
 
 
 class Waiters:
-    def __init__(self, max_per_ticket: int = MAX_PER_TICKET) -> None:
+    def __init__(self) -> None:
         self._by_ticket: dict[str, set[Waiter]] = {}
         self.draining = False
-        self.max_per_ticket = max_per_ticket
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_ticket.values())
@@ -88,9 +87,9 @@ class Waiters:
     @contextlib.contextmanager
     def watch(self, ticket: str) -> Iterator[Waiter]:
         """Register *before* reading the ticket, so no change slips in between.
-        ``TooManyWaiters`` (429) when the ticket has ``max_per_ticket`` already."""
+        ``TooManyWaiters`` (429) when the ticket has ``MAX_PER_TICKET`` already."""
         group = self._by_ticket.get(ticket)
-        if group is not None and len(group) >= self.max_per_ticket:
+        if group is not None and len(group) >= MAX_PER_TICKET:
             raise TooManyWaiters()
         waiter = Waiter()
         if self.draining:  # a request that came in on a connection still open
