@@ -230,7 +230,7 @@ class Stack:
         db_url = os.environ.get("DATABASE_URL", "")
         redis_url = os.environ.get("REDIS_URL", "")
         if not db_url or not redis_url:
-            from portal.embedded import EmbeddedStores
+            from portal.stores.embedded import EmbeddedStores
 
             self.say(
                 "starting embedded stores"

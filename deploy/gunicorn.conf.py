@@ -3,7 +3,7 @@
 #
 # Signals (to the master): TERM/INT stop gracefully, HUP is a graceful reload
 # (re-reads this file, starts new workers with the new code, then stops the old
-# ones: each closes its SSE streams at once, see portal/worker.py), TTIN/TTOU
+# ones: each closes its SSE streams at once, see portal/web/server.py), TTIN/TTOU
 # add/remove a worker. `systemctl reload portal` sends HUP.
 import math
 import multiprocessing
@@ -35,7 +35,7 @@ bind = os.environ.get("PORTAL_BIND", "127.0.0.1:8000")
 # The portal is I/O-bound and async: one worker per core serves many
 # thousands of connections each (SSE waiters included).
 workers = int(os.environ.get("PORTAL_WORKERS") or usable_cores())
-worker_class = "portal.worker.PortalWorker"
+worker_class = "portal.web.server.PortalWorker"
 # Workers answer the arbiter's heartbeat from their event loop, so a long SSE
 # stream does not count against this.
 timeout = 60
@@ -44,7 +44,7 @@ timeout = 60
 graceful_timeout = 30
 keepalive = 5  # seconds an idle keep-alive connection is kept (uvicorn's timeout_keep_alive)
 # Request head limits. uvicorn workers do not use gunicorn's parser: the portal's
-# worker hands these to its protocol (portal/httpproto.py), which answers 414
+# worker hands these to its protocol (portal/web/protocol.py), which answers 414
 # (line) or 431 (headers), caps the whole head at 64 KiB, closes a connection
 # whose head is not complete 15 s after it starts and answers 408 to a body not
 # complete 60 s after its head (routes that read one: PORTAL_BODY_TIMEOUT, 30 s).

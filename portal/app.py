@@ -24,29 +24,31 @@ from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from portal import db as dbmod
-from portal import devtools, openapi, redisconn, sdk
 from portal.console import routes as console_routes
-from portal.cors import CORSMiddleware
-from portal.crypto import SecretBox
+from portal.dev import tools
 from portal.errors import PortalError
-from portal.events import POOLS_CHANNEL, TICKETS_CHANNEL, EventHub
-from portal.hosts import HostRouter
 from portal.obs import metrics
 from portal.obs.metrics import MetricsAccess
 from portal.obs.middleware import Observability
 from portal.oidc import authorize, endpoints
 from portal.oidc.codes import Codes
-from portal.ratelimit import RateLimiter
-from portal.redismux import Multiplexer
+from portal.oidc.tokens import KeyCache
 from portal.scan import avatars, mpapi, qrapi
 from portal.scan.tickets import Tickets
 from portal.scan.waiters import Waiters
 from portal.settings import ConfigError, Settings
+from portal.stores import postgres as dbmod
+from portal.stores import redis as redisconn
+from portal.stores.crypto import SecretBox
+from portal.stores.events import POOLS_CHANNEL, TICKETS_CHANNEL, EventHub
+from portal.stores.ratelimit import RateLimiter
+from portal.stores.redismux import Multiplexer
 from portal.tenants.clients import ClientCache
 from portal.tenants.pools import PoolCache
-from portal.tokens import KeyCache
-from portal.web import (
+from portal.web import openapi, sdk
+from portal.web.cors import CORSMiddleware
+from portal.web.hosts import HostRouter
+from portal.web.pages import (
     STORE_UNAVAILABLE,
     http_error_handler,
     make_environment,
@@ -305,7 +307,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         *console_routes(),
     ]
     if settings.is_dev:  # in production every /dev/* path is a 404
-        apex += devtools.dev_routes()
+        apex += tools.dev_routes()
     # Routes are tried in order: the QR API, by far the busiest, goes first.
     pool = [
         *qrapi.routes(),
@@ -315,7 +317,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         *authorize.routes(),
         *endpoints.routes(),
         Route("/logo", pool_logo),
-        Route("/q/{ticket}", devtools.scan_outside_wechat),
+        Route("/q/{ticket}", tools.scan_outside_wechat),
         *common,
     ]
     errors = [

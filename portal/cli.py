@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from portal import db as dbmod
-from portal import migrations
-from portal.crypto import SecretBox
-from portal.embedded import EmbeddedError
 from portal.errors import PortalError
 from portal.settings import ConfigError, Settings, dev_secret_key
+from portal.stores import migrations
+from portal.stores import postgres as dbmod
+from portal.stores.crypto import SecretBox
+from portal.stores.embedded import EmbeddedError
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy"
 
@@ -35,7 +35,7 @@ def _print_json(obj: dict[str, Any]) -> None:
 def stores(environ: dict[str, str], *, dev: bool) -> Iterator[Settings]:
     """Settings for a command; embedded stores under PORTAL_DATA_DIR for
     whichever of DATABASE_URL / REDIS_URL is unset (local use only)."""
-    from portal.embedded import EmbeddedStores
+    from portal.stores.embedded import EmbeddedStores
 
     env = dict(environ)
     embedded_pg = not env.get("DATABASE_URL")
@@ -80,8 +80,8 @@ async def _with_conn(settings: Settings, fn, *, check_schema: bool = True):
 
 async def _announce(settings: Settings, slug: str) -> None:
     """Tell running portal processes to forget what they cached about ``slug``."""
-    from portal import redisconn
-    from portal.events import POOLS_CHANNEL
+    from portal.stores import redis as redisconn
+    from portal.stores.events import POOLS_CHANNEL
 
     client = redisconn.connect(settings.redis_url, max_connections=2, socket_connect_timeout=3)
     try:
@@ -302,7 +302,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from portal import devserver
+    from portal.dev import server as devserver
 
     return devserver.run(host=args.host, port=args.port, wechat_port=args.wechat_port)
 

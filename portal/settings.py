@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from portal.ratelimit import Limit
+from portal.stores.ratelimit import Limit
 
 DEFAULT_BASE_URL = "http://localhost:8000"
 DEFAULT_WECHAT_API_BASE = "https://api.weixin.qq.com"
@@ -49,7 +49,7 @@ class Settings:
     # Seconds a cached pool (or a cached "no such pool") is trusted without
     # an invalidation message: a safety net should a pub/sub message be lost.
     pool_cache_ttl: float = 300.0
-    # Rate limits (portal/ratelimit.py): COUNT per WINDOW seconds; Limit(0) turns one off.
+    # Rate limits (portal/stores/ratelimit.py): COUNT per WINDOW seconds; Limit(0) turns one off.
     rate_qr: Limit = DEFAULT_RATE_QR
     rate_mp_session: Limit = DEFAULT_RATE_MP_SESSION
     rate_token: Limit = DEFAULT_RATE_TOKEN

@@ -22,11 +22,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from portal import db as dbmod
-from portal import migrations
-from portal.crypto import SecretBox
-from portal.embedded import EmbeddedStores, remove_data_dir
 from portal.settings import Settings
+from portal.stores import migrations
+from portal.stores import postgres as dbmod
+from portal.stores.crypto import SecretBox
+from portal.stores.embedded import EmbeddedStores, remove_data_dir
 from portal.wechat import fake
 from tests import leakcheck
 from tests.support import free_socket, run_portal

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import pytest
 
-from portal.crypto import SecretBox
 from portal.obs.logs import JsonFormatter, RedactFilter, RequestIdFilter
 from portal.scan.tickets import Tickets
+from portal.stores.crypto import SecretBox
 from portal.wechat.client import WeChatClient
 
 MIN_LEN = 16  # shorter values (short codes, ids) would match by chance

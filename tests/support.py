@@ -226,7 +226,7 @@ class RedisProcess:
     port of its own: to stop, restart or fail over without touching the suite's."""
 
     def __init__(self, workdir: Path, name: str, args: list[str], config: str | None = None):
-        from portal.embedded import _redis_executable
+        from portal.stores.embedded import _redis_executable
 
         self.port = free_port()
         self.dir = workdir / name

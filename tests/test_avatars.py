@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from portal import qrimage
+from portal.scan import qrimage
 from portal.tenants import pools
 from tests.phone import Phone
 

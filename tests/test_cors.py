@@ -1,4 +1,4 @@
-"""CORS and Origin checks (portal/cors.py): a client's website may use the QR API
+"""CORS and Origin checks (portal/web/cors.py): a client's website may use the QR API
 and /oidc/token from its registered web origins only; servers (no Origin) and
 the pool's own pages as before."""
 

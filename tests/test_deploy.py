@@ -20,7 +20,7 @@ def test_gunicorn_config(monkeypatch):
     monkeypatch.setenv("PORTAL_WORKERS", "3")
     monkeypatch.setenv("PORTAL_ACCESS_LOG", "1")
     conf = runpy.run_path(str(CONF))
-    assert conf["worker_class"] == "portal.worker.PortalWorker"
+    assert conf["worker_class"] == "portal.web.server.PortalWorker"
     assert conf["workers"] == 3
     assert conf["graceful_timeout"] > 0 and conf["forwarded_allow_ips"] == ""
     assert conf["logconfig_dict"]["handlers"]["default"]["formatter"] == "json"

@@ -14,13 +14,14 @@ import pytest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from portal import devtools, i18n
+from portal.dev import tools as devtools
 from portal.scan import mpapi
 from portal.tenants import pools
+from portal.web import i18n
 from portal.wechat.fake import DEMO_APPID
 from tests.support import free_socket, run_portal
 
-PORTAL_DIR = Path(devtools.__file__).resolve().parent
+PORTAL_DIR = Path(devtools.__file__).resolve().parents[1]
 TICKET = "Abc_DEF-123456789xyz"
 WECHAT_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "

@@ -222,8 +222,8 @@ async def test_postgres_restarted_mid_login(
 ):
     import asyncpg
 
-    from portal import db as dbmod
-    from portal import migrations
+    from portal.stores import migrations
+    from portal.stores import postgres as dbmod
 
     server, ctl = own_postgres
     url = server.get_uri("postgres")

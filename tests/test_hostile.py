@@ -1,5 +1,5 @@
 """Hostile input over real HTTP, against the app served by the portal's own HTTP
-protocol (portal/httpproto.py, as ``portal serve`` and ``portal dev`` run it),
+protocol (portal/web/protocol.py, as ``portal serve`` and ``portal dev`` run it),
 with real PostgreSQL, Redis and the fake WeChat.
 
 Every answer must be a clear 4xx (JSON ``{"error", "error_description"}`` on
@@ -27,9 +27,9 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from portal import httpproto
 from portal.app import create_app
 from portal.tenants import admins, clients, pools
+from portal.web import protocol as httpproto
 from portal.wechat.fake import DEMO_APPID
 from tests.phone import Phone
 from tests.support import RunningPortal, ServeProcess, free_port, free_socket, serve_env

@@ -1,8 +1,8 @@
 import pytest
 
-from portal.hosts import parse_host
 from portal.settings import parse_networks
 from portal.tenants import pools
+from portal.web.hosts import parse_host
 from tests.support import run_portal
 
 

@@ -8,9 +8,9 @@ import sys
 import asyncpg
 import pytest
 
-from portal import migrations
 from portal.app import create_app
-from portal.db import SchemaNotCurrent
+from portal.stores import migrations
+from portal.stores.postgres import SchemaNotCurrent
 
 
 @pytest.fixture

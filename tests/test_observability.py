@@ -20,8 +20,8 @@ from portal.obs import logs
 from portal.obs.logs import JsonFormatter, RedactFilter, RequestIdFilter, redact
 from portal.obs.metrics import MetricsAccess, Tally
 from portal.tenants import pools
+from portal.web.server import PortalServer
 from portal.wechat import fake
-from portal.worker import PortalServer
 from tests.phone import Phone
 from tests.support import free_socket, run_portal
 

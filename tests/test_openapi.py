@@ -1,4 +1,4 @@
-"""``GET /openapi.json`` (portal/openapi.py) tells the truth about the JSON routes.
+"""``GET /openapi.json`` (portal/web/openapi.py) tells the truth about the JSON routes.
 
 Three ways it could lie, each caught here: a route the app has but the document
 lacks (or the reverse), a document that is not valid OpenAPI 3.1, and real
@@ -27,7 +27,7 @@ from tests.phone import Phone
 from tests.support import LoopbackTransport, RunningPortal
 
 REDIRECT = "https://rp.example.com/callback"
-# What is JSON on a pool or the apex (portal/web.py's wants_json), less the pages.
+# What is JSON on a pool or the apex (portal/web/pages.py's wants_json), less the pages.
 JSON_PREFIXES = ("/api/", "/oidc/", "/.well-known/")
 JSON_PATHS = {"/healthz", "/readyz", "/openapi.json"}
 PAGES = {"/oidc/auth", "/oidc/auth/complete", "/oidc/logout"}

@@ -15,7 +15,7 @@ import segno
 import zxingcpp
 from PIL import Image, ImageChops, ImageDraw, ImageFile, ImageFilter, PngImagePlugin
 
-from portal.qrimage import LogoError, normalize_logo, render_png, render_svg
+from portal.scan.qrimage import LogoError, normalize_logo, render_png, render_svg
 
 TICKET = "Xq3_k9ZpL0-aB7cD2eF4gH6iJ8kLmN1o"  # 32 URL-safe characters, like a real one
 CONTENTS = [
@@ -275,7 +275,7 @@ def test_rendering_is_the_same_in_another_process(logo, tmp_path):
     """Workers cache by (content, logo hash): every process must produce the same bytes."""
     (tmp_path / "logo.png").write_bytes(logo)
     script = (
-        "import hashlib, sys; from portal.qrimage import render_png, render_svg;"
+        "import hashlib, sys; from portal.scan.qrimage import render_png, render_svg;"
         "logo = open(sys.argv[1], 'rb').read();"
         f"print(hashlib.sha256(render_png({CONTENTS[1]!r}, logo)).hexdigest(),"
         f" hashlib.sha256(render_svg({CONTENTS[1]!r}, logo).encode()).hexdigest())"

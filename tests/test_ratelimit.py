@@ -1,4 +1,4 @@
-"""Rate limits on the public endpoints (portal/ratelimit.py), over real HTTP,
+"""Rate limits on the public endpoints (portal/stores/ratelimit.py), over real HTTP,
 counted in the real Redis and therefore shared by every process."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from portal.ratelimit import Limit
 from portal.settings import ConfigError, Settings
+from portal.stores.ratelimit import Limit
 from portal.tenants import pools
 from portal.wechat.fake import DEMO_APPID
 from tests.phone import Phone

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from portal import redisconn
-from portal.redisconn import BadRedisURL, parse_sentinel_url
+from portal.stores import redis as redisconn
+from portal.stores.redis import BadRedisURL, parse_sentinel_url
 from portal.tenants import pools
 from tests.phone import Phone
 from tests.support import RedisProcess, free_socket, run_portal
@@ -163,7 +163,7 @@ async def test_the_shared_connection_leaves_a_server_that_turned_replica(sentine
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import ResponseError
 
-    from portal.redismux import Multiplexer
+    from portal.stores.redismux import Multiplexer
 
     master, replica, _ = sentinel_setup
     client = aioredis.Redis(port=master.port, decode_responses=True)

@@ -1,4 +1,4 @@
-"""The shared, pipelined Redis connection of the hot path (portal/redismux.py),
+"""The shared, pipelined Redis connection of the hot path (portal/stores/redismux.py),
 against the suite's real Redis, directly and through a TCP proxy that can
 freeze or cut the traffic the way a hung or restarting Redis would."""
 
@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from portal.redismux import Multiplexer, pack
+from portal.stores.redismux import Multiplexer, pack
 from tests.support import TcpProxy, free_socket, run_portal
 
 

@@ -142,7 +142,7 @@ async def test_the_qr_image_decodes_to_the_content(pc, db, portal):
     import hashlib
     import random
 
-    from portal import qrimage
+    from portal.scan import qrimage
 
     rng = random.Random(7)
     noisy = Image.frombytes("RGB", (200, 200), rng.randbytes(200 * 200 * 3))

@@ -1,4 +1,4 @@
-"""The SDK's route (portal/sdk.py): where it is served, how it is cached, its size."""
+"""The SDK's route (portal/web/sdk.py): where it is served, how it is cached, its size."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from portal import sdk
 from portal.tenants import pools
+from portal.web import sdk
 
 GZIP_BUDGET = 10 * 1024  # a user-facing budget: docs/sdk.md
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from portal.crypto import DecryptError, SecretBox
+from portal.stores.crypto import DecryptError, SecretBox
 from portal.tenants import clients, keys, pools
 
 MP_SECRET = "0123456789abcdef0123456789abcdef"

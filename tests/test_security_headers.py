@@ -1,4 +1,4 @@
-"""Security headers (portal/headers.py): a nonce-based CSP on every HTML page,
+"""Security headers (portal/web/headers.py): a nonce-based CSP on every HTML page,
 nothing framable, Referrer-Policy, nosniff on every response, HSTS only in
 production over https, and the attributes of every cookie the portal sets.
 

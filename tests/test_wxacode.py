@@ -15,8 +15,8 @@ import segno
 import zxingcpp
 from PIL import Image
 
-from portal.qrimage import normalize_logo
 from portal.scan import wxacode
+from portal.scan.qrimage import normalize_logo
 from portal.tenants import pools
 
 RED = (220, 20, 60)

@@ -20,8 +20,8 @@ import redis.asyncio as aioredis
 from starlette.requests import Request
 from starlette.responses import Response
 
-from portal import ratelimit
 from portal.settings import Settings
+from portal.stores import ratelimit
 
 IDLE_SECONDS = 2 * 3600
 ABSOLUTE_SECONDS = 12 * 3600

@@ -12,12 +12,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from portal import headers, i18n, jsonapi
 from portal.console import auth, store
 from portal.errors import PortalError
 from portal.tenants.admins import Admin
 from portal.tenants.pools import Pool
-from portal.web import lang_switch_url, render
+from portal.web import headers, i18n, jsonapi
+from portal.web.pages import lang_switch_url, render
 
 MAX_FORM_BYTES = 64 * 1024
 MAX_FILE_BYTES = 1024 * 1024  # the logo's limit (views_pool.LOGO_MAX_BYTES)

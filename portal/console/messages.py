@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from portal import i18n
+from portal.web import i18n
 
 CATALOG: dict[str, dict[str, str]] = {
     "zh-CN": {

@@ -15,9 +15,9 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from portal import tokens
-from portal.crypto import SecretBox
 from portal.errors import Conflict, NotFound, ValidationError
+from portal.oidc import tokens
+from portal.stores.crypto import SecretBox
 from portal.tenants import admins, clients, keys, pools
 from portal.tenants.pools import Pool
 

@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from portal import i18n
 from portal.console import auth, store
 from portal.console.common import (
     Ctx,
@@ -21,7 +20,8 @@ from portal.console.common import (
 )
 from portal.errors import PortalError
 from portal.tenants import admins, pools
-from portal.web import render
+from portal.web import i18n
+from portal.web.pages import render
 
 log = logging.getLogger(__name__)
 

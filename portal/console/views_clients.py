@@ -7,11 +7,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from portal import i18n, validation
 from portal.console import store
 from portal.console.common import Ctx, done, lines, page, pool_path
 from portal.errors import PortalError
 from portal.tenants import clients, pools
+from portal.web import i18n, validation
 
 MAX_URIS = 50
 

@@ -14,12 +14,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from portal import i18n, qrimage, validation
 from portal.console import store
 from portal.console.common import MAX_FILE_BYTES, Ctx, Forbidden, done, page, pool_path
 from portal.errors import PortalError
+from portal.scan import qrimage
 from portal.tenants import admins, keys, pools
 from portal.tenants.pools import APPID_RE, Pool
+from portal.web import i18n, validation
 from portal.wechat.client import WeChatError, WeChatUnavailable
 
 log = logging.getLogger(__name__)

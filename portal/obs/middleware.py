@@ -10,7 +10,7 @@ and added to the process's ``metrics.TALLY`` (written to the shared metric
 files twice a second, not per request).
 
 It also appends the security headers every response carries
-(``portal.headers.always``: nosniff, X-Frame-Options, HSTS in production over
+(``portal.web.headers.always``: nosniff, X-Frame-Options, HSTS in production over
 https), built once here: the same list concat that adds the request id.
 
 The id is the ``X-Request-Id`` of a trusted proxy (``PORTAL_TRUSTED_PROXIES``;
@@ -35,12 +35,12 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from portal import headers
-from portal.hosts import TrustedPeers
 from portal.obs import metrics
 from portal.obs.logs import request_id
 from portal.settings import Settings
-from portal.web import server_error_handler
+from portal.web import headers
+from portal.web.hosts import TrustedPeers
+from portal.web.pages import server_error_handler
 
 _ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{8,64}$")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

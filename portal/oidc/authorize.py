@@ -25,7 +25,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import i18n, jsonapi
 from portal.errors import PortalError
 from portal.oidc import sessions
 from portal.oidc.codes import AuthRequest, CodeGrant, peek_request, save_request, take_request
@@ -35,7 +34,8 @@ from portal.scan.qrapi import TICKET_RE
 from portal.scan.tickets import RETENTION_S
 from portal.tenants.clients import Client
 from portal.tenants.pools import Pool
-from portal.web import lang_switch_url, render
+from portal.web import i18n, jsonapi
+from portal.web.pages import lang_switch_url, render
 
 RESPONSE_MODES = ("query", "form_post", "web_message")
 _CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43,128}$")

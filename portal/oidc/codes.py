@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import redis.asyncio as aioredis
 
-from portal.crypto import SecretBox
+from portal.stores.crypto import SecretBox
 
 CODE_TTL = 60
 SPENT_TTL = 600

@@ -22,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from portal import cors, jsonapi, tokens
-from portal.oidc import clientauth, sessions
+from portal.oidc import clientauth, sessions, tokens
 from portal.scan import users
 from portal.tenants import keys
 from portal.tenants.clients import Client
 from portal.tenants.pools import Pool
-from portal.web import render
+from portal.web import cors, jsonapi
+from portal.web.pages import render
 
 SCOPES = ("openid", "profile", "phone", "offline_access")
 MAX_FORM_BYTES = 16 * 1024

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from portal.crypto import random_token
+from portal.stores.crypto import random_token
 
 COOKIE = "portal_session"
 BROWSER_COOKIE = "portal_browser"

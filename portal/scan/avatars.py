@@ -29,10 +29,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from portal import qrimage
 from portal.errors import PortalError
-from portal.jsonapi import BodyTooLarge, read_body, read_form
+from portal.scan import qrimage
 from portal.scan.mpapi import mp_user
+from portal.web.jsonapi import BodyTooLarge, read_body, read_form
 
 MAX_BYTES = 1_000_000
 _NAME_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -106,7 +106,7 @@ async def serve(request: Request) -> Response:
     return Response(
         png,
         media_type="image/png",
-        # nosniff, as on every response, comes from the middleware (portal/headers.py).
+        # nosniff, as on every response, comes from the middleware (portal/web/headers.py).
         headers={"cache-control": "public, max-age=31536000, immutable"},
     )
 

@@ -16,15 +16,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from portal.crypto import random_token
 from portal.errors import PortalError, ServiceUnavailable
-from portal.jsonapi import optional_str, read_json, required_str
 from portal.scan import users
 from portal.scan.qrapi import TICKET_RE, Direct
 from portal.scan.tickets import FINAL, NotScanned, TicketExpired, TicketNotFound
+from portal.stores.crypto import random_token
 from portal.tenants import pools
 from portal.tenants.pools import Pool
-from portal.validation import redirect_uri
+from portal.web.jsonapi import optional_str, read_json, required_str
+from portal.web.validation import redirect_uri
 from portal.wechat.errors import ErrCode, WeChatError, WeChatUnavailable
 
 SESSION_TTL = 7200

@@ -13,13 +13,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from portal import cors, qrimage, tokens
 from portal.errors import PortalError, ValidationError
-from portal.jsonapi import FastJSONResponse, optional_str, read_json, required_str
-from portal.scan import users
+from portal.oidc import tokens
+from portal.scan import qrimage, users
 from portal.scan.tickets import FINAL, TicketNotFound, TicketState, dumps
 from portal.scan.waiters import Waiter
 from portal.tenants.pools import Pool
+from portal.web import cors
+from portal.web.jsonapi import FastJSONResponse, optional_str, read_json, required_str
 
 TICKET_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 MAX_WAIT = 30

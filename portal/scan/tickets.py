@@ -23,13 +23,13 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from portal import ratelimit
-from portal.crypto import SecretBox
 from portal.errors import PortalError
-from portal.events import TICKETS_CHANNEL
 from portal.obs.metrics import TALLY, TICKETS_CREATED, TICKETS_EXCHANGED, TICKETS_FINAL
-from portal.ratelimit import Limit
-from portal.redismux import Multiplexer
+from portal.stores import ratelimit
+from portal.stores.crypto import SecretBox
+from portal.stores.events import TICKETS_CHANNEL
+from portal.stores.ratelimit import Limit
+from portal.stores.redismux import Multiplexer
 
 FINAL = frozenset({"confirmed", "cancelled", "expired"})
 STATUSES = ("pending", "scanned", *sorted(FINAL))

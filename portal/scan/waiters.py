@@ -14,8 +14,8 @@ import contextlib
 from collections.abc import Iterator
 
 from portal.obs.metrics import WAITERS
-from portal.ratelimit import RateLimited
 from portal.scan.tickets import parse_event
+from portal.stores.ratelimit import RateLimited
 
 # Waiters (SSE streams, long polls) one ticket may have in one process. A page
 # holds one, two while its EventSource reconnects; whoever has a ticket's

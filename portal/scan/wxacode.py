@@ -23,8 +23,8 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from portal import qrimage
 from portal.errors import PortalError
+from portal.scan import qrimage
 from portal.tenants import pools
 from portal.tenants.pools import Pool
 from portal.wechat.errors import ErrCode, WeChatError, WeChatUnavailable

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from portal import validation
-from portal.crypto import SecretBox
+from portal.stores.crypto import SecretBox
+from portal.web import validation
 
 
 @dataclass(frozen=True)

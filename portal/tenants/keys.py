@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from joserfc.jwk import ECKey, RSAKey
 
-from portal.crypto import SecretBox
+from portal.stores.crypto import SecretBox
 
 ALGORITHMS = ("RS256", "ES256")
 

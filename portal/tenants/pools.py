@@ -10,11 +10,11 @@ from datetime import datetime
 
 import asyncpg
 
-from portal import validation
-from portal.crypto import SecretBox
 from portal.errors import Conflict, ValidationError
-from portal.events import POOLS_CHANNEL, EventHub
+from portal.stores.crypto import SecretBox
+from portal.stores.events import POOLS_CHANNEL, EventHub
 from portal.tenants import clients, keys
+from portal.web import validation
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 APPID_RE = re.compile(r"^wx[0-9a-zA-Z]{16}$")

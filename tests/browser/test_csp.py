@@ -17,8 +17,8 @@ from urllib.parse import parse_qs
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
-from portal import i18n
 from portal.tenants import admins
+from portal.web import i18n
 from tests.browser.conftest import POOL_NAME, POOL_SLUG
 from tests.browser.rp_site import RPSite
 from tests.browser.test_hosted_page import (

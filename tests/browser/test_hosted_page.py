@@ -28,8 +28,8 @@ from joserfc.jwt import JWTClaimsRegistry
 from PIL import Image
 from playwright.async_api import Page, expect
 
-from portal import i18n
 from portal.tenants import clients
+from portal.web import i18n
 from tests.browser.conftest import POOL_NAME, POOL_SLUG, TIMEOUT_MS
 from tests.browser.rp_site import LOGIN_BUTTON, RPSite
 from tests.phone import Phone

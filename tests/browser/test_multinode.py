@@ -16,8 +16,8 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
-from portal import i18n
 from portal.tenants import pools
+from portal.web import i18n
 from tests.phone import Phone
 from tests.support import ServeProcess, TcpProxy, serve_env
 

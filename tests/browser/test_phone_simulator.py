@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.async_api import Page, expect
 
-from portal import i18n
+from portal.web import i18n
 
 _ = i18n.translator("zh-CN")  # the pages' default language, and the browser's locale
 PHONE = "13800138000"

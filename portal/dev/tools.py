@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from portal import i18n
-from portal.web import render
+from portal.web import i18n
+from portal.web.pages import render
 
 # What the /q/ page accepts without looking the ticket up: the QR API's
 # tickets are URL-safe base64, so anything else cannot be one of ours.

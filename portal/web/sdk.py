@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-SOURCE = Path(__file__).resolve().parent / "static" / "sdk" / "portal.js"
+SOURCE = Path(__file__).resolve().parents[1] / "static" / "sdk" / "portal.js"
 PATH = "/sdk/v1/portal.js"
 SHORT_CACHE = "public, max-age=3600, stale-while-revalidate=86400"
 LONG_CACHE = "public, max-age=31536000, immutable"

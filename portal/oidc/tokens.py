@@ -19,7 +19,7 @@ import asyncpg
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from portal.crypto import SecretBox
+from portal.stores.crypto import SecretBox
 from portal.tenants import keys
 from portal.tenants.pools import Pool
 

@@ -293,7 +293,7 @@ def _merge(*codes: dict[int, list[str]]) -> dict[int, list[str]]:
 # Errors shared by families of routes.
 STORES = {503: ["temporarily_unavailable"]}  # any route that reads PostgreSQL or Redis
 POOL_HOST = {404: ["pool_not_found"]}  # a Host of no pool (unknown slug)
-# Any route that reads a body: capped in size and in time as it is read (portal/jsonapi.py).
+# Any route that reads a body: capped in size and in time as it is read (portal/web/jsonapi.py).
 BODY = {408: ["request_timeout"], 413: ["request_too_large"]}
 JSON_BODY = {400: ["invalid_request"], 415: ["unsupported_media_type"], **BODY}
 # A ticket path segment that does not name a ticket of this pool; `not_found` when

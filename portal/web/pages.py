@@ -15,12 +15,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from portal import headers, i18n
 from portal.errors import PortalError
+from portal.web import headers, i18n
 
 log = logging.getLogger(__name__)
 
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
 
 # Pages under these prefixes are JSON APIs; everything else is a page for people.
 _JSON_PREFIXES = (
@@ -73,7 +73,7 @@ def render(
     *,
     form_target: str | None = None,
 ) -> HTMLResponse:
-    """A page, with its security headers (``portal.headers``): a fresh CSP nonce is
+    """A page, with its security headers (``portal.web.headers``): a fresh CSP nonce is
     handed to the template as ``csp_nonce`` for its ``<script>`` tags.
     ``form_target``: the client's redirect URI a form of this page leads to
     (its origin joins ``form-action`` on pages whose policy allows one)."""

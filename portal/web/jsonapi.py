@@ -6,7 +6,7 @@ over the cap is refused before a byte is read, and a chunked body (no length)
 is cut off as soon as it passes the cap, never buffered or spooled whole. A
 client that trickles its body gets a 408 when the deadline passes instead of
 holding the request open forever. The protocol under the app
-(``portal.httpproto``) bounds the request line, the headers and bodies no
+(``portal.web.protocol``) bounds the request line, the headers and bodies no
 route reads.
 """
 
@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Message
 
 from portal.errors import PortalError, ValidationError
-from portal.httpproto import BODY_DONE
+from portal.web.protocol import BODY_DONE
 
 MAX_JSON_BODY = 16 * 1024
 MAX_FORM_BODY = 64 * 1024

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 # An arbitrary constant naming "portal migrations" among advisory locks.
 _LOCK_ID = 0x706F7274616C
 

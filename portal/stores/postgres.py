@@ -6,8 +6,8 @@ import json
 
 import asyncpg
 
-from portal import migrations
 from portal.settings import Settings
+from portal.stores import migrations
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -13,7 +13,7 @@ EventSource reconnects (after the ``retry:`` the stream sent) to a live worker.
 
 uvicorn parses HTTP itself, so gunicorn's ``limit_request_line``,
 ``limit_request_fields`` and ``limit_request_field_size`` would be ignored: the
-worker hands them to the portal's protocol (``portal.httpproto``), which
+worker hands them to the portal's protocol (``portal.web.protocol``), which
 enforces them along with header and body deadlines.
 """
 
@@ -23,7 +23,7 @@ from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-from portal import httpproto
+from portal.web import protocol as httpproto
 
 
 class PortalServer(Server):

@@ -9,7 +9,7 @@ Two layers:
   (nothing of the portal is meant to be framed), and in production over https
   ``Strict-Transport-Security``. The Observability middleware appends them,
   computed once at start, so the QR API's hot path pays one list concat.
-- **Every HTML page** is rendered by ``portal.web.render``, which asks
+- **Every HTML page** is rendered by ``portal.web.pages.render``, which asks
   ``page_headers`` for a Content-Security-Policy built from the page's
   ``Policy`` below and a fresh nonce per response. Every ``<script>`` (and
   ``<style>``, if a template ever has one) carries ``nonce="{{ csp_nonce }}"``;

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from portal import db as dbmod
-from portal import httpproto, migrations
 from portal.app import create_app
-from portal.crypto import SecretBox
 from portal.settings import Settings
+from portal.stores import migrations
+from portal.stores import postgres as dbmod
+from portal.stores.crypto import SecretBox
 from portal.tenants import clients, pools
+from portal.web import protocol
 
 DEMO_SLUG = "demo"
 EXAMPLE_ORIGIN = "http://localhost:8090"  # python -m examples.rp
@@ -127,7 +128,7 @@ def run(*, host: str, port: int, wechat_port: int | None) -> int:
             port=port,
             proxy_headers=False,
             server_header=False,
-            http=httpproto.PortalHttpProtocol,  # header/body limits and deadlines
+            http=protocol.PortalHttpProtocol,  # header/body limits and deadlines
         )
         _Server(config).run()
     return 0

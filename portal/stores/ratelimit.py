@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from portal.errors import PortalError
-from portal.redismux import Multiplexer
+from portal.stores.redismux import Multiplexer
 
 _LIMIT_RE = re.compile(r"^\s*(\d+)\s*(?:/\s*(\d+)\s*)?$")
 
