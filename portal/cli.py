@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from portal.errors import PortalError
-from portal.settings import ConfigError, Settings, dev_secret_key
+from portal.local import stores
+from portal.settings import ConfigError, Settings
 from portal.stores import migrations
 from portal.stores import postgres as dbmod
 from portal.stores.crypto import SecretBox
@@ -29,36 +28,6 @@ class CommandError(Exception):
 
 def _print_json(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, ensure_ascii=False))
-
-
-@contextlib.contextmanager
-def stores(environ: dict[str, str], *, dev: bool) -> Iterator[Settings]:
-    """Settings for a command; embedded stores under PORTAL_DATA_DIR for
-    whichever of DATABASE_URL / REDIS_URL is unset (local use only)."""
-    from portal.stores.embedded import EmbeddedStores
-
-    env = dict(environ)
-    embedded_pg = not env.get("DATABASE_URL")
-    embedded_redis = not env.get("REDIS_URL")
-    local = dev or embedded_pg
-    env.setdefault("PORTAL_ENV", "dev" if local else "prod")
-    data_dir = Path(env.get("PORTAL_DATA_DIR", ".portal"))
-    if not env.get("PORTAL_SECRET_KEY") and env["PORTAL_ENV"] == "dev":
-        env["PORTAL_SECRET_KEY"] = dev_secret_key(data_dir)
-    if env["PORTAL_ENV"] == "dev" and not env.get("PORTAL_DEFAULT_MP_APPID"):
-        from portal.wechat.fake import DEMO_APPID, DEMO_SECRET
-
-        env["PORTAL_DEFAULT_MP_APPID"] = DEMO_APPID
-        env["PORTAL_DEFAULT_MP_SECRET"] = DEMO_SECRET
-    with EmbeddedStores(data_dir, postgres=embedded_pg, redis=embedded_redis) as embedded:
-        if embedded_pg:
-            env["DATABASE_URL"] = embedded.database_url
-        if embedded_redis:
-            env["REDIS_URL"] = embedded.redis_url
-        try:
-            yield Settings.from_env(env)
-        except ConfigError as exc:
-            raise CommandError(str(exc)) from None
 
 
 async def _with_conn(settings: Settings, fn, *, check_schema: bool = True):

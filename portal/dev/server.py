@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from portal.app import create_app
+from portal.local import stores
 from portal.settings import Settings
 from portal.stores import migrations
 from portal.stores import postgres as dbmod
@@ -91,7 +92,6 @@ async def _public_client(conn, box: SecretBox, pool_id: int, name: str, origin: 
 
 
 def run(*, host: str, port: int, wechat_port: int | None) -> int:
-    from portal.cli import stores
     from portal.wechat import fake
 
     env = dict(os.environ)
