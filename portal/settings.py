@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
-
-from portal.stores.ratelimit import Limit
 
 DEFAULT_BASE_URL = "http://localhost:8000"
 DEFAULT_WECHAT_API_BASE = "https://api.weixin.qq.com"
@@ -22,13 +21,37 @@ DEFAULT_WECHAT_API_BASE = "https://api.weixin.qq.com"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says which and why."""
+
+
+_LIMIT_RE = re.compile(r"^\s*(\d+)\s*(?:/\s*(\d+)\s*)?$")
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int  # 0: no limit
+    window: int = 60  # seconds
+
+    @classmethod
+    def parse(cls, text: str, name: str) -> Limit:
+        """``COUNT/SECONDS`` (or ``COUNT`` per minute); ``0`` for no limit."""
+        m = _LIMIT_RE.match(text)
+        if not m or (m[2] is not None and int(m[2]) == 0):
+            raise ValueError(f"{name} must be COUNT/SECONDS (e.g. 120/60) or 0, got {text!r}")
+        return cls(int(m[1]), int(m[2] or 60))
+
+    @property
+    def off(self) -> bool:
+        return self.count <= 0
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.window}"
+
+
 DEFAULT_RATE_QR = Limit(120, 60)
 DEFAULT_RATE_MP_SESSION = Limit(60, 60)
 DEFAULT_RATE_TOKEN = Limit(600, 60)
-
-
-class ConfigError(Exception):
-    """A setting is missing or malformed; the message says which and why."""
 
 
 @dataclass(frozen=True)

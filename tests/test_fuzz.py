@@ -40,7 +40,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from portal.stores.ratelimit import Limit
+from portal.settings import Limit
 from portal.tenants import clients, pools
 from tests.phone import Phone
 from tests.support import free_socket, run_portal

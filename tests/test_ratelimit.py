@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.settings import ConfigError, Settings
-from portal.stores.ratelimit import Limit
+from portal.settings import ConfigError, Limit, Settings
 from portal.tenants import pools
 from portal.wechat.fake import DEMO_APPID
 from tests.phone import Phone

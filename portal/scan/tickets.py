@@ -25,10 +25,10 @@ import redis.asyncio as aioredis
 
 from portal.errors import PortalError
 from portal.obs.metrics import TALLY, TICKETS_CREATED, TICKETS_EXCHANGED, TICKETS_FINAL
+from portal.settings import Limit
 from portal.stores import ratelimit
 from portal.stores.crypto import SecretBox
 from portal.stores.events import TICKETS_CHANNEL
-from portal.stores.ratelimit import Limit
 from portal.stores.redismux import Multiplexer
 
 FINAL = frozenset({"confirmed", "cancelled", "expired"})

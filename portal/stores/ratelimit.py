@@ -25,15 +25,12 @@ from ``PORTAL_TRUSTED_PROXIES``).
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from portal.errors import PortalError
+from portal.settings import Limit
 from portal.stores.redismux import Multiplexer
-
-_LIMIT_RE = re.compile(r"^\s*(\d+)\s*(?:/\s*(\d+)\s*)?$")
 
 # The counting itself, for any script to include: one request of ``key`` against
 # ``limit`` per ``window_ms``. Returns 0 when allowed, else the ms until the window ends.
@@ -50,27 +47,6 @@ end
 
 # KEYS: the counter. ARGV: count, window (ms). Returns as rate_limit_hit.
 HIT_SCRIPT = LUA_HIT + "return rate_limit_hit(KEYS[1], tonumber(ARGV[1]), ARGV[2])\n"
-
-
-@dataclass(frozen=True)
-class Limit:
-    count: int  # 0: no limit
-    window: int = 60  # seconds
-
-    @classmethod
-    def parse(cls, text: str, name: str) -> Limit:
-        """``COUNT/SECONDS`` (or ``COUNT`` per minute); ``0`` for no limit."""
-        m = _LIMIT_RE.match(text)
-        if not m or (m[2] is not None and int(m[2]) == 0):
-            raise ValueError(f"{name} must be COUNT/SECONDS (e.g. 120/60) or 0, got {text!r}")
-        return cls(int(m[1]), int(m[2] or 60))
-
-    @property
-    def off(self) -> bool:
-        return self.count <= 0
-
-    def __str__(self) -> str:
-        return f"{self.count}/{self.window}"
 
 
 class RateLimited(PortalError):
