@@ -15,8 +15,8 @@ from portal.stores.crypto import SecretBox
 from portal.stores.events import POOLS_CHANNEL, EventHub
 from portal.tenants import clients, keys
 from portal.web import validation
+from portal.web.validation import SLUG_RE
 
-SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 APPID_RE = re.compile(r"^wx[0-9a-zA-Z]{16}$")
 QR_TYPES = ("link", "wxacode")
 

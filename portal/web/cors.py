@@ -23,6 +23,8 @@ checked against its own client.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
+from typing import Protocol
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -30,7 +32,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from portal.errors import PortalError
-from portal.tenants.clients import Client
 
 # Paths of a pool host that browsers on clients' websites may call.
 PREFIXES = ("/api/qrcode", "/oidc/token")
@@ -68,13 +69,23 @@ def own_origins(scope: Scope, headers: Headers) -> tuple[str, ...]:
     return (pool_url, f"{scope.get('scheme', 'http')}://{headers.get('host', '')}")
 
 
-def check(request: Request, client: Client) -> None:
+class HasOrigins(Protocol):
+    """A client, as far as CORS is concerned (``tenants.clients.Client`` is one)."""
+
+    web_origins: Collection[str]
+
+
+def check(request: Request, client: HasOrigins) -> None:
     """Admit the request's ``Origin`` for this client, or raise ``OriginNotAllowed``.
     No ``Origin`` (not a browser, or a same-origin GET) and the pool's own pages pass."""
+    _admit(request, client.web_origins)
+
+
+def _admit(request: Request, web_origins: Collection[str]) -> None:
     origin = _origin(request.scope)
     if origin is None or origin in own_origins(request.scope, request.headers):
         return
-    if origin in client.web_origins:
+    if origin in web_origins:
         request.scope[_SCOPE_KEY] = origin
         return
     request.scope[_SCOPE_KEY] = False
@@ -86,9 +97,8 @@ async def check_ticket(request: Request, client_id: str) -> None:
     if _origin(request.scope) is None:
         return  # a server, or a same-origin GET: costs nothing more
     client = await request.state.clients.get(request.state.pool.id, client_id)
-    if client is None:  # deleted since: nobody's website may use the ticket
-        client = Client(0, 0, client_id, "", True, False, (), (), ())
-    check(request, client)
+    # A client deleted since: nobody's website may use the ticket.
+    _admit(request, client.web_origins if client is not None else ())
 
 
 class PoolOrigins:

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from portal.errors import NotFound, PortalError, ValidationError
 from portal.settings import Settings
-from portal.tenants.pools import SLUG_RE
+from portal.web.validation import SLUG_RE
 
 # A DNS name (labels of letters, digits, hyphens) or a bracketed IPv6 literal, and an optional port.
 _HOST_RE = re.compile(

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from portal.errors import ValidationError
+
+# A pool's slug: one DNS label of its host, so the host router can tell a pool's
+# name from anything else before it asks the database.
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 
 _LOOPBACK_NAMES = {"localhost"}
 
