@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from portal.console import routes as console_routes
-from portal.dev import tools
+from portal.dev.tools import dev_routes
 from portal.errors import PortalError
 from portal.obs import metrics
 from portal.obs.metrics import MetricsAccess
@@ -33,7 +33,7 @@ from portal.obs.middleware import Observability
 from portal.oidc import authorize, endpoints
 from portal.oidc.codes import Codes
 from portal.oidc.tokens import KeyCache
-from portal.scan import avatars, mpapi, qrapi
+from portal.scan import avatars, mpapi, qpage, qrapi
 from portal.scan.tickets import Tickets
 from portal.scan.waiters import Waiters
 from portal.settings import ConfigError, Settings
@@ -307,7 +307,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         *console_routes(),
     ]
     if settings.is_dev:  # in production every /dev/* path is a 404
-        apex += tools.dev_routes()
+        apex += dev_routes()
     # Routes are tried in order: the QR API, by far the busiest, goes first.
     pool = [
         *qrapi.routes(),
@@ -317,7 +317,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         *authorize.routes(),
         *endpoints.routes(),
         Route("/logo", pool_logo),
-        Route("/q/{ticket}", tools.scan_outside_wechat),
+        Route("/q/{ticket}", qpage.scan_outside_wechat),
         *common,
     ]
     errors = [
