@@ -1,4 +1,5 @@
 import asyncio
+import secrets
 
 from portal.tenants import pools
 from tests.support import run_portal
@@ -60,9 +61,48 @@ async def test_cache_makes_one_query_per_slug_under_concurrency(db, box):
     )
     assert {p.slug for p in results[:50]} == {"acme"}
     assert results[50:] == [None] * 50
-    assert cache.loads == 2
+    # One query for the set of slugs, one for acme; none for the name no pool has.
+    assert (cache.scans, cache.loads) == (1, 1)
     await cache.get("acme")
-    assert cache.loads == 2
+    assert cache.loads == 1
     cache.invalidate("acme")
     await cache.get("acme")
-    assert cache.loads == 3
+    assert cache.loads == 2
+
+
+async def test_random_subdomains_cost_no_query_each_and_no_memory(db, settings_factory, box):
+    """A flood of requests for names no pool has (``<random>.apex``): every one is a
+    404, the database is asked about the set of slugs a few times (not once per
+    name), and nothing is kept per name, however many there are."""
+    async with db.acquire() as conn:
+        await pools.create(conn, box, slug="acme", name="Acme", allow_http=True)
+    async with run_portal(settings_factory()) as running:
+        cache = running.state["pools"]
+        async with running.client("acme") as client:
+            assert (await client.get("/")).status_code == 200
+
+            async def one(i: int) -> int:
+                r = await client.get("/", headers={"host": running.host(secrets.token_hex(8))})
+                return r.status_code
+
+            statuses = []
+            for _ in range(6):  # 600 names, 100 at a time
+                statuses += await asyncio.gather(*(one(i) for i in range(100)))
+        assert set(statuses) == {404}
+        assert cache.loads == 1  # acme's, and none for the 600 names
+        assert cache.scans <= 10  # a top-up per second at most
+        assert len(cache._entries) == 1  # acme; the misses take no room
+
+
+async def test_a_pool_created_elsewhere_is_found_within_a_second(db, settings_factory, box):
+    """Created by another process that did not (or could not) announce it: found
+    once the slugs are topped up, not after a cached miss runs out."""
+    async with run_portal(settings_factory()) as running, running.client("quiet") as client:
+        assert (await client.get("/")).status_code == 404
+        async with db.acquire() as conn:
+            await pools.create(conn, box, slug="quiet", name="Quiet", allow_http=True)
+
+        async def found() -> bool:
+            return (await client.get("/")).status_code == 200
+
+        assert await wait_for(found, timeout=3.0)

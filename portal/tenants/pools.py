@@ -199,18 +199,38 @@ class PoolCache:
     """Slug → Pool (or "no such pool") per process.
 
     Entries are dropped by messages on the pools channel; the TTL is only a
-    safety net. Misses are cached too, so a flood of requests for random
-    subdomains costs one query per name per TTL, not one per request.
+    safety net.
+
+    A name no pool has costs no query and takes no memory: the cache knows
+    which slugs exist (all of them, loaded once and again every ``ttl``; then
+    the pools created since, by id, at most once per ``recheck`` seconds however
+    many unknown names are asked for). So a flood of requests for random
+    subdomains makes about one small query a second, and what is cached is
+    bounded by the number of pools (a few bytes a slug). A pool created
+    elsewhere is found within ``recheck`` seconds, at once when announced.
     """
 
-    def __init__(self, db: asyncpg.Pool, ttl: float = 300.0, miss_ttl: float = 30.0) -> None:
+    def __init__(
+        self,
+        db: asyncpg.Pool,
+        ttl: float = 300.0,
+        miss_ttl: float = 30.0,
+        recheck: float = 1.0,
+    ) -> None:
         self._db = db
         self._ttl = ttl
         self._miss_ttl = miss_ttl
+        self._recheck = recheck
         self._entries: dict[str, tuple[float, Pool | None]] = {}
         self._loading: dict[str, asyncio.Future[Pool | None]] = {}
         self._slugs: dict[int, str] = {}  # id → slug, learnt from what was loaded
-        self.loads = 0  # queries made; read by tests
+        self._known: set[str] | None = None  # every slug that exists, when loaded
+        self._known_until = 0.0  # when to load them all again
+        self._known_max_id = 0  # the newest pool seen: top-ups ask for ids above it
+        self._topped_at = 0.0
+        self._known_lock = asyncio.Lock()
+        self.loads = 0  # queries for one pool; read by tests
+        self.scans = 0  # queries for the set of slugs; read by tests
 
     def peek(self, slug: str) -> tuple[bool, Pool | None]:
         """(True, the pool or None) when a fresh answer is cached, else (False, None):
@@ -224,6 +244,11 @@ class PoolCache:
         entry = self._entries.get(slug)
         if entry is not None and entry[0] > time.monotonic():
             return entry[1]
+        if slug not in self._loading and not await self._may_exist(slug):
+            return None
+        entry = self._entries.get(slug)  # loaded while this one waited for the slugs?
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
         if slug in self._loading:  # one query per slug however many ask at once
             return await asyncio.shield(self._loading[slug])
         future: asyncio.Future[Pool | None] = asyncio.get_running_loop().create_future()
@@ -232,6 +257,8 @@ class PoolCache:
             self.loads += 1
             pool = await get_by_slug(self._db, slug)
             ttl = self._ttl if pool is not None else self._miss_ttl
+            if pool is None and self._known is not None:
+                self._known.discard(slug)  # gone since the slugs were loaded
             if self._loading.get(slug) is future:  # not invalidated meanwhile
                 self._entries[slug] = (time.monotonic() + ttl, pool)
                 if pool is not None:
@@ -256,14 +283,49 @@ class PoolCache:
         pool = await self.get(slug)
         return pool if pool is not None and pool.id == pool_id else None
 
+    async def _may_exist(self, slug: str) -> bool:
+        now = time.monotonic()
+        if self._known is None or now > self._known_until:
+            await self._load_slugs(full=True)
+        elif slug not in self._known and now - self._topped_at > self._recheck:
+            await self._load_slugs(full=False)
+        return self._known is not None and slug in self._known
+
+    async def _load_slugs(self, *, full: bool) -> None:
+        async with self._known_lock:  # one query at a time; those who waited use it
+            now = time.monotonic()
+            if full and self._known is not None and now <= self._known_until:
+                return
+            if not full and now - self._topped_at <= self._recheck:
+                return
+            self.scans += 1
+            if full or self._known is None:
+                rows = await self._db.fetch("SELECT id, slug FROM pools")
+                known: set[str] = set()
+                self._known_until = now + self._ttl
+            else:
+                rows = await self._db.fetch(
+                    "SELECT id, slug FROM pools WHERE id > $1", self._known_max_id
+                )
+                known = self._known
+            known.update(r["slug"] for r in rows)
+            self._known_max_id = max(
+                (r["id"] for r in rows), default=0 if full else self._known_max_id
+            )
+            self._known = known
+            self._topped_at = now
+
     def invalidate(self, slug: str) -> None:
         self._entries.pop(slug, None)
         self._loading.pop(slug, None)
+        if self._known is not None:
+            self._known.add(slug)  # created, perhaps: the next request asks the database
 
     def clear(self) -> None:
         self._entries.clear()
         self._loading.clear()
         self._slugs.clear()
+        self._known = None
 
     def handle_event(self, message: dict) -> None:
         slug = message.get("slug")
