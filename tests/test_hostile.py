@@ -806,6 +806,29 @@ async def test_slow_heads_and_idle_connections_are_closed(world: World):
 # --- hosts and paths ---------------------------------------------------------------
 
 
+async def test_two_host_headers_are_a_400(world: World):
+    """RFC 9112 §3.2: more than one Host is a 400, whichever pools they name (the
+    first used to win, so a proxy reading the last one saw another site)."""
+    port = world.portal.port
+    pairs = [
+        (f"acme.localhost:{port}", f"other.localhost:{port}"),
+        (f"acme.localhost:{port}", f"acme.localhost:{port}"),
+        (f"localhost:{port}", f"acme.localhost:{port}"),
+    ]
+    for first, second in pairs:
+        for path in ("/", "/.well-known/openid-configuration"):
+            response = await raw(
+                world,
+                f"GET {path} HTTP/1.1\r\nHost: {first}\r\nHost: {second}\r\n"
+                "Connection: close\r\n\r\n".encode(),
+            )
+            assert status_of(response) == 400, (first, second, path, response[:200])
+        assert json_of(response)["error"] == "invalid_host"
+    # One Host is still served.
+    one = await raw(world, f"GET / HTTP/1.1\r\nHost: acme.localhost:{port}\r\n\r\n".encode())
+    assert status_of(one) == 200
+
+
 async def test_hostile_hosts(world: World, db, redis_client):
     port = world.portal.port
     hosts = [

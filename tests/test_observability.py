@@ -279,6 +279,24 @@ async def test_metrics_are_refused_outside_the_allowed_networks(
         assert r.status_code == 200
 
 
+async def test_metrics_answer_only_on_the_apex_or_an_address(db, redis_client, settings_factory):
+    """From an allowed address, /metrics is still only for the apex's name or an IP
+    literal: a name that is not the portal's may be a DNS-rebinding page running in
+    a browser inside the allowed networks."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    settings = settings_factory(base_url=f"http://localhost:{port}")
+    async with run_portal(settings, sock=sock) as portal:
+        async with httpx.AsyncClient(base_url=portal.url) as client:
+            for host in (f"localhost:{port}", f"127.0.0.1:{port}", "127.0.0.1", f"[::1]:{port}"):
+                r = await client.get("/metrics", headers={"host": host})
+                assert r.status_code == 200 and "portal_" in r.text, host
+            for host in (f"rebind.example:{port}", "intranet.corp", f"x.localhost.example:{port}"):
+                r = await client.get("/metrics", headers={"host": host})
+                assert r.status_code == 404, host
+                assert "portal_" not in r.text
+
+
 async def test_metrics_are_not_a_pool_route(pc):
     assert (await pc.get("/metrics")).status_code == 404
 

@@ -18,9 +18,11 @@ nginx sends its ``$request_id``) when it is well formed, otherwise a new
 random one; it is returned in the ``X-Request-Id`` response header and set in
 ``logs.request_id`` for every log line of the request.
 
-It also answers ``GET /metrics`` on any host but a pool's (Prometheus
-scrapes by address, so an IP-literal Host counts as the apex here) to the
-addresses and token of ``MetricsAccess``.
+It also answers ``GET /metrics`` on the apex, and on a Host that is an IP
+address or ``localhost`` (Prometheus scrapes by address), to the addresses
+and token of ``MetricsAccess``. On any other name it is the site's 404: a
+name that is not ours may be a DNS-rebinding page in a browser inside the
+allowed networks, reading the metrics through that browser.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from portal.obs import metrics
 from portal.obs.logs import request_id
 from portal.settings import Settings
 from portal.web import headers
-from portal.web.hosts import TrustedPeers
+from portal.web.hosts import TrustedPeers, is_address
 from portal.web.pages import server_error_handler
 
 _ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{8,64}$")
@@ -96,7 +98,7 @@ class Observability:
 
         start = time.perf_counter()
         try:
-            if scope["path"] == "/metrics" and scope.get("portal_site") != "pool":
+            if scope["path"] == "/metrics" and _metrics_host(scope):
                 await self._metrics(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
@@ -130,7 +132,7 @@ class Observability:
     def _child(self, scope: Scope, route: object, key: tuple) -> object:
         _, _, method, status = key
         site = scope.get("portal_site") or "none"
-        if scope["path"] == "/metrics" and site != "pool":
+        if scope["path"] == "/metrics" and _metrics_host(scope):
             template = "/metrics"
         elif site == "host_error":
             template = "<unknown_host>"
@@ -174,3 +176,12 @@ class Observability:
                 body, headers={"content-type": media_type, "cache-control": "no-store"}
             )
         await response(scope, receive, send)
+
+
+def _metrics_host(scope: Scope) -> bool:
+    """Whether ``/metrics`` is answered for this request's host: the apex's, or an
+    address (never a pool's, nor a name that is not this portal's)."""
+    site = scope.get("portal_site")
+    if site == "apex":
+        return True
+    return site == "host_error" and is_address(scope["state"].get("host_name"))

@@ -28,6 +28,7 @@ _HOST_RE = re.compile(
     r"|\[[0-9a-f:.]{2,45}\])(?::(?P<port>[0-9]{1,5}))?$"
 )
 _UNSEEN = object()
+_TWO_HOSTS = ValidationError("The request has more than one Host header.", error="invalid_host")
 # Answered on any host: load balancers probe by IP address.
 _ANY_HOST_PATHS = frozenset({"/healthz", "/readyz"})
 
@@ -41,6 +42,12 @@ def parse_host(value: str) -> str | None:
         return None
     name = match["name"]
     return name if len(name) <= 253 else None
+
+
+def is_address(name: str | None) -> bool:
+    """Whether a parsed host name is ``localhost`` or an IP literal: a name no other
+    site can have, so a browser sends it only to this server (no DNS rebinding)."""
+    return name is not None and (name == "localhost" or _is_ip(name))
 
 
 def _is_ip(name: str) -> bool:
@@ -104,9 +111,11 @@ class HostRouter:
             return
         peer = scope["client"][0] if scope.get("client") else None
         scheme = scope.get("scheme", "http")
+        hosts = 0
         if self._trusted(peer):
             headers = Headers(scope=scope)
             raw_host = headers.get("host", "")
+            hosts = len(headers.getlist("host"))
             forwarded_host = headers.get("x-forwarded-host")
             if forwarded_host:
                 raw_host = forwarded_host.split(",")[0].strip()
@@ -118,13 +127,17 @@ class HostRouter:
             raw_host = ""
             for name, value in scope["headers"]:
                 if name == b"host":
-                    raw_host = value.decode("latin-1")
-                    break
+                    hosts += 1
+                    raw_host = raw_host or value.decode("latin-1")
             client_ip = peer
         state = dict(scope.get("state") or {})
         state["client_ip"] = client_ip
         state["pool"] = None
-        site, error = await self._resolve(raw_host, scope["path"], state)
+        state["host_name"] = None  # the parsed Host, once _resolve has read it
+        if hosts > 1:  # RFC 9112 §3.2: a request with more than one Host is a 400
+            site, error = "host_error", _TWO_HOSTS
+        else:
+            site, error = await self._resolve(raw_host, scope["path"], state)
         state["host_error"] = error
         scope = {**scope, "state": state, "scheme": scheme, "portal_site": site}
         await self.app(scope, receive, send)
@@ -137,6 +150,7 @@ class HostRouter:
             name = parse_host(raw_host)
             if len(self._names) < 4096:  # this portal's few hosts; not every random one
                 self._names[raw_host] = name
+        state["host_name"] = name
         if name is None:
             return "host_error", ValidationError(
                 "The Host header is missing or malformed.", error="invalid_host"
