@@ -275,3 +275,4 @@ def test_fake_wechat_runs_alone_and_quiet_drops_its_access_log(quiet):
         out, _ = proc.communicate(timeout=20)
     assert "fake WeChat API on http://127.0.0.1:" in out
     assert ("/sns/jscode2session" in out) is not quiet
+    assert DEMO_SECRET not in out and "alice.1" not in out  # secret=*** (issue 16)

@@ -53,6 +53,7 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import random
 import re
 import secrets
@@ -71,6 +72,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from portal.obs.logs import redact
 from portal.wechat.errors import ERRMSG, ErrCode
 
 DEMO_APPID = "wx000000000000demo"
@@ -439,6 +441,31 @@ def parse_app_arg(s: str) -> tuple[str, str]:
     return appid, secret
 
 
+class _RedactAccessLog(logging.Filter):
+    """WeChat's API takes the AppSecret and ``wx.login`` codes in the query string
+    (``jscode2session``, ``/cgi-bin/token``) and the access token beside them;
+    uvicorn's access line shows the whole query. This masks their values
+    (``secret=***``; what ``portal.obs.logs.redact`` masks) in the record's
+    arguments, keeping their shape: uvicorn's access formatter unpacks them.
+    ``portal dev`` runs the fake in its own process, whose log would otherwise
+    show every tenant's AppSecret (issue 16)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif not record.args:
+            record.msg = redact(str(record.msg))
+        return True
+
+
+def redact_access_log() -> None:
+    """Installs the redaction on uvicorn's access logger (once per process), the
+    one the fake's lines go through, wherever the fake runs."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactAccessLog) for f in logger.filters):
+        logger.addFilter(_RedactAccessLog())
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8001,
@@ -448,6 +475,7 @@ def serve(
     access_log: bool = True,
 ) -> None:
     """Run the fake until interrupted (``portal fake-wechat``)."""
+    redact_access_log()
     uvicorn.run(
         create_fake_wechat_app(apps, busy_rate, seed), host=host, port=port, access_log=access_log
     )
@@ -473,6 +501,7 @@ def run_in_thread(
     ``port=0`` picks a free port; the URL yielded carries the real one.
     """
     app = create_fake_wechat_app(apps, busy_rate, seed)
+    redact_access_log()
     # log_config=None: leave the host program's logging alone. (access_log=False
     # would silence uvicorn.access for the whole process, the portal's too.)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off", ws="none")
