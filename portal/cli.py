@@ -63,6 +63,22 @@ async def _announce(settings: Settings, slug: str) -> None:
         await client.aclose()
 
 
+async def _prove_mini_program(settings: Settings, appid: str, secret: str) -> None:
+    """WeChat accepts this AppID and AppSecret (a stable-token call), or the
+    command fails: only who has a mini program's AppSecret can claim it."""
+    from portal.stores import redis as redisconn
+    from portal.tenants import pools
+    from portal.wechat.client import WeChatClient
+
+    redis = redisconn.connect(settings.redis_url, max_connections=2, socket_connect_timeout=3)
+    wechat = WeChatClient(settings.wechat_api_base, redis)
+    try:
+        await pools.prove_mini_program(wechat, appid, secret)
+    finally:
+        await wechat.aclose()
+        await redis.aclose()
+
+
 async def _pool_or_fail(conn, slug: str):
     from portal.tenants import pools
 
@@ -117,6 +133,13 @@ def cmd_pool_create(args: argparse.Namespace) -> int:
     pools.validate_slug(args.slug)  # fail before starting anything
     with stores(dict(os.environ), dev=False) as settings:
         box = SecretBox(settings.secret_key)
+        if args.mp_appid and mp_secret is not None:
+            # As in the console: not the platform's AppID, then WeChat accepts the
+            # secret, then (UNIQUE in the database) no other pool has the AppID.
+            pools.validate_mini_program(
+                args.mp_appid, mp_secret, default_appid=settings.default_mp_appid
+            )
+            asyncio.run(_prove_mini_program(settings, args.mp_appid, mp_secret))
 
         async def run(conn):
             return await pools.create(
@@ -129,6 +152,7 @@ def cmd_pool_create(args: argparse.Namespace) -> int:
                 mp_secret=mp_secret,
                 allow_http=settings.is_dev,
                 qr_type=args.qr_type,
+                default_mp_appid=settings.default_mp_appid,
             )
 
         created = asyncio.run(_with_conn(settings, run))

@@ -9,7 +9,7 @@ import pytest
 
 
 @pytest.fixture
-def run(db, stores, secret_key):
+def run(db, stores, secret_key, fake_wechat):
     env = {
         **os.environ,
         "DATABASE_URL": stores.database_url,
@@ -18,6 +18,7 @@ def run(db, stores, secret_key):
         "PORTAL_ENV": "prod",
         "PORTAL_BASE_URL": "https://login.example.com",
         "PORTAL_DEFAULT_MP_APPID": "wx000000000000demo",
+        "WECHAT_API_BASE": fake_wechat.url,  # a private mini program's secret is checked
     }
 
     def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -52,7 +53,14 @@ def test_pool_create_prints_one_json_object(run, db):
     assert r.stdout.count("\n") == 1
 
 
-async def test_pool_create_with_a_private_mini_program(run, db):
+async def test_pool_create_with_a_private_mini_program(run, db, fake_wechat):
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        r = await client.post(f"{fake_wechat.url}/_fake/apps",
+                              json={"appid": "wx1234567890abcdef",
+                                    "secret": "0123456789abcdef0123456789abcdef"})  # fmt: skip
+        r.raise_for_status()
     r = run("pool", "create", "priv", "--name", "Private", "--mp-appid", "wx1234567890abcdef",
             "--mp-secret-stdin", stdin="0123456789abcdef0123456789abcdef\n")  # fmt: skip
     assert r.returncode == 0, r.stderr

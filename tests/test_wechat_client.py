@@ -13,7 +13,7 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from portal.wechat.client import PhoneInfo, WeChatClient
+from portal.wechat.client import PhoneInfo, WeChatClient, secret_fingerprint
 from portal.wechat.errors import WeChatError, WeChatUnavailable
 from portal.wechat.fake import openid_for, unionid_for
 
@@ -186,7 +186,8 @@ async def test_valid_token_served_while_another_process_refreshes(
 ):
     appid, secret = app
     now = time.time()
-    stale = {"token": "still-valid-token", "refresh_at": now - 1, "expires_at": now + 240}
+    stale = {"token": "still-valid-token", "refresh_at": now - 1, "expires_at": now + 240,
+             "secret_fp": secret_fingerprint(appid, secret)}  # fmt: skip
     await redis_client.set(f"wechat:token:{appid}", json.dumps(stale), ex=240)
     await redis_client.set(f"wechat:token:{appid}:lock", "someone-else", px=5000)
     async with Calls(control) as calls:
@@ -223,7 +224,8 @@ async def test_token_refused_refresh_and_retry_once(wechat, app, control, redis_
     appid, secret = app
     # A token another party has made stale sits in the cache.
     now = time.time()
-    bogus = {"token": "stale-token", "refresh_at": now + 3600, "expires_at": now + 7000}
+    bogus = {"token": "stale-token", "refresh_at": now + 3600, "expires_at": now + 7000,
+             "secret_fp": secret_fingerprint(appid, secret)}  # fmt: skip
     await redis_client.set(f"wechat:token:{appid}", json.dumps(bogus), ex=7000)
     async with Calls(control) as calls:
         info = await wechat.phone_number(appid, secret, phone_code("13800138000"))

@@ -207,13 +207,9 @@ async def set_mini_program(
         if appid != pool.mp_appid:
             raise ValidationError("a new AppID needs its AppSecret", error="secret_required")
         return
-    sealed = box.encrypt(secret, pools.mp_secret_context(pool.id))
-    await conn.execute(
-        "UPDATE pools SET mp_appid = $2, mp_secret_enc = $3, updated_at = now() WHERE id = $1",
-        pool.id,
-        appid,
-        sealed,
-    )
+    # Proven with WeChat by the caller (pools.prove_mini_program); one statement,
+    # refused with MiniProgramTaken when the AppID is another pool's.
+    await pools.save_mini_program(conn, box, pool.id, appid, secret)
 
 
 async def signing_keys(conn: asyncpg.Pool | asyncpg.Connection, pool_id: int) -> list[dict]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import Any
 
 from starlette.datastructures import UploadFile
@@ -19,14 +18,13 @@ from portal.console.common import MAX_FILE_BYTES, Ctx, Forbidden, done, page, po
 from portal.errors import PortalError
 from portal.scan import qrimage
 from portal.tenants import admins, keys, pools
-from portal.tenants.pools import APPID_RE, Pool
+from portal.tenants.pools import APPID_RE, APPSECRET_RE, Pool
 from portal.web import i18n, validation
 from portal.wechat.client import WeChatError, WeChatUnavailable
 
 log = logging.getLogger(__name__)
 
 LOGO_MAX_BYTES = MAX_FILE_BYTES
-_SECRET_RE = re.compile(r"^[0-9A-Za-z]{16,64}$")
 
 # (field, minimum, maximum), in seconds, as the schema's CHECKs allow.
 LIMITS = {
@@ -223,20 +221,52 @@ def _parse_mp(request: Request, ctx: Ctx) -> tuple[str | None, str | None, dict,
         return None, None, entered, errors
     if not APPID_RE.match(appid):
         errors["appid"] = _("console.err.appid")
-    if secret and not _SECRET_RE.match(secret):
+    if secret and not APPSECRET_RE.match(secret):
         errors["secret"] = _("console.err.secret")
     elif not secret and appid != (ctx.pool.mp_appid if ctx.pool else None):
         errors["secret"] = _("console.err.secret_required")
     return appid, secret or None, entered, errors
 
 
+def _mp_error(request: Request, exc: PortalError) -> dict[str, str]:
+    """The form's error for a private mini program that cannot be saved."""
+    _ = _t(request)
+    if isinstance(exc, pools.MiniProgramReserved):
+        return {"appid": _("console.err.appid_default")}
+    if isinstance(exc, pools.MiniProgramTaken):
+        return {"appid": _("console.err.appid_taken")}
+    if isinstance(exc, pools.MiniProgramRefused):
+        if exc.errcode == 40013:
+            return {"appid": _("console.err.appid_refused")}
+        if exc.errcode == 40125:
+            return {"secret": _("console.err.secret_refused")}
+        return {"secret": _("console.err.mp_refused", code=exc.errcode)}
+    if exc.error == "wechat_unavailable":
+        return {"secret": _("console.err.mp_unavailable")}
+    return {"appid": _("console.err.appid")}
+
+
 async def mp_post(request: Request, ctx: Ctx) -> Response:
+    """A private mini program is saved only when it is not the platform's,
+    WeChat accepts its AppSecret, and no other pool has it (in that order: who
+    does not have the AppSecret does not learn whether a pool uses the AppID)."""
     assert ctx.pool is not None
     appid, secret, entered, errors = _parse_mp(request, ctx)
     if errors:
         return await _settings_page(ctx, mp=entered, errors=errors, status=400)
-    async with request.state.db.acquire() as conn:
-        await store.set_mini_program(conn, request.state.box, ctx.pool, appid, secret)
+    state = request.state
+    try:
+        if appid is not None and secret is not None:
+            pools.validate_mini_program(
+                appid, secret, default_appid=state.settings.default_mp_appid
+            )
+            await pools.prove_mini_program(state.wechat, appid, secret)
+        async with state.db.acquire() as conn:
+            await store.set_mini_program(conn, state.box, ctx.pool, appid, secret)
+    except PortalError as exc:
+        return await _settings_page(
+            ctx, mp=entered, errors=_mp_error(request, exc), status=exc.status_code
+        )
     await pools.announce_change(request.state.hub, ctx.pool.slug)
     return await done(ctx, pool_path(ctx.pool) + "#mp", "ok", "console.flash.mp_saved")
 

@@ -79,8 +79,9 @@ async def mp_secret_for_appid(request: Request, appid: str) -> str | None:
     settings = request.state.settings
     if settings.default_mp_appid and appid == settings.default_mp_appid:
         return settings.default_mp_secret
+    # One pool at most: mp_appid is UNIQUE (sql/0004_mp_appid_unique.sql).
     row = await request.state.db.fetchrow(
-        "SELECT id, mp_secret_enc FROM pools WHERE mp_appid = $1 ORDER BY id LIMIT 1", appid
+        "SELECT id, mp_secret_enc FROM pools WHERE mp_appid = $1", appid
     )
     if row is None:
         return None

@@ -7,18 +7,24 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import asyncpg
 
-from portal.errors import Conflict, ValidationError
+from portal.errors import Conflict, ServiceUnavailable, ValidationError
 from portal.stores.crypto import SecretBox
 from portal.stores.events import POOLS_CHANNEL, EventHub
 from portal.tenants import clients, keys
 from portal.web import validation
 from portal.web.validation import SLUG_RE
+from portal.wechat.errors import WeChatError, WeChatUnavailable
 
 APPID_RE = re.compile(r"^wx[0-9a-zA-Z]{16}$")
+APPSECRET_RE = re.compile(r"^[0-9A-Za-z]{16,64}$")
 QR_TYPES = ("link", "wxacode")
+# What a ticket's status shows of a returning user who scanned and has not yet
+# confirmed (sql/0006_scan_reveal.sql): nothing, the avatar, or nickname and avatar.
+SCAN_REVEALS = ("none", "avatar", "profile")
 
 # Subdomains that must never be a tenant: they are, or look like, the platform's own.
 RESERVED_SLUGS = frozenset(
@@ -99,8 +105,13 @@ async def create(
     mp_secret: str | None = None,
     allow_http: bool = False,
     qr_type: str = "link",
+    default_mp_appid: str | None = None,
 ) -> CreatedPool:
-    """A pool with its default client and first signing key, all or nothing."""
+    """A pool with its default client and first signing key, all or nothing.
+
+    A private mini program must be proven first (``prove_mini_program``: the
+    caller has the WeChat client); ``default_mp_appid``, the platform's, is
+    refused, and an AppID another pool has raises ``MiniProgramTaken``."""
     validate_slug(slug)
     name = validation.display_name(name)
     if callback_url:
@@ -109,10 +120,8 @@ async def create(
         )
     if (mp_appid is None) != (mp_secret is None):
         raise ValidationError("a private mini program needs both its AppID and its AppSecret")
-    if mp_appid is not None and not APPID_RE.match(mp_appid):
-        raise ValidationError(f"mini program AppID {mp_appid!r} is not valid (wx + 16 characters)")
-    if mp_secret is not None and not re.fullmatch(r"[0-9A-Za-z]{16,64}", mp_secret):
-        raise ValidationError("mini program AppSecret is not valid")
+    if mp_appid is not None:
+        validate_mini_program(mp_appid, mp_secret, default_appid=default_mp_appid)
     if qr_type not in QR_TYPES:
         raise ValidationError(
             f"qr_type must be one of {', '.join(QR_TYPES)}", error="invalid_qr_type"
@@ -132,16 +141,8 @@ async def create(
                 f"a pool with slug {slug!r} already exists", error="slug_taken"
             ) from None
         pool = _pool(row)
-        if mp_appid is not None:
-            sealed = box.encrypt(mp_secret, mp_secret_context(pool.id))
-            row = await conn.fetchrow(
-                f"""UPDATE pools SET mp_appid = $2, mp_secret_enc = $3 WHERE id = $1
-                    RETURNING {_COLUMNS}""",
-                pool.id,
-                mp_appid,
-                sealed,
-            )
-            pool = _pool(row)
+        if mp_appid is not None and mp_secret is not None:
+            pool = await save_mini_program(conn, box, pool.id, mp_appid, mp_secret)
         client, secret = await clients.create(
             conn,
             box,
@@ -153,6 +154,115 @@ async def create(
         )
         await keys.create(conn, box, pool.id, pool.id_token_alg)
     return CreatedPool(pool, client, secret or "")
+
+
+# --- a private mini program: one pool's alone -----------------------------------------
+
+
+class MiniProgramTaken(Conflict):
+    error = "mp_appid_taken"
+    description = (
+        "This AppID is already the mini program of another pool; "
+        "a private mini program serves one pool only."
+    )
+
+
+class MiniProgramReserved(ValidationError):
+    error = "mp_appid_reserved"
+    description = (
+        "This AppID is the platform's default mini program; "
+        "choose the default instead of a private mini program."
+    )
+
+
+class MiniProgramRefused(ValidationError):
+    """WeChat did not accept the AppID and AppSecret (``errcode``: 40125 wrong
+    secret, 40013 unknown AppID, 40164 this server's IP not allowed, ...)."""
+
+    error = "mp_secret_refused"
+
+    def __init__(self, errcode: int) -> None:
+        self.errcode = errcode
+        reason = {
+            40125: "the AppSecret is wrong",
+            40013: "the AppID is not valid",
+            40164: "this server's IP address is not on the mini program's IP allowlist",
+        }.get(errcode, "it refused them")
+        super().__init__(
+            f"WeChat did not accept this AppID and AppSecret: {reason} (errcode {errcode})."
+        )
+
+
+class CredentialChecker(Protocol):
+    """What ``prove_mini_program`` needs of the WeChat client."""
+
+    async def check_credentials(self, appid: str, secret: str) -> None: ...
+
+
+def validate_mini_program(appid: str, secret: str | None, *, default_appid: str | None) -> None:
+    """A private mini program's AppID and AppSecret are well formed, and the
+    AppID is not the platform's default one (which no pool may claim)."""
+    if not APPID_RE.match(appid):
+        raise ValidationError(
+            f"mini program AppID {appid!r} is not valid (wx + 16 characters)",
+            error="invalid_mp_appid",
+        )
+    if default_appid and appid == default_appid:
+        raise MiniProgramReserved()
+    if secret is not None and not APPSECRET_RE.match(secret):
+        raise ValidationError("mini program AppSecret is not valid", error="invalid_mp_secret")
+
+
+async def prove_mini_program(wechat: CredentialChecker, appid: str, secret: str) -> None:
+    """WeChat accepts this AppID and AppSecret (a stable-token call, which leaves
+    the token in use as it is), or ``MiniProgramRefused``. Called before an
+    AppID is stored: only who has its AppSecret can claim a mini program. The
+    AppID's owner, if there is one, is learnt only after this."""
+    try:
+        await wechat.check_credentials(appid, secret)
+    except WeChatUnavailable:
+        raise ServiceUnavailable(
+            "WeChat could not be reached to check the AppSecret; try again shortly.",
+            error="wechat_unavailable",
+        ) from None
+    except WeChatError as exc:
+        raise MiniProgramRefused(exc.errcode) from None
+
+
+async def save_mini_program(
+    conn: asyncpg.Connection, box: SecretBox, pool_id: int, appid: str, secret: str
+) -> Pool:
+    """One statement; the database's UNIQUE (mp_appid) decides between pools
+    claiming one AppID at the same time (sql/0004_mp_appid_unique.sql)."""
+    sealed = box.encrypt(secret, mp_secret_context(pool_id))
+    try:
+        row = await conn.fetchrow(
+            f"""UPDATE pools SET mp_appid = $2, mp_secret_enc = $3, updated_at = now()
+                WHERE id = $1 RETURNING {_COLUMNS}""",
+            pool_id,
+            appid,
+            sealed,
+        )
+    except asyncpg.UniqueViolationError:
+        raise MiniProgramTaken() from None
+    return _pool(row)
+
+
+async def claim_mini_program(
+    conn: asyncpg.Connection,
+    box: SecretBox,
+    wechat: CredentialChecker,
+    pool_id: int,
+    appid: str,
+    secret: str,
+    *,
+    default_appid: str | None,
+) -> Pool:
+    """Make ``appid`` the pool's private mini program: well formed, not the
+    platform's, accepted by WeChat with ``secret``, and no other pool's."""
+    validate_mini_program(appid, secret, default_appid=default_appid)
+    await prove_mini_program(wechat, appid, secret)
+    return await save_mini_program(conn, box, pool_id, appid, secret)
 
 
 async def get_by_slug(conn: asyncpg.Connection | asyncpg.Pool, slug: str) -> Pool | None:

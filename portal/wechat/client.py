@@ -2,13 +2,16 @@
 
 The access token lives in Redis (``wechat:token:{appid}``), so every process
 of every machine uses the same one and only one of them refreshes it at a
-time. Secrets, session keys, access tokens and codes never appear in
-exceptions or logs.
+time. It is handed out only to a caller with the AppSecret it was fetched
+with (a fingerprint is stored beside it): a wrong AppSecret never borrows
+the mini program's token, it gets WeChat's 40125. Secrets, session keys,
+access tokens and codes never appear in exceptions or logs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -75,6 +78,11 @@ class _CachedToken:
     token: str
     refresh_at: float
     expires_at: float
+    secret_fp: str = ""  # secret_fingerprint(appid, secret) of the secret it was fetched with
+
+
+def secret_fingerprint(appid: str, secret: str) -> str:
+    return hashlib.sha256(f"wechat-token\0{appid}\0{secret}".encode()).hexdigest()[:32]
 
 
 class WeChatClient:
@@ -183,16 +191,23 @@ class WeChatClient:
     async def _token(self, appid: str, secret: str, rejected: str | None) -> str:
         lock, owner = f"wechat:token:{appid}:lock", secrets.token_hex(16)
         deadline = time.monotonic() + self._lock_ttl + 5
+        fp = secret_fingerprint(appid, secret)
         while True:
             cached = await self._read_token(appid)
-            usable = cached is not None and cached.token != rejected
+            # Only for the secret it was fetched with: another one is proven by WeChat first.
+            usable = cached is not None and cached.token != rejected and cached.secret_fp == fp
             if usable and cached.refresh_at > time.time():
                 return cached.token
             if await self._redis.set(lock, owner, nx=True, px=int(self._lock_ttl * 1000)):
                 try:
                     # Someone may have refreshed between our read and our lock.
                     cached = await self._read_token(appid)
-                    if cached and cached.token != rejected and cached.refresh_at > time.time():
+                    if (
+                        cached
+                        and cached.token != rejected
+                        and cached.secret_fp == fp
+                        and cached.refresh_at > time.time()
+                    ):
                         return cached.token
                     return await self._fetch_token(appid, secret, rejected)
                 finally:
@@ -215,6 +230,7 @@ class WeChatClient:
             token=token,
             refresh_at=started + max(expires_in - self._refresh_margin, expires_in / 2),
             expires_at=started + expires_in,
+            secret_fp=secret_fingerprint(appid, secret),
         )
         await self._redis.set(
             f"wechat:token:{appid}", json.dumps(asdict(cached)), px=max(1, int(expires_in * 1000))
