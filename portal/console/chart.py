@@ -58,21 +58,28 @@ class Chart:
     total_refused: int
 
 
-def _nice_max(value: int) -> int:
-    """The smallest of 1, 2, 5 × 10^n at or above ``value`` (at least 4, so the axis
-    has whole-number ticks)."""
-    value = max(value, 4)
-    step = 1
+def axis(peak: int, most: int = 5) -> tuple[int, int]:
+    """The step and top of the y-axis for a tallest bar of ``peak``.
+
+    The step is the smallest of 1, 2, 5 × 10^n that needs at most ``most``
+    steps to reach ``peak``, and the top is the first multiple of it at or
+    above ``peak``: every tick is a whole number and every line sits where its
+    label says (the axis used to split a top of 5 in quarters: 1.25 labelled 1).
+    """
+    peak = max(peak, 1)
+    scale = 1
     while True:
         for m in (1, 2, 5):
-            if m * step >= value:
-                return m * step
-        step *= 10
+            step = m * scale
+            count = -(-peak // step)
+            if count <= most:
+                return step, step * count
+        scale *= 10
 
 
 def build(days: list[tuple[date, int, int]]) -> Chart:
     """Stacked bars: successful logins below, refused attempts on top."""
-    top_value = _nice_max(max((ok + refused for _, ok, refused in days), default=0))
+    step, top_value = axis(max((ok + refused for _, ok, refused in days), default=0))
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
     baseline = TOP + plot_h
@@ -98,7 +105,10 @@ def build(days: list[tuple[date, int, int]]) -> Chart:
         )
         if i % 5 == 0 or i == len(days) - 1:
             labels.append(Label(round(x + bar_w / 2, 1), day.strftime("%m-%d")))
-    ticks = [Tick(round(baseline - plot_h * k / 4, 1), top_value * k // 4) for k in range(5)]
+    ticks = [
+        Tick(round(baseline - plot_h * value / top_value, 1), value)
+        for value in range(0, top_value + 1, step)
+    ]
     return Chart(
         width=WIDTH,
         height=HEIGHT,
