@@ -350,7 +350,7 @@ def create_app(settings: Settings) -> Starlette:
             redis = redis_client(settings)
             await redis.ping()
             pools = PoolCache(db, ttl=settings.pool_cache_ttl)
-            waiters = Waiters()
+            waiters = Waiters(max_per_address=settings.waiters_per_ip)
             keys = KeyCache(db, box)
             client_cache = ClientCache(db)
             hub = EventHub(redis)
@@ -358,7 +358,9 @@ def create_app(settings: Settings) -> Starlette:
             hub.on(POOLS_CHANNEL, keys.clear)
             hub.on(POOLS_CHANNEL, client_cache.clear)
             mux = Multiplexer(redis)
-            tickets = Tickets(redis, box, mux)
+            tickets = Tickets(
+                redis, box, mux, per_address=settings.rate_qr, per_pool=settings.rate_qr_pool
+            )
             hub.on(TICKETS_CHANNEL, tickets.handle_event)  # before the waiters re-read
             hub.on(TICKETS_CHANNEL, waiters.handle_event)
             # Messages published while the subscription was down are lost: re-check everything.

@@ -52,6 +52,11 @@ class Limit:
 DEFAULT_RATE_QR = Limit(120, 60)
 DEFAULT_RATE_MP_SESSION = Limit(60, 60)
 DEFAULT_RATE_TOKEN = Limit(600, 60)
+# Issue 16: every path that makes a ticket, a QR image or a mini-program code is counted.
+DEFAULT_RATE_QR_POOL = Limit(6000, 60)  # tickets per pool, from every address together
+DEFAULT_RATE_QR_IMAGE = Limit(120, 60)  # QR images rendered per client IP and pool
+DEFAULT_RATE_WXACODE = Limit(1000, 60)  # mini-program codes per pool (WeChat: 5000/min per AppID)
+DEFAULT_WAITERS_PER_IP = 100  # open SSE streams and long polls per client IP, per process
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,10 @@ class Settings:
     rate_qr: Limit = DEFAULT_RATE_QR
     rate_mp_session: Limit = DEFAULT_RATE_MP_SESSION
     rate_token: Limit = DEFAULT_RATE_TOKEN
+    rate_qr_pool: Limit = DEFAULT_RATE_QR_POOL
+    rate_qr_image: Limit = DEFAULT_RATE_QR_IMAGE
+    rate_wxacode: Limit = DEFAULT_RATE_WXACODE
+    waiters_per_ip: int = DEFAULT_WAITERS_PER_IP  # 0: no cap
     # Seconds a request body may take to arrive at a route that reads one; then 408.
     body_timeout: float = 30.0
     scheme: str = field(init=False)
@@ -155,6 +164,10 @@ class Settings:
             ("rate_qr", "PORTAL_RATE_QR", Limit.parse),
             ("rate_mp_session", "PORTAL_RATE_MP_SESSION", Limit.parse),
             ("rate_token", "PORTAL_RATE_TOKEN", Limit.parse),
+            ("rate_qr_pool", "PORTAL_RATE_QR_POOL", Limit.parse),
+            ("rate_qr_image", "PORTAL_RATE_QR_IMAGE", Limit.parse),
+            ("rate_wxacode", "PORTAL_RATE_WXACODE", Limit.parse),
+            ("waiters_per_ip", "PORTAL_WAITERS_PER_IP", integer),
         ):
             if var in env:
                 try:

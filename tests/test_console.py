@@ -454,6 +454,7 @@ SETTINGS = {
     "id_token_alg": "RS256",
     "qr_type": "link",
     "qr_fallback": "on",
+    "scan_reveal": "none",
 }
 
 
@@ -493,6 +494,19 @@ async def test_settings_are_saved_and_bad_input_is_reshown(world: World, as_a: C
         "SELECT alg, active FROM signing_keys WHERE pool_id = $1 ORDER BY id", world.a.pool.id
     )
     assert [(k["alg"], k["active"]) for k in keys] == [("RS256", False), ("ES256", True)]
+
+
+async def test_what_a_scan_reveals_is_a_pool_setting(world: World, as_a: Console, db):
+    """Issue 16: nothing about the scanner before confirmation, unless the pool says so."""
+    page = await as_a.get("/console/pools/alpha")
+    assert 'name="scan_reveal"' in page.text and 'value="none" selected' in page.text
+    assert "扫码后、确认前网页可见的信息" in page.text or "Shown after a scan" in page.text
+    r = await as_a.post("/console/pools/alpha", {**SETTINGS, "scan_reveal": "avatar"})
+    assert r.status_code == 303
+    assert await db.fetchval("SELECT scan_reveal FROM pools WHERE slug = 'alpha'") == "avatar"
+    r = await as_a.post("/console/pools/alpha", {**SETTINGS, "scan_reveal": "everything"})
+    assert r.status_code == 400
+    assert await db.fetchval("SELECT scan_reveal FROM pools WHERE slug = 'alpha'") == "avatar"
 
 
 async def test_key_rotation(world: World, as_a: Console, db):

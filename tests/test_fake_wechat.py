@@ -300,10 +300,25 @@ async def test_wxacode_check_path(http, body, expected):
         assert errcode(response.json()) == expected
 
 
+async def test_wxacode_minute_quota_is_per_appid_and_per_minute(http):
+    """WeChat: 45009 when an AppID makes over 5000 codes a minute (issue 16)."""
+    first, second = await token(http), await token(http, OTHER_APPID, OTHER_SECRET)
+    r = await http.post("/_fake/wxacode", json={"minute_quota": 2})
+    assert r.json()["minute_quota"] == 2
+    await http.post("/_fake/clock", json={"advance": 60 - time.time() % 60 + 0.5})
+    for _ in range(2):
+        assert (await wxacode(http, first, scene="x")).headers["content-type"] == "image/png"
+    assert errcode((await wxacode(http, first, scene="x")).json()) == 45009
+    assert (await wxacode(http, second, scene="x")).headers["content-type"] == "image/png"
+    await http.post("/_fake/clock", json={"advance": 60})  # the next minute
+    assert (await wxacode(http, first, scene="x")).headers["content-type"] == "image/png"
+    assert (await http.post("/_fake/wxacode", json={"minute_quota": -1})).status_code == 400
+
+
 async def test_wxacode_control_pages_and_daily_quota(http):
     access_token = await token(http)
     r = await http.post("/_fake/wxacode", json={"pages": ["pages/a/a"], "daily_quota": 2})
-    assert r.json() == {"pages": ["pages/a/a"], "daily_quota": 2, "made": 0}
+    assert r.json() == {"pages": ["pages/a/a"], "daily_quota": 2, "minute_quota": 5000, "made": 0}
     assert errcode((await wxacode(http, access_token, scene="x", page="pages/login/index")).json())
     for _ in range(2):
         ok = await wxacode(http, access_token, scene="x", page="pages/a/a")

@@ -109,7 +109,7 @@ async def test_the_whole_flow(pc, apex, portal, db, acme):
     # First login registered alice; the next one logs the same user in.
     t2 = await new_ticket(pc)
     r = await Phone(apex, "alice").scan(t2["ticket"])
-    assert (await status(pc, t2))["scanned_by"]["nickname"] == "Alice 爱丽丝"  # known at scan
+    assert (await status(pc, t2))["scanned_by"] is None  # not before she confirms (issue 16)
     assert (await Phone(apex, "alice").login()).status_code == 200
     alice2 = Phone(apex, "alice")
     await alice2.scan(t2["ticket"])
@@ -222,14 +222,20 @@ async def test_expiry_is_reported_with_no_one_watching_and_pushed_to_waiters(
 ):
     tickets = portal.state["tickets"]
     created = await tickets.create(
-        pool_id=acme.pool.id, client_id=acme.default_client.client_id, lifetime=1
+        pool_id=acme.pool.id,
+        client_id=acme.default_client.client_id,
+        lifetime=1,
+        address="127.0.0.1",
     )
     t = {"ticket": created.ticket, "secret": created.secret}
     seen = await asyncio.wait_for(sse_statuses(pc, t), 5)
     assert [s["status"] for s in seen] == ["pending", "expired"]
     assert seen[-1]["expires_in"] == 0
     created = await tickets.create(
-        pool_id=acme.pool.id, client_id=acme.default_client.client_id, lifetime=1
+        pool_id=acme.pool.id,
+        client_id=acme.default_client.client_id,
+        lifetime=1,
+        address="127.0.0.1",
     )
     await asyncio.sleep(1.2)  # nobody watches this one
     t = {"ticket": created.ticket, "secret": created.secret}

@@ -142,6 +142,7 @@ _SETTABLE = frozenset(
         "logo_shape",
         "qr_type",
         "qr_fallback",
+        "scan_reveal",
     }
 )
 

@@ -49,6 +49,7 @@ def _values(pool: Pool) -> dict[str, Any]:
         "id_token_alg": pool.id_token_alg,
         "qr_type": pool.qr_type,
         "qr_fallback": pool.qr_fallback,
+        "scan_reveal": pool.scan_reveal,
         **{k: str(getattr(pool, k)) for k in LIMITS},
     }
 
@@ -73,6 +74,7 @@ async def _settings_page(
         "limits": LIMITS,
         "algorithms": keys.ALGORITHMS,
         "qr_types": pools.QR_TYPES,
+        "scan_reveals": pools.SCAN_REVEALS,
         "signing_keys": await store.signing_keys(db, pool.id),
         "pool_admins": await store.admins_of_pool(db, pool.id),
         "pool_url": request.state.settings.pool_url(pool.slug),
@@ -98,6 +100,7 @@ def _parse_settings(request: Request, form) -> tuple[dict[str, Any], dict[str, A
         "id_token_alg": str(form.get("id_token_alg") or ""),
         "qr_type": str(form.get("qr_type") or ""),
         "qr_fallback": form.get("qr_fallback") == "on",
+        "scan_reveal": str(form.get("scan_reveal") or ""),
         **{k: str(form.get(k) or "").strip() for k in LIMITS},
     }
     changes: dict[str, Any] = {}
@@ -130,6 +133,10 @@ def _parse_settings(request: Request, form) -> tuple[dict[str, Any], dict[str, A
         changes["qr_fallback"] = entered["qr_fallback"]
     else:
         errors["qr_type"] = _("console.err.choice")
+    if entered["scan_reveal"] in pools.SCAN_REVEALS:
+        changes["scan_reveal"] = entered["scan_reveal"]
+    else:
+        errors["scan_reveal"] = _("console.err.choice")
     if entered["id_token_alg"] in keys.ALGORITHMS:
         changes["id_token_alg"] = entered["id_token_alg"]
     else:

@@ -149,19 +149,24 @@ async def scan(request: Request) -> Response:
     ticket, pool, state = await _ticket_pool(request)
     if who["appid"] != pool_appid(request, pool):
         raise WrongMiniProgram()
-    # A returning user's face shows on the PC page at once; a new one's after confirm.
-    known = await request.state.db.fetchrow(
-        """SELECT u.nickname, u.avatar_url FROM wechat_identities i JOIN users u ON u.id = i.user_id
-           WHERE i.pool_id = $1 AND i.appid = $2 AND i.openid = $3""",
-        pool.id,
-        who["appid"],
-        who["openid"],
-    )
+    # What the PC page may learn before confirmation is the pool's choice
+    # (scan_reveal, issue 16): by default nothing, so someone who scans and
+    # declines gives nothing away. A new user has nothing to show anyway.
+    known = None
+    if pool.scan_reveal != "none":
+        known = await request.state.db.fetchrow(
+            """SELECT u.nickname, u.avatar_url FROM wechat_identities i
+               JOIN users u ON u.id = i.user_id
+               WHERE i.pool_id = $1 AND i.appid = $2 AND i.openid = $3""",
+            pool.id,
+            who["appid"],
+            who["openid"],
+        )
     scanned_at_ms = await request.state.tickets.scan(
         ticket,
         who["appid"],
         who["openid"],
-        nickname=(known and known["nickname"]) or "",
+        nickname=(known and pool.scan_reveal == "profile" and known["nickname"]) or "",
         avatar_url=(known and known["avatar_url"]) or "",
     )
     client = await request.state.clients.get(pool.id, state.client_id)

@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from portal.errors import PortalError, ValidationError
 from portal.oidc import tokens
-from portal.scan import qrimage, users
+from portal.scan import qrcache, users
 from portal.scan.tickets import FINAL, TicketNotFound, TicketState, dumps
 from portal.scan.waiters import Waiter
 from portal.tenants.pools import Pool
@@ -69,8 +69,7 @@ async def create_qrcode(request: Request) -> Response:
         pool_id=pool.id,
         client_id=client.client_id,
         lifetime=pool.qr_lifetime,
-        limit=request.state.settings.rate_qr,
-        limit_subject=f"{pool.id}:{request.state.client_ip}",
+        address=request.state.client_ip,
     )
     base = request.state.settings.pool_url(pool.slug)
     body = {
@@ -118,30 +117,9 @@ async def qrcode_svg(request: Request) -> Response:
 
 
 async def _qrcode_image(request: Request, fmt: str) -> Response:
-    ticket = request.path_params["ticket"]
-    await _state_of_pool(request, ticket)
-    pool: Pool = request.state.pool
-    logo = await request.state.logos.get(request, pool)
-    if pool.qr_type == "wxacode":  # a mini-program code from WeChat (None: fall back to link)
-        from portal.scan import wxacode
-
-        if answer := await wxacode.image_response(request, pool, ticket, fmt, logo):
-            return answer
-    content = content_url(request, ticket)
-    # Rendering is CPU work: keep it off the event loop so waiters stay prompt.
-    if fmt == "png":
-        image = await asyncio.to_thread(
-            qrimage.render_png, content, logo, logo_shape=pool.logo_shape
-        )
-        media = "image/png"
-    else:
-        image = (
-            await asyncio.to_thread(qrimage.render_svg, content, logo, logo_shape=pool.logo_shape)
-        ).encode()
-        media = "image/svg+xml"
-    return Response(
-        image, media_type=media, headers={"cache-control": f"private, max-age={pool.qr_lifetime}"}
-    )
+    # Rendered once per ticket, cached, rate limited per address (portal/scan/qrcache.py).
+    state = await _state_of_pool(request, request.path_params["ticket"], recent=True)
+    return await qrcache.response(request, state, fmt)
 
 
 async def status(request: Request) -> Response:
@@ -157,7 +135,7 @@ async def status(request: Request) -> Response:
     state = await _state_of_pool(request, ticket, recent=True)
     tickets.check_secret(state, _secret(request))
     if wait and known == state.status and state.status not in FINAL:
-        with request.state.waiters.watch(ticket) as waiter:
+        with request.state.waiters.watch(ticket, request.state.client_ip) as waiter:
             listener = asyncio.ensure_future(_watch_disconnect(request.receive, waiter))
             try:
                 state = await tickets.state(ticket)  # re-read now that we are registered
@@ -202,7 +180,7 @@ class Events:
         tickets = request.state.tickets
         state = await _state_of_pool(request, ticket)
         tickets.check_secret(state, _secret(request))
-        with request.state.waiters.watch(ticket) as waiter:
+        with request.state.waiters.watch(ticket, request.state.client_ip) as waiter:
             listener = asyncio.ensure_future(_watch_disconnect(receive, waiter))
             try:
                 await self._stream(send, tickets, ticket, waiter)

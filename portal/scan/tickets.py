@@ -69,7 +69,7 @@ class TicketTaken(PortalError):
 class NotScanner(PortalError):
     status_code = 403
     error = "not_scanner"
-    description = "Only the WeChat user who scanned this QR code can confirm it."
+    description = "Only the WeChat user who scanned this QR code can confirm or cancel it."
 
 
 class NotScanned(PortalError):
@@ -107,17 +107,21 @@ end
 """
 )
 
-# One round trip, on Redis's clock, with the creator's rate limit counted in it.
-# KEYS: ticket, rate-limit counter. ARGV: pool id, client id, secret hash,
-# lifetime (s), key TTL (s), limit count (0: none), limit window (ms).
+# One round trip, on Redis's clock, with the creator's rate limits counted in it:
+# the address's first (a refused address spends nothing of its pool's budget),
+# then the pool's. KEYS: ticket, address counter, pool counter. ARGV: pool id,
+# client id, secret hash, lifetime (s), key TTL (s), then count (0: none) and
+# window (ms) of the address's limit, then of the pool's.
 _CREATE = (
     ratelimit.LUA_HIT
     + """
 redis.replicate_commands()
-local limit = tonumber(ARGV[6])
-if limit > 0 then
-  local left = rate_limit_hit(KEYS[2], limit, ARGV[7])
-  if left > 0 then return {'limited', left} end
+for i = 0, 1 do
+  local limit = tonumber(ARGV[6 + 2 * i])
+  if limit > 0 then
+    local left = rate_limit_hit(KEYS[2 + i], limit, ARGV[7 + 2 * i])
+    if left > 0 then return {'limited', left} end
+  end
 end
 local t = redis.call('TIME')
 local exp = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4]) * 1000
@@ -194,16 +198,16 @@ return {'ok'}
 """
 )
 
+# Only the scanner may cancel (issue 16): a pending ticket has no scanner, and a
+# mini-program session that merely knows its id must not end someone's login.
 # ARGV: ticket, appid, openid
 _CANCEL = (
     _PROLOGUE
     + """
-if status == 'scanned' then
-  local by = redis.call('HMGET', k, 'appid', 'openid')
-  if by[1] ~= ARGV[2] or by[2] ~= ARGV[3] then return {'not_scanner'} end
-elseif status ~= 'pending' then
-  return {'expired'}
-end
+if status == 'pending' then return {'not_scanner'} end
+if status ~= 'scanned' then return {'expired'} end
+local by = redis.call('HMGET', k, 'appid', 'openid')
+if by[1] ~= ARGV[2] or by[2] ~= ARGV[3] then return {'not_scanner'} end
 redis.call('HSET', k, 'status', 'cancelled')
 publish('cancelled')
 return {'ok'}
@@ -271,9 +275,21 @@ class Exchanged:
 
 
 class Tickets:
-    def __init__(self, redis: aioredis.Redis, box: SecretBox, mux: Multiplexer) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        box: SecretBox,
+        mux: Multiplexer,
+        *,
+        per_address: Limit = NO_LIMIT,
+        per_pool: Limit = NO_LIMIT,
+    ) -> None:
         self.redis = redis
         self.box = box
+        # Counted in ``create`` itself, which every path that makes a ticket calls
+        # (the QR API, the hosted page, the pool's page): none can go around them.
+        self.per_address = per_address
+        self.per_pool = per_pool
         self._mux = mux  # every ticket script goes over the process's shared connection
         self._create = redis.register_script(_CREATE)
         self._status = redis.register_script(_STATUS)
@@ -292,11 +308,12 @@ class Tickets:
         pool_id: int,
         client_id: str,
         lifetime: int,
-        limit: Limit = NO_LIMIT,
-        limit_subject: str = "",
+        address: str,
     ) -> NewTicket:
-        """A new pending ticket; with a limit, at most ``limit`` per window per
-        ``limit_subject`` (else RateLimited, and nothing is created)."""
+        """A new pending ticket for a browser at ``address`` (the client IP);
+        RateLimited, and nothing created, when that address or the pool is over
+        its limit (``per_address``, ``per_pool``)."""
+        per_address, per_pool = self.per_address, self.per_pool
         # One read of the system's randomness for both: the ticket, 32 characters
         # (192 bits; fits WeChat's 32-character scene), and the secret, 43 (256 bits).
         raw = base64.urlsafe_b64encode(secrets.token_bytes(56)).decode()
@@ -304,9 +321,11 @@ class Tickets:
         secret_hash = self.box.hash_secret(secret)
         r = await self._mux.evalsha(
             self._create,
-            [key(ticket), ratelimit.key("qr", limit_subject)],
+            [key(ticket), ratelimit.key("qr", f"{pool_id}:{address}"),
+             ratelimit.key("qr_pool", str(pool_id))],
             [pool_id, client_id, secret_hash, lifetime, lifetime + RETENTION_S,
-             limit.count, limit.window * 1000],
+             per_address.count, per_address.window * 1000,
+             per_pool.count, per_pool.window * 1000],
         )  # fmt: skip
         if r[0] == "limited":
             raise ratelimit.RateLimited(ratelimit.retry_after_s(int(r[1])))

@@ -25,9 +25,12 @@ RETRY_AFTER_S = 5
 
 
 class TooManyWaiters(RateLimited):
-    def __init__(self) -> None:
+    def __init__(self, description: str = "") -> None:
         super().__init__(RETRY_AFTER_S)
-        self.description = "This login is already followed by too many connections."
+        self.description = description or "This login is already followed by too many connections."
+
+
+_PER_ADDRESS = "Too many connections from this address are waiting on logins."
 
 
 class Waiter:
@@ -73,8 +76,14 @@ def _expire(future: asyncio.Future[bool]) -> None:
 
 
 class Waiters:
-    def __init__(self) -> None:
+    """``max_per_address``: waiters one client IP may hold in this process, over
+    every ticket (``PORTAL_WAITERS_PER_IP``; 0: no cap). The per-ticket cap alone
+    let one address hold thousands of streams with hundreds of tickets (issue 16)."""
+
+    def __init__(self, max_per_address: int = 0) -> None:
         self._by_ticket: dict[str, set[Waiter]] = {}
+        self._by_address: dict[str, int] = {}
+        self.max_per_address = max_per_address
         self.draining = False
 
     def __len__(self) -> int:
@@ -85,21 +94,31 @@ class Waiters:
         return len(self._by_ticket)
 
     @contextlib.contextmanager
-    def watch(self, ticket: str) -> Iterator[Waiter]:
+    def watch(self, ticket: str, address: str = "") -> Iterator[Waiter]:
         """Register *before* reading the ticket, so no change slips in between.
-        ``TooManyWaiters`` (429) when the ticket has ``MAX_PER_TICKET`` already."""
+        ``TooManyWaiters`` (429) when the ticket has ``MAX_PER_TICKET`` already,
+        or ``address`` (the client IP) ``max_per_address``."""
         group = self._by_ticket.get(ticket)
         if group is not None and len(group) >= MAX_PER_TICKET:
             raise TooManyWaiters()
+        held = self._by_address.get(address, 0)
+        if self.max_per_address > 0 and held >= self.max_per_address:
+            raise TooManyWaiters(_PER_ADDRESS)
         waiter = Waiter()
         if self.draining:  # a request that came in on a connection still open
             waiter.stopping = waiter._woken = True
         self._by_ticket.setdefault(ticket, set()).add(waiter)
+        self._by_address[address] = held + 1
         WAITERS.inc()
         try:
             yield waiter
         finally:
             WAITERS.dec()
+            left = self._by_address.get(address, 1) - 1
+            if left > 0:
+                self._by_address[address] = left
+            else:
+                self._by_address.pop(address, None)
             group = self._by_ticket.get(ticket)
             if group is not None:
                 group.discard(waiter)

@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from portal.errors import PortalError
 from portal.scan import qrimage
+from portal.stores.ratelimit import RateLimited
 from portal.tenants import pools
 from portal.tenants.pools import Pool
 from portal.wechat.errors import ErrCode, WeChatError, WeChatUnavailable
@@ -42,9 +43,12 @@ WIDTH = 430  # WeChat's default; 280 to 1280 px
 # well over half of its correction budget with this much of its centre covered.
 _LOGO_RATIO = 0.2
 _RING = 0.03  # white ring around the logo, share of the width
-# After 45009 (daily quota), WeChat refuses every call until its day ends: do
-# not ask again for each image meanwhile.
-_QUOTA_PAUSE = 600
+# 45009 is WeChat's minute limit on mini-program codes (5000 a minute per AppID,
+# "调用分钟频率受限"; its errmsg says "daily quota"): after one, this pool does not
+# ask again until the minute has passed. Only this pool: pools sharing the
+# platform's AppID each have their own budget (PORTAL_RATE_WXACODE), so one that
+# is hammered cannot pause the others (issue 16).
+_QUOTA_PAUSE = 60
 _FAILURE_TTL = 30  # a refused ticket is not asked for again this soon
 
 
@@ -71,7 +75,7 @@ class WxacodeInvalidScene(WxacodeError):
 class WxacodeQuota(WxacodeError):
     status_code = 503
     error = "wxacode_quota_exceeded"
-    description = "The mini program has used up today's mini-program codes (WeChat 45009)."
+    description = "This site has used up its mini-program codes for now; try again in a minute."
 
 
 _ERRORS: dict[int, type[WxacodeError]] = {
@@ -95,8 +99,8 @@ def _cache_key(pool: Pool, ticket: str) -> str:
     return f"wxacode:{pool.id}:{ticket}"
 
 
-def _quota_key(appid: str) -> str:
-    return f"wxacode:quota:{appid}"
+def _quota_key(appid: str, pool: Pool) -> str:
+    return f"wxacode:quota:{appid}:{pool.id}"
 
 
 # One WeChat call per ticket at a time in this process, however many ask at once.
@@ -150,9 +154,18 @@ async def _make(request: Request, pool: Pool, ticket: str, logo: bytes | None) -
         appid, secret = settings.default_mp_appid, settings.default_mp_secret
     if not appid or not secret:
         raise WxacodeError("No mini program is configured for this pool.")
-    redis = request.state.redis
-    if await redis.exists(_quota_key(appid)):
+    state = request.state
+    # What a new code costs is counted first: the asking address's QR images
+    # (a refusal is its own 429, never a fallback), then the pool's share of the
+    # AppID's WeChat quota (a refusal is this pool's alone).
+    await state.limits.check("qr_image", f"{pool.id}:{state.client_ip}", settings.rate_qr_image)
+    redis = state.redis
+    if await redis.exists(_quota_key(appid, pool)):
         raise WxacodeQuota()
+    try:
+        await state.limits.check("wxacode", str(pool.id), settings.rate_wxacode)
+    except RateLimited:
+        raise WxacodeQuota() from None
     try:
         code = await request.state.wechat.wxacode_unlimited(
             appid, secret, ticket, PAGE, width=WIDTH, check_path=True
@@ -160,7 +173,7 @@ async def _make(request: Request, pool: Pool, ticket: str, logo: bytes | None) -
     except WeChatError as exc:
         log.warning("WeChat refused a mini-program code for pool %s: %s", pool.slug, exc)
         if exc.errcode == ErrCode.DAILY_QUOTA:
-            await redis.set(_quota_key(appid), "1", ex=_QUOTA_PAUSE)
+            await redis.set(_quota_key(appid, pool), "1", ex=_QUOTA_PAUSE)
         raise wxacode_error(exc) from None
     try:
         return await asyncio.to_thread(composite, code, logo, logo_shape=pool.logo_shape)

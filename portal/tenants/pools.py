@@ -56,6 +56,7 @@ class Pool:
     updated_at: datetime
     qr_type: str = "link"  # QR_TYPES: a link QR (segno) or a mini-program code (wxacode)
     qr_fallback: bool = True  # a failed mini-program code falls back to the link QR
+    scan_reveal: str = "none"  # SCAN_REVEALS: what the PC page learns before confirmation
 
     @property
     def has_logo(self) -> bool:
@@ -64,7 +65,7 @@ class Pool:
 
 _COLUMNS = """id, slug, name, logo_sha256, logo_shape, callback_url, mp_appid, phone_required,
     login_only, link_by_phone, qr_lifetime, id_token_ttl, access_token_ttl, refresh_token_ttl,
-    id_token_alg, updated_at, qr_type, qr_fallback"""
+    id_token_alg, updated_at, qr_type, qr_fallback, scan_reveal"""
 
 
 def _pool(row: asyncpg.Record) -> Pool:

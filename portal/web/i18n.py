@@ -72,6 +72,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.503": "服务暂时不可用，请稍后再试。",
         "error.pool_not_found": "此地址没有登录门户。",
         "error.unknown_host": "此地址不由本门户提供服务。",
+        "error.rate_limited": "来自您所在网络的请求过多，请稍等片刻再刷新页面。",
         "error.invalid_host": "请求的主机名无效。",
         "phone.title": "手机模拟器",
         "phone.lead": "在这里扮演微信小程序：粘贴二维码里的链接，选一个微信用户，然后扫码、确认或取消。它调用的是真实的小程序接口，微信一方由开发用的模拟微信服务器扮演。",
@@ -214,6 +215,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         " WeChat user, then scan, confirm or cancel. It calls the real mini-"
         "program API; the dev fake WeChat server plays WeChat.",
         "phone.noscript": "This page needs JavaScript.",
+        "error.rate_limited": "Too many requests from your network; wait a moment, then reload the page.",
         "phone.url": "QR code content (link)",
         "phone.url_help": "Like {pool URL}/q/{ticket}; the ticket alone works too.",
         "phone.user": "WeChat user name",

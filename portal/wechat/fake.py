@@ -24,7 +24,9 @@ WeChat endpoints and their rules:
   by default, as at WeChat) a ``page`` that is not a published page of the
   mini program → 41030 (published: the pages of ``miniprogram/app.json``,
   see ``/_fake/wxacode``; an empty page means the home page). Over the daily
-  quota (unlimited unless set) → 45009.
+  quota (unlimited unless set) → 45009; so is more than the minute quota (5000
+  codes per AppID per clock minute, WeChat's documented "调用分钟频率受限
+  (目前5000次/分钟)": the errmsg still says "daily quota").
 - Missing or unknown access token → 40001, expired → 42001.
 - ``busy_rate`` F answers ``{"errcode": -1, "errmsg": "system error"}`` to
   that fraction of calls.
@@ -40,9 +42,10 @@ Test-control endpoints (never counted, never busy; bad input → HTTP 400):
 - ``POST /_fake/clock`` ``{"advance": seconds}``: moves the fake's clock
   forward (to expire tokens). → ``{"offset": seconds}``
 - ``POST /_fake/apps`` ``{"appid", "secret"}``: registers a mini program.
-- ``POST /_fake/wxacode`` ``{"pages"?: [...], "daily_quota"?: N or null}``: the
-  published pages that ``check_path`` accepts, and how many mini-program codes
-  may be made before 45009 (null: no limit). → ``{"pages", "daily_quota", "made"}``
+- ``POST /_fake/wxacode`` ``{"pages"?: [...], "daily_quota"?: N or null,
+  "minute_quota"?: N}``: the published pages that ``check_path`` accepts, how
+  many mini-program codes may be made before 45009 (null: no limit), and how
+  many per AppID in one minute. → ``{"pages", "daily_quota", "minute_quota", "made"}``
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ STABLE_TOKEN = "/cgi-bin/stable_token"
 TOKEN = "/cgi-bin/token"
 PHONE_NUMBER = "/wxa/business/getuserphonenumber"
 WXACODE_UNLIMIT = "/wxa/getwxacodeunlimit"
+WXACODE_MINUTE_QUOTA = 5000  # per AppID (WeChat's getUnlimitedQRCode documentation)
 API_PATHS = (JSCODE2SESSION, STABLE_TOKEN, TOKEN, PHONE_NUMBER, WXACODE_UNLIMIT)
 
 _USER_CODE = re.compile(r"([A-Za-z0-9_]{1,64})(?:\..*)?", re.DOTALL)
@@ -153,6 +157,8 @@ class _FakeWeChat:
         self.pages: tuple[str, ...] = PUBLISHED_PAGES
         self.wxacode_quota: int | None = None
         self.wxacodes_made = 0
+        self.wxacode_minute_quota = WXACODE_MINUTE_QUOTA
+        self.wxacode_minutes: dict[str, tuple[int, int]] = {}  # appid -> (minute, made in it)
 
     def now(self) -> float:
         return time.time() + self.clock_offset
@@ -273,7 +279,7 @@ class _FakeWeChat:
         }
 
     async def wxacode_unlimit(self, request: Request) -> Response:
-        self._check_token(request)
+        appid = self._check_token(request)
         body = await self._body(request, ErrCode.INVALID_SCENE)
         scene, page = body.get("scene"), body.get("page", "")
         if not isinstance(scene, str) or not 1 <= len(scene) <= 32:
@@ -294,6 +300,12 @@ class _FakeWeChat:
             raise _Refusal(ErrCode.INVALID_ARGS)
         if self.wxacode_quota is not None and self.wxacodes_made >= self.wxacode_quota:
             raise _Refusal(ErrCode.DAILY_QUOTA)
+        minute = int(self.now() // 60)
+        start, made = self.wxacode_minutes.get(appid, (minute, 0))
+        made = made if start == minute else 0
+        if made >= self.wxacode_minute_quota:
+            raise _Refusal(ErrCode.DAILY_QUOTA)
+        self.wxacode_minutes[appid] = (minute, made + 1)
         self.wxacodes_made += 1
         return Response(_qr_png(scene, min(max(width, 280), 1280)), media_type="image/png")
 
@@ -369,16 +381,23 @@ class _FakeWeChat:
             body = json.loads(await request.body())
             pages = body.get("pages", self.pages)
             quota = body.get("daily_quota", self.wxacode_quota)
+            per_minute = body.get("minute_quota", self.wxacode_minute_quota)
+            if not isinstance(per_minute, int) or per_minute < 0:
+                raise TypeError
             if not isinstance(pages, list | tuple) or not all(isinstance(p, str) for p in pages):
                 raise TypeError
             if quota is not None and (not isinstance(quota, int) or quota < 0):
                 raise TypeError
         except (ValueError, TypeError, AttributeError):
-            return _bad_request('expected {"pages"?: [page, ...], "daily_quota"?: N or null}')
+            return _bad_request(
+                'expected {"pages"?: [page, ...], "daily_quota"?: N or null, "minute_quota"?: N}'
+            )
         self.pages, self.wxacode_quota = tuple(pages), quota
+        self.wxacode_minute_quota = per_minute
         return JSONResponse(
-            {"pages": list(self.pages), "daily_quota": quota, "made": self.wxacodes_made}
-        )
+            {"pages": list(self.pages), "daily_quota": quota, "minute_quota": per_minute,
+             "made": self.wxacodes_made}
+        )  # fmt: skip
 
     async def add_app(self, request: Request) -> Response:
         try:
