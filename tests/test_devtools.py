@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import pytest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -19,7 +20,8 @@ from portal.scan import mpapi
 from portal.tenants import pools
 from portal.web import i18n
 from portal.wechat.fake import DEMO_APPID
-from tests.support import free_socket, run_portal
+from tests.phone import Phone
+from tests.support import LoopbackTransport, free_socket, run_portal
 
 PORTAL_DIR = Path(devtools.__file__).resolve().parents[1]
 TICKET = "Abc_DEF-123456789xyz"
@@ -379,3 +381,48 @@ async def test_the_script_scans_and_confirms(db, box, redis_client, settings_fac
         assert "ticket_not_scanned" in seen[0]["status"]
         assert seen[2]["status"] == _("phone.js.cancelled")
         assert await status(t) == "cancelled"
+
+
+async def test_the_demo_callback_shows_the_state_check(dev_portal, db, box):
+    """Issue 16, finding 5, as the dev demo shows it: a login started from the
+    site (`/dev/login`, which keeps a state in the browser's session) comes back
+    with that state and passes; the callback link of someone else's login, or
+    one without a state, is flagged as one a backend must refuse."""
+    base = dev_portal.settings.base_url
+    async with db.acquire() as conn:
+        await pools.create(conn, box, slug="demo", name="Demo", allow_http=True,
+                           callback_url=f"{base}/dev/callback")  # fmt: skip
+
+    async def login(browser, apex, user: str) -> str:
+        r = await browser.get(f"{base}/dev/login?pool=demo")
+        assert r.status_code == 303, r.text
+        page = await browser.get(r.headers["location"])
+        ticket = data_attribute(page.text, "data-ticket")
+        secret = data_attribute(page.text, "data-secret")
+        phone = Phone(apex, user)
+        assert (await phone.scan_and_confirm(ticket)).status_code == 200
+        done = await browser.post(
+            f"{dev_portal.settings.pool_url('demo')}/oidc/auth/complete",
+            data={"ticket": ticket, "secret": secret},
+        )
+        assert done.status_code == 303 and "state=" in done.headers["location"], done.text
+        return done.headers["location"]
+
+    def check(page) -> str:
+        return data_attribute(page.text, "data-state-check")
+
+    async with (
+        dev_portal.client() as apex,
+        httpx.AsyncClient(transport=LoopbackTransport(), timeout=10) as mallory,
+        httpx.AsyncClient(transport=LoopbackTransport(), timeout=10) as victim,
+    ):
+        own = await login(victim, apex, "victim")
+        assert check(await victim.get(own + "&lang=en")) == "ok"
+        attackers = await login(mallory, apex, "mallory")
+        await victim.get(f"{base}/dev/login?pool=demo")  # the victim started a login too
+        page = await victim.get(attackers + "&lang=en")
+        assert check(page) == "mismatch" and "must refuse" in page.text
+        no_state = attackers.split("?")[0] + "?code=abc"
+        assert check(await victim.get(no_state)) == "missing"
+    async with dev_portal.client() as apex:
+        assert (await apex.get("/dev/login?pool=Not_A_Slug")).status_code == 404

@@ -280,9 +280,9 @@ async def test_a_public_client_must_use_pkce(setup, browser, apex):
     }
     r = await token_request(browser, setup, {**data, "code_verifier": "w" * 43})
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
-    # The failed attempt consumed the code: a code works once, even when the attempt fails.
+    # A failed attempt does not spend the code (issue 16): the right verifier still works.
     r = await token_request(browser, setup, {**data, "code_verifier": verifier})
-    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    assert r.status_code == 200, r.text
 
     code, verifier = await code_for(setup, browser, apex, setup["spa"], scope="openid profile")
     r = await token_request(browser, setup, {**data, "code": code})
@@ -647,3 +647,172 @@ async def test_discovery(setup, browser):
                  "revocation_endpoint", "introspection_endpoint", "end_session_endpoint"):  # fmt: skip
         assert meta[name].startswith(setup["issuer"] + "/oidc/")
     assert meta["response_modes_supported"] == ["query", "form_post", "web_message"]
+
+
+# --- Issue 16: the outside review ---------------------------------------------------
+
+
+async def test_the_pool_page_hands_back_the_state_its_site_started_with(
+    portal, db, box, apex, browser
+):
+    """Finding 5, login CSRF on a pool's own page: an attacker scans with their
+    own phone and sends the resulting callback link to a victim. The tenant's
+    site starts every login at ``/?state=<kept in its session>``; the callback
+    gets that state back, so its backend can refuse a link it did not start."""
+    callback = "https://shop.example.com/after-login"
+    async with db.acquire() as conn:
+        shop = await pools.create(conn, box, slug="shop", name="Shop", callback_url=callback)
+    base = f"http://shop.localhost:{portal.port}"
+    sessions_kept = {}  # what the tenant's site keeps per browser: its state
+
+    async def start_and_scan(who: str, user: str) -> str:
+        sessions_kept[who] = secrets.token_urlsafe(16)
+        async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=10) as b:
+            r = await scan_login(b, apex, f"{base}/?state={sessions_kept[who]}&nonce=n-{who}", user)
+        assert r.status_code == 303, r.text
+        assert r.headers["location"].startswith(callback + "?")
+        return r.headers["location"]
+
+    def backend_accepts(who: str, location: str) -> bool:
+        """The README's check at the callback: the state this browser's session kept."""
+        query = parse_qs(urlsplit(location).query)
+        return query.get("state") == [sessions_kept[who]] and query.get("iss") == [base]
+
+    mallory_link = await start_and_scan("mallory", "mallory")
+    assert parse_qs(urlsplit(mallory_link).query)["state"] == [sessions_kept["mallory"]]
+    victim_link = await start_and_scan("victim", "victim")
+    assert backend_accepts("victim", victim_link)
+    # The attacker's link, opened by the victim, carries the attacker's state: refused.
+    assert not backend_accepts("victim", mallory_link)
+    # The code still works for the backend that checks; the nonce is in the ID token.
+    code = parse_qs(urlsplit(victim_link).query)["code"][0]
+    r = await browser.post(f"{base}/oidc/token", data={"grant_type": "authorization_code",
+                        "code": code, "redirect_uri": callback},
+                        auth=(shop.default_client.client_id, shop.default_client_secret))  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert jwt.decode(r.json()["id_token"], KeySet.import_key_set(
+        (await browser.get(f"{base}/oidc/jwks")).json())).claims["nonce"] == "n-victim"  # fmt: skip
+    # An over-long state is refused on a page, never carried.
+    async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=10) as b:
+        r = await b.get(f"{base}/", params={"state": "s" * 3000})
+    assert r.status_code == 400 and "location" not in r.headers
+
+
+async def test_a_failed_redemption_does_not_spend_the_code(setup, browser, apex, portal, db, box):
+    """Finding 8: another client of the pool (even a public one, with no secret),
+    a wrong redirect_uri or a wrong verifier is refused without spending the
+    code; the rightful client then redeems it. Of many right redemptions at
+    once, exactly one wins."""
+    async with db.acquire() as conn, conn.transaction():
+        other, other_secret = await clients.create(
+            conn, box, pool_id=setup["acme"].pool.id, name="Other", redirect_uris=[REDIRECT]
+        )
+    code, verifier = await code_for(
+        setup, browser, apex, setup["rp"], scope="openid offline_access"
+    )
+    data = code_grant(code, verifier)
+    attempts = [
+        token_request(browser, setup, {**data, "client_id": setup["spa"].client_id}),
+        token_request(browser, setup, data, (other.client_id, other_secret)),
+        token_request(browser, setup, {**data, "redirect_uri": f"{RP}/other"}, rp_auth(setup)),
+        token_request(browser, setup, {**data, "code_verifier": "w" * 43}, rp_auth(setup)),
+        token_request(
+            browser, setup, {k: v for k, v in data.items() if k != "code_verifier"}, rp_auth(setup)
+        ),
+    ]
+    for r in await asyncio.gather(*attempts):
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+    # Unauthenticated: refused before the code is looked at.
+    r = await token_request(browser, setup, data, (setup["rp"].client_id, "wrong"))
+    assert r.status_code == 401
+    # The rightful client, ten times at once, among more wrong-client attempts: one winner.
+    right = [token_request(browser, setup, data, rp_auth(setup)) for _ in range(10)]
+    wrong = [
+        token_request(browser, setup, data, (other.client_id, other_secret)) for _ in range(10)
+    ]
+    results = await asyncio.gather(*right, *wrong)
+    assert [r.status_code for r in results[:10]].count(200) == 1, [r.text for r in results]
+    assert all(r.status_code == 400 for r in results[10:])
+    winner = next(r for r in results[:10] if r.status_code == 200).json()
+    assert winner["refresh_token"]
+    # The other right attempts were replays: they revoked what the winner got.
+    r = await browser.get(f"{setup['issuer']}/oidc/userinfo",
+                          headers={"authorization": f"Bearer {winner['access_token']}"})  # fmt: skip
+    assert r.status_code == 401
+
+
+async def test_introspection_answers_only_about_the_callers_own_tokens(
+    setup, browser, apex, db, box
+):
+    """Finding 9, RFC 7662 §4: a confidential client learns nothing about another
+    client's tokens, access or refresh; {"active": false} as for a token that
+    does not exist."""
+    async with db.acquire() as conn, conn.transaction():
+        other, other_secret = await clients.create(
+            conn, box, pool_id=setup["acme"].pool.id, name="Other", redirect_uris=[REDIRECT]
+        )
+    code, verifier = await code_for(
+        setup, browser, apex, setup["rp"], scope="openid offline_access"
+    )
+    tokens = (
+        await token_request(browser, setup, code_grant(code, verifier), rp_auth(setup))
+    ).json()
+    url = f"{setup['issuer']}/oidc/introspect"
+    for token in (tokens["access_token"], tokens["refresh_token"]):
+        r = await browser.post(url, data={"token": token}, auth=(other.client_id, other_secret))
+        assert r.status_code == 200 and r.json() == {"active": False}, r.text
+        r = await browser.post(url, data={"token": token}, auth=rp_auth(setup))
+        assert r.json()["active"] is True and r.json()["client_id"] == setup["rp"].client_id
+
+
+async def test_tokens_follow_the_clients_registration_in_the_code_flow(
+    setup, browser, apex, db, box
+):
+    """Finding 6, the authorization code path: scopes are cut to what the client is
+    registered for; a public client gets no refresh token even when it asks
+    for offline_access (its refresh tokens would need no secret)."""
+    code, verifier = await code_for(
+        setup, browser, apex, setup["spa"], scope="openid profile phone offline_access"
+    )
+    r = await token_request(browser, setup, {**code_grant(code, verifier),
+                            "client_id": setup["spa"].client_id})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert "refresh_token" not in r.json() and r.json()["scope"] == "openid profile phone"
+    # A confidential client registered for openid and profile only.
+    async with db.acquire() as conn, conn.transaction():
+        narrow, narrow_secret = await clients.create(
+            conn, box, pool_id=setup["acme"].pool.id, name="Narrow", redirect_uris=[REDIRECT],
+            scopes=["openid", "profile"],
+        )  # fmt: skip
+    code, verifier = await code_for(
+        setup, browser, apex, narrow, scope="openid phone offline_access"
+    )
+    r = await token_request(
+        browser, setup, code_grant(code, verifier), (narrow.client_id, narrow_secret)
+    )
+    assert r.status_code == 200 and r.json()["scope"] == "openid", r.text
+    assert "refresh_token" not in r.json()
+    info = await browser.get(f"{setup['issuer']}/oidc/userinfo",
+                             headers={"authorization": f"Bearer {r.json()['access_token']}"})  # fmt: skip
+    assert set(info.json()) == {"sub"}
+
+
+async def test_a_hosted_page_ticket_cannot_be_exchanged_around_its_request(setup, browser, apex):
+    """Issue 16, the class of finding 6: a ticket of the hosted page ends only as a
+    code bound to its authorization request (redirect URI, PKCE, scope, state);
+    the QR API's exchange would hand out tokens around all of that. Refused,
+    without spending the ticket."""
+    params, _ = auth_params(setup["rp"])
+    page = await browser.get(f"{setup['issuer']}/oidc/auth", params=params)
+    ticket, secret = page_ticket(page.text)
+    assert (await Phone(apex, "alice").scan_and_confirm(ticket)).status_code == 200
+    url = f"{setup['issuer']}/api/qrcode/{ticket}/exchange"
+    r = await browser.post(url, json={"secret": "x" * 43})
+    assert r.status_code == 403 and r.json()["error"] == "invalid_secret"
+    r = await browser.post(url, json={"secret": secret})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+    assert "id_token" not in r.text
+    r = await browser.post(
+        f"{setup['issuer']}/oidc/auth/complete", data={"ticket": ticket, "secret": secret}
+    )
+    assert r.status_code == 303 and "code=" in r.headers["location"]

@@ -2,13 +2,15 @@
 
 import asyncio
 import json
+import secrets
+import uuid
 
 import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from portal.tenants import pools
+from portal.tenants import clients, pools
 from portal.wechat.fake import DEMO_APPID
 from tests.phone import Phone
 from tests.support import run_portal
@@ -682,3 +684,63 @@ async def test_one_ticket_may_be_followed_by_a_few_connections_not_thousands(pc,
         await asyncio.sleep(0.02)
     async with pc.stream("GET", url, params={"secret": t["secret"]}) as r:
         assert r.status_code == 200
+
+
+async def test_the_exchange_grants_only_what_the_client_is_registered_for(
+    pc, apex, portal, db, box, acme
+):
+    """Issue 16, finding 6: the QR exchange authenticates no client, so what it
+    returns follows the client's registration. A public client gets no refresh
+    token (one would work for 30 days without a secret), and a refresh token a
+    public client holds from before is refused without being spent; a client
+    registered without `phone` gets no phone number. The pool's default
+    (confidential) client keeps its refresh token, usable only with its secret."""
+    async with db.acquire() as conn, conn.transaction():
+        spa, _ = await clients.create(conn, box, pool_id=acme.pool.id, name="SPA",
+                                      redirect_uris=["https://spa.example.com/cb"], public=True)  # fmt: skip
+
+    async def login(user: str, **body) -> dict:
+        t = await new_ticket(pc, **body)
+        r = await Phone(apex, user).scan_and_confirm(t["ticket"], phone="13800138000")
+        assert r.status_code == 200, r.text
+        r = await pc.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    jwks = KeySet.import_key_set((await pc.get("/oidc/jwks")).json())
+    public = await login("alice", client_id=spa.client_id)
+    assert "refresh_token" not in public and public["scope"] == "openid profile phone"
+    async with db.acquire() as conn, conn.transaction():
+        narrow, _ = await clients.create(conn, box, pool_id=acme.pool.id, name="Narrow",
+                                         redirect_uris=["https://n.example.com/cb"],
+                                         scopes=["openid", "profile"])  # fmt: skip
+    narrowed = await login("bob", client_id=narrow.client_id)
+    assert "refresh_token" not in narrowed and narrowed["scope"] == "openid profile"
+    claims = jwt.decode(narrowed["id_token"], jwks).claims
+    assert "phone_number" not in claims and "nickname" in claims
+    r = await pc.get(
+        "/oidc/userinfo", headers={"authorization": f"Bearer {narrowed['access_token']}"}
+    )
+    assert set(r.json()) == {"sub", "nickname", "picture"}
+
+    default = await login("carol")
+    assert default["refresh_token"] and "offline_access" in default["scope"].split()
+    refresh = {"grant_type": "refresh_token", "refresh_token": default["refresh_token"]}
+    r = await pc.post("/oidc/token", data={**refresh, "client_id": acme.default_client.client_id})
+    assert r.status_code in (400, 401) and r.json()["error"] == "invalid_client"
+    r = await pc.post("/oidc/token", data=refresh,
+                      auth=(acme.default_client.client_id, acme.default_client_secret))  # fmt: skip
+    assert r.status_code == 200 and r.json()["refresh_token"], r.text
+
+    # A refresh token a public client got before the fix: refused, and not spent.
+    old = secrets.token_urlsafe(32)
+    user_id = public["user"]["id"]
+    await db.execute(
+        """INSERT INTO refresh_tokens (pool_id, client_pk, user_id, token_hash, family_id, scope,
+                                      auth_time, expires_at)
+           VALUES ($1, $2, $3, $4, $5, 'openid profile phone', now(), now() + interval '30 days')""",
+        acme.pool.id, spa.id, uuid.UUID(user_id), box.hash_secret(old), uuid.uuid4(),
+    )  # fmt: skip
+    r = await pc.post("/oidc/token", data={"grant_type": "refresh_token", "refresh_token": old,
+                                           "client_id": spa.client_id})  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"] == "unauthorized_client", r.text

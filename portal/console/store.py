@@ -251,10 +251,12 @@ async def update_client(
     redirect_uris: list[str],
     post_logout_redirect_uris: list[str],
     web_origins: list[str],
+    scopes: list[str] | None = None,
 ) -> None:
+    """``scopes``: None leaves them as they are."""
     result = await conn.execute(
         """UPDATE clients SET name = $3, redirect_uris = $4, post_logout_redirect_uris = $5,
-                  web_origins = $6, updated_at = now()
+                  web_origins = $6, scopes = coalesce($7, scopes), updated_at = now()
            WHERE pool_id = $1 AND client_id = $2""",
         pool_id,
         client_id,
@@ -262,6 +264,7 @@ async def update_client(
         redirect_uris,
         post_logout_redirect_uris,
         web_origins,
+        scopes,
     )
     if result.endswith(" 0"):
         raise NotFound()

@@ -20,8 +20,21 @@ def _t(request: Request):
     return i18n.translator(i18n.pick(request)[0])
 
 
-def _parse(request: Request, form) -> tuple[dict, dict, dict]:
-    """(clean values, entered text, errors by field)."""
+def _scopes(form, public: bool) -> list[str] | None:
+    """The scopes ticked on the form (None when the form has no such field: the
+    default for a new client, unchanged for an edit). A public client never
+    gets ``offline_access``: its refresh tokens would need no secret."""
+    if not form.get("scopes_form"):
+        return None
+    ticked = {str(v) for v in form.getlist("scope")}
+    if public:
+        ticked.discard("offline_access")
+    return clients.registered_scopes(ticked & set(clients.SCOPES), public=public)
+
+
+def _parse(request: Request, form, public: bool | None = None) -> tuple[dict, dict, dict]:
+    """(clean values, entered text, errors by field); ``public``: the client's
+    type when editing (the form has it only when creating)."""
     _ = _t(request)
     allow_http = request.state.settings.is_dev
     entered = {
@@ -29,9 +42,10 @@ def _parse(request: Request, form) -> tuple[dict, dict, dict]:
         "redirect_uris": str(form.get("redirect_uris") or ""),
         "post_logout_redirect_uris": str(form.get("post_logout_redirect_uris") or ""),
         "web_origins": str(form.get("web_origins") or ""),
-        "public": form.get("public") == "on",
+        "public": form.get("public") == "on" if public is None else public,
     }
-    clean: dict = {}
+    entered["scopes"] = _scopes(form, entered["public"])
+    clean: dict = {"scopes": entered["scopes"]}
     errors: dict[str, str] = {}
     try:
         clean["name"] = validation.display_name(entered["name"])
@@ -68,7 +82,7 @@ async def _list_page(ctx: Ctx, *, values=None, errors=None, status=200) -> Respo
         {
             "section": "clients",
             "clients": items,
-            "values": values or {"public": False},
+            "values": values or {"public": False, "scopes": clients.SCOPES},
             "errors": errors or {},
         },
         status,
@@ -96,6 +110,7 @@ async def create_post(request: Request, ctx: Ctx) -> Response:
             web_origins=clean["web_origins"],
             public=entered["public"],
             allow_http=request.state.settings.is_dev,
+            scopes=clean["scopes"],
         )
     await pools.announce_change(request.state.hub, ctx.pool.slug)
     _store_secret(ctx, client.client_id, secret)
@@ -146,6 +161,7 @@ async def _detail_page(ctx: Ctx, client, *, values=None, errors=None, status=200
         "redirect_uris": "\n".join(client.redirect_uris),
         "post_logout_redirect_uris": "\n".join(client.post_logout_redirect_uris),
         "web_origins": "\n".join(client.web_origins),
+        "scopes": client.scopes,
     }
     response = await page(
         ctx,
@@ -171,7 +187,9 @@ async def detail_get(request: Request, ctx: Ctx) -> Response:
 async def edit_post(request: Request, ctx: Ctx) -> Response:
     assert ctx.pool is not None and ctx.form is not None
     client = await _client(request, ctx)
-    clean, entered, errors = _parse(request, ctx.form)
+    clean, entered, errors = _parse(request, ctx.form, public=client.is_public)
+    if entered["scopes"] is None:
+        entered["scopes"] = client.scopes
     if (
         client.is_default
         and ctx.pool.callback_url

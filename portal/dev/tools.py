@@ -9,11 +9,16 @@ mini-program API, same origin, exactly as the mini program would.
 
 from __future__ import annotations
 
+import hmac
+import re
+from urllib.parse import urlencode
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from portal.stores.crypto import random_token
 from portal.web import i18n
 from portal.web.pages import render
 
@@ -22,6 +27,11 @@ _MAX_PREFILL = 2000
 _CALLBACK_PARAMS = ("code", "state", "error", "error_description")
 _MAX_CALLBACK_PARAMS = 50
 _MAX_CALLBACK_VALUE = 2000
+# What a tenant's site keeps in its own session when it sends a browser to the
+# pool's page (login CSRF, issue 16): here a cookie of the apex, where the
+# callback page is.
+STATE_COOKIE = "dev_login_state"
+_SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 # Texts the simulator's script shows; handed to it in a data attribute.
 _SCRIPT_MESSAGES = (
@@ -87,6 +97,36 @@ async def phone(request: Request) -> Response:
     return response
 
 
+async def start_login(request: Request) -> Response:
+    """``/dev/login?pool=demo``: what a tenant's site does to start a login on its
+    pool's own page: keep a random ``state`` in its session, then send the
+    browser to ``https://{pool}/?state=...``. The callback checks it."""
+    _require_dev(request)
+    slug = request.query_params.get("pool", "demo")
+    if not _SLUG_RE.match(slug):
+        raise HTTPException(404)
+    state = random_token(16)
+    target = request.state.settings.pool_url(slug) + "/?" + urlencode({"state": state})
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        STATE_COOKIE, state, max_age=600, httponly=True, samesite="lax", path="/dev/"
+    )
+    return response
+
+
+def state_check(request: Request) -> str:
+    """What a tenant's backend decides about the callback's ``state``: ``ok`` (the
+    one this browser's session started), ``missing`` or ``mismatch`` (refuse the
+    code: it may be someone else's login, sent to this browser)."""
+    got = request.query_params.get("state")
+    kept = request.cookies.get(STATE_COOKIE)
+    if not got:
+        return "missing"
+    if kept and hmac.compare_digest(got.encode(), kept.encode()):
+        return "ok"
+    return "mismatch"
+
+
 async def callback(request: Request) -> Response:
     _require_dev(request)
     params = request.query_params
@@ -107,8 +147,10 @@ async def callback(request: Request) -> Response:
             "extra": extra,
             "has_code": bool(params.get("code")),
             "has_error": bool(params.get("error")),
+            "state_check": state_check(request),
         },
     )
+    response.delete_cookie(STATE_COOKIE, path="/dev/")  # a state works once
     # The code in the URL must not leak to other sites through links on this page.
     response.headers["cache-control"] = "no-store"
     response.headers["referrer-policy"] = "no-referrer"
@@ -119,4 +161,5 @@ def dev_routes() -> list[BaseRoute]:
     return [
         Route("/dev/phone", phone, methods=["GET"]),
         Route("/dev/callback", callback, methods=["GET"]),
+        Route("/dev/login", start_login, methods=["GET"]),
     ]

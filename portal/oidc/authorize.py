@@ -28,7 +28,7 @@ from starlette.routing import Route
 from portal.errors import PortalError
 from portal.oidc import sessions
 from portal.oidc.codes import AuthRequest, CodeGrant, peek_request, save_request, take_request
-from portal.oidc.endpoints import SCOPES, issuer
+from portal.oidc.endpoints import issuer
 from portal.scan import users
 from portal.scan.qrapi import TICKET_RE
 from portal.scan.tickets import RETENTION_S
@@ -111,7 +111,9 @@ def _validate(params: dict[str, str], client: Client) -> tuple[AuthRequest, str 
         asked = (params.get("scope") or "").split()
         if "openid" not in asked:
             raise AuthError("invalid_scope", "The openid scope is required.")
-        scope = " ".join(s for s in SCOPES if s in asked)
+        # Only what the client is registered for (RFC 6749 §3.3: the token
+        # response's `scope` says what was granted).
+        scope = client.granted(asked)
         challenge = _param(params, "code_challenge")
         method = params.get("code_challenge_method")
         if challenge:
@@ -313,14 +315,27 @@ async def complete(request: Request) -> Response:
 
 async def pool_root(request: Request) -> Response:
     """``GET /``: the hosted page for the pool's default client; after login the
-    browser goes to the pool's callback URL with a code its backend exchanges."""
+    browser goes to the pool's callback URL with a code its backend exchanges.
+
+    Login CSRF (issue 16, finding 5): the tenant's site starts the login at
+    ``/?state=<a value kept in its own session>`` and the callback gets ``code``,
+    ``state`` and ``iss``; its backend refuses a callback whose ``state`` is not
+    the one it stored (README). A code obtained by someone else (an attacker
+    who scanned with their own phone and sends the callback link to a victim)
+    then carries the attacker's state, or none. ``nonce`` is carried into the ID
+    token. Without ``state`` the page still works, for old integrations: the
+    portal cannot tell their callbacks apart, only their backend can."""
     pool: Pool = request.state.pool
     client = await request.state.clients.default(pool.id)
     if client is None:
         return _page_error(request, "unknown_client", 404)
     redirect_uri = pool.callback_url or ""
+    state, nonce = request.query_params.get("state"), request.query_params.get("nonce")
+    if any(v is not None and len(v) > _MAX_PARAM for v in (state, nonce)):
+        return _page_error(request, "bad_request")
+    scope = client.granted(("openid", "profile", "phone"))
     req = AuthRequest(
-        client.client_id, redirect_uri, "openid profile phone", None, None, None, "query"
+        client.client_id, redirect_uri, scope, state or None, nonce or None, None, "query"
     )
     if redirect_uri and redirect_uri not in client.redirect_uris:
         return _page_error(request, "bad_redirect_uri", 500)

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from portal.oidc import clientauth, sessions, tokens
+from portal.oidc.codes import CodeMismatch
 from portal.scan import users
 from portal.tenants import keys
 from portal.tenants.clients import Client
@@ -155,42 +156,57 @@ async def token(request: Request) -> Response:
     return JSONResponse(body, headers=NO_STORE)
 
 
+_MISMATCH = {
+    "client": "The code was issued to another client.",
+    "redirect_uri": "redirect_uri does not match the authorization request.",
+    "verifier_missing": "A valid code_verifier is required (PKCE).",
+    "verifier_unexpected": "No code_challenge was sent for this code.",
+    "verifier": "code_verifier does not match the code_challenge.",
+}
+
+
 async def _authorization_code(request: Request, form: FormData, client: Client) -> dict:
     pool: Pool = request.state.pool
     code = str(form.get("code") or "")
     if not code or len(code) > 100:
         raise InvalidRequestError(description="code is required.")
-    grant, replayed_family = await request.state.codes.redeem(pool.id, code)
+    verifier = str(form.get("code_verifier") or "")
+    if not verifier:
+        challenge = ""
+    elif 43 <= len(verifier) <= 128:
+        challenge = create_s256_code_challenge(verifier)
+    else:
+        challenge = "!"  # matches no challenge: "!" is no base64url character
+    try:
+        # The client is authenticated already; the code is spent only if this
+        # attempt matches it (client, redirect_uri, verifier), in one atomic step.
+        grant, replayed_family = await request.state.codes.redeem(
+            pool.id,
+            code,
+            client_id=client.client_id,
+            redirect_uri=str(form.get("redirect_uri") or ""),
+            challenge=challenge,
+        )
+    except CodeMismatch as exc:
+        raise InvalidGrantError(description=_MISMATCH[exc.what]) from None
     if grant is None:
         if replayed_family:
             # A code used twice was probably stolen: revoke what its first use issued.
             async with request.state.db.acquire() as conn:
                 await tokens.revoke_family(conn, request.state.redis, pool, replayed_family)
         raise InvalidGrantError(description="The code is invalid, expired or already used.")
-    if grant.client_id != client.client_id:
-        raise InvalidGrantError(description="The code was issued to another client.")
-    if form.get("redirect_uri") != grant.redirect_uri:
-        raise InvalidGrantError(
-            description="redirect_uri does not match the authorization request."
-        )
-    verifier = form.get("code_verifier")
-    if grant.code_challenge:
-        if not verifier or not (43 <= len(verifier) <= 128):
-            raise InvalidGrantError(description="A valid code_verifier is required (PKCE).")
-        if create_s256_code_challenge(str(verifier)) != grant.code_challenge:
-            raise InvalidGrantError(description="code_verifier does not match the code_challenge.")
-    elif verifier:
-        raise InvalidGrantError(description="No code_challenge was sent for this code.")
     user = await users.get(request.state.db, pool.id, grant.user_id)
     if user is None or user["blocked"]:
         raise InvalidGrantError(description="The user can no longer log in.")
-    scopes = grant.scope.split()
+    # What the client's registration allows now (an admin may have narrowed it
+    # since the authorization request).
+    scope = client.granted(grant.scope.split())
     async with request.state.db.acquire() as conn, conn.transaction():
         issued = await tokens.issue(
             conn,
-            **_issue_args(request, client, user, grant.scope, grant.auth_time),
+            **_issue_args(request, client, user, scope, grant.auth_time),
             nonce=grant.nonce,
-            refresh="offline_access" in scopes,
+            refresh="offline_access" in scope.split(),
             family_id=uuid.UUID(grant.family_id),
         )
     return issued.as_dict()
@@ -201,6 +217,9 @@ async def _refresh(request: Request, form: FormData, client: Client) -> dict:
     presented = str(form.get("refresh_token") or "")
     if not presented or len(presented) > 200:
         raise InvalidRequestError(description="refresh_token is required.")
+    if not client.may_refresh:
+        # Refused before the token is looked at: it is neither spent nor revoked.
+        raise UnauthorizedClientError(description="This client may not use refresh tokens.")
     box = request.state.box
     db = request.state.db
     async with db.acquire() as conn:
@@ -223,7 +242,7 @@ async def _refresh(request: Request, form: FormData, client: Client) -> dict:
                 if row["expired"]:
                     raise InvalidGrantError(description="The refresh token has expired.")
                 # Checked before the token is spent: a bad request must not end the login.
-                scope = _narrowed_scope(scope, form.get("scope"))
+                scope = client.granted(_narrowed_scope(scope, form.get("scope")).split())
                 await conn.execute(
                     "UPDATE refresh_tokens SET rotated_at = now() WHERE id = $1", row["id"]
                 )
@@ -240,7 +259,7 @@ async def _refresh(request: Request, form: FormData, client: Client) -> dict:
             issued = await tokens.issue(
                 conn,
                 **_issue_args(request, client, user, scope, int(row["auth_time"].timestamp())),
-                refresh=True,
+                refresh="offline_access" in scope.split(),
                 family_id=row["family_id"],
             )
     return issued.as_dict()
@@ -362,8 +381,12 @@ async def introspect(request: Request) -> Response:
     if not token:
         raise InvalidRequestError(description="token is required.")
     iss = issuer(request)
+    # RFC 7662 §4: a client learns only about its own tokens. Another client's
+    # token, valid or not, is {"active": false}, as if it did not exist.
     try:
         claims = await _access_claims(request, token)
+        if claims.get("client_id") != client.client_id:
+            raise tokens.InvalidToken("another client's")
         user = await users.get(request.state.db, request.state.pool.id, claims["sub"])
         if user is None or user["blocked"]:
             raise tokens.InvalidToken("user gone")
@@ -376,7 +399,7 @@ async def introspect(request: Request) -> Response:
     except tokens.InvalidToken:
         pass
     found = await _find_refresh(request, token) if len(token) <= 200 else None
-    if found and found["active"]:
+    if found and found["active"] and found["client_id"] == client.client_id:
         return JSONResponse(
             {
                 "active": True,

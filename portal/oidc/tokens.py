@@ -115,9 +115,12 @@ async def issue(
     scope: str,
     auth_time: int,
     nonce: str | None = None,
-    refresh: bool = True,
+    refresh: bool = False,
     family_id: uuid.UUID | None = None,
 ) -> TokenSet:
+    """Tokens for ``scope``, which the caller has already cut to what the client
+    is registered for; a refresh token only if asked (``refresh``), which the
+    callers do only with ``offline_access`` in that scope."""
     key = await key_cache.get(pool.id, conn if isinstance(conn, asyncpg.Connection) else None)
     scopes = set(scope.split())
     family_id = family_id or uuid.uuid4()

@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from portal.errors import PortalError, ValidationError
 from portal.oidc import tokens
+from portal.oidc.codes import peek_request
 from portal.scan import qrcache, users
 from portal.scan.tickets import FINAL, TicketNotFound, TicketState, dumps
 from portal.scan.waiters import Waiter
@@ -234,14 +235,28 @@ async def exchange(request: Request) -> Response:
     ticket = request.path_params["ticket"]
     data = await read_json(request)
     secret = required_str(data, "secret", max_len=100)
-    await _state_of_pool(request, ticket)
-    won = await request.state.tickets.exchange(ticket, secret)
+    state = await _state_of_pool(request, ticket)
     pool: Pool = request.state.pool
+    if await peek_request(request.state.redis, pool.id, ticket) is not None:
+        # A ticket of the hosted page (/oidc/auth, the pool's page) ends only there,
+        # as a code bound to its authorization request (redirect URI, PKCE, scope,
+        # state); here it would give tokens around all of that. Not spent.
+        request.state.tickets.check_secret(state, secret)
+        raise PortalError(
+            "This login is completed on its login page, not through the QR API.",
+            error="invalid_grant",
+        )
+    won = await request.state.tickets.exchange(ticket, secret)
     db = request.state.db
     client = await request.state.clients.get(pool.id, won.client_id)
     user = await users.get(db, pool.id, won.user_id)
     if client is None or user is None:  # deleted between confirm and exchange
         raise PortalError("The login can no longer be completed.", error="invalid_grant")
+    # What the client is registered for, nothing more: the exchange authenticates
+    # no client (the ticket secret is the only credential, and it sits in a
+    # browser), so a refresh token only for a confidential client allowed
+    # offline_access, whose refresh grant then needs the client's secret.
+    scope = client.granted(client.scopes)
     async with db.acquire() as conn:  # one INSERT: atomic without a transaction
         issued = await tokens.issue(
             conn,
@@ -252,8 +267,9 @@ async def exchange(request: Request) -> Response:
             client_pk=client.id,
             client_id=client.client_id,
             user=user,
-            scope="openid profile phone",
+            scope=scope,
             auth_time=won.auth_time,
+            refresh=client.may_refresh,
         )
     return FastJSONResponse(
         {"user": users.public_user(user), **issued.as_dict()},

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import asyncpg
 
+from portal.errors import ValidationError
 from portal.stores.crypto import SecretBox
 from portal.web import validation
 
@@ -24,15 +26,32 @@ class Client:
     post_logout_redirect_uris: tuple[str, ...]
     web_origins: tuple[str, ...]
     secret_hash: str | None = field(default=None, repr=False)
+    # What the client may be granted (sql/0005): `openid` always, `offline_access`
+    # (refresh tokens) only if confidential.
+    scopes: tuple[str, ...] = ("openid", "profile", "phone")
 
+    def granted(self, asked: Iterable[str]) -> str:
+        """The scope to grant for ``asked``: only what the registration allows,
+        in a fixed order (RFC 6749 §3.3: the server may grant less than asked)."""
+        wanted = set(asked)
+        return " ".join(s for s in SCOPES if s in wanted and s in self.scopes)
+
+    @property
+    def may_refresh(self) -> bool:
+        return "offline_access" in self.scopes and not self.is_public
+
+
+# Every scope a client of a pool can be registered for, in the order tokens name them.
+SCOPES = ("openid", "profile", "phone", "offline_access")
+DEFAULT_SCOPES = ("openid", "profile", "phone")
 
 _COLUMNS = """id, pool_id, client_id, name, is_public, is_default, redirect_uris,
-    post_logout_redirect_uris, web_origins, secret_hash"""
+    post_logout_redirect_uris, web_origins, secret_hash, scopes"""
 
 
 def _client(row: asyncpg.Record) -> Client:
     data = dict(row)
-    for key in ("redirect_uris", "post_logout_redirect_uris", "web_origins"):
+    for key in ("redirect_uris", "post_logout_redirect_uris", "web_origins", "scopes"):
         data[key] = tuple(data[key])
     return Client(**data)
 
@@ -44,6 +63,21 @@ def new_client_id() -> str:
 
 def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
+
+
+def registered_scopes(asked: Iterable[str] | None, *, public: bool) -> list[str]:
+    """The scopes to register: ``openid`` always; by default, also ``profile`` and
+    ``phone``, and ``offline_access`` for a confidential client. A public client
+    cannot hold ``offline_access``: its refresh tokens would need no secret."""
+    if asked is None:
+        asked = DEFAULT_SCOPES if public else SCOPES
+    wanted = {"openid", *asked}
+    unknown = wanted - set(SCOPES)
+    if unknown:
+        raise ValidationError(f"Unknown scope: {sorted(unknown)[0][:40]}.")
+    if public and "offline_access" in wanted:
+        raise ValidationError("A public client cannot be given offline_access (refresh tokens).")
+    return [s for s in SCOPES if s in wanted]
 
 
 async def create(
@@ -58,6 +92,7 @@ async def create(
     public: bool = False,
     is_default: bool = False,
     allow_http: bool = False,
+    scopes: Iterable[str] | None = None,
 ) -> tuple[Client, str | None]:
     """Returns the client and its secret (None for a public client). The secret
     is stored only as a hash: this is the one time anyone sees it."""
@@ -70,11 +105,12 @@ async def create(
             for u in post_logout_redirect_uris or []
         ]
     )
+    granted = registered_scopes(scopes, public=public)
     secret = None if public else secrets.token_urlsafe(32)
     row = await conn.fetchrow(
         f"""INSERT INTO clients (pool_id, client_id, name, secret_hash, is_public, is_default,
-                                 redirect_uris, post_logout_redirect_uris, web_origins)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                 redirect_uris, post_logout_redirect_uris, web_origins, scopes)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
             RETURNING {_COLUMNS}""",
         pool_id,
         new_client_id(),
@@ -85,6 +121,7 @@ async def create(
         redirects,
         logouts,
         origins,
+        granted,
     )
     return _client(row), secret
 

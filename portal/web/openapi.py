@@ -489,7 +489,10 @@ def _paths() -> dict[str, dict]:
                 qr,
                 {
                     "200": _json(
-                        _ref("Exchange"), "The user and OIDC tokens (scope `openid profile phone`)."
+                        _ref("Exchange"),
+                        "The user and OIDC tokens, with the scopes the client is registered "
+                        "for; `refresh_token` only for a confidential client registered for "
+                        "`offline_access`.",
                     ),
                     **_errors(
                         _merge(
@@ -728,7 +731,12 @@ def _paths() -> dict[str, dict]:
                         _merge(
                             OAUTH_CLIENT,
                             {
-                                400: ["invalid_grant", "unsupported_grant_type", "invalid_scope"],
+                                400: [
+                                    "invalid_grant",
+                                    "unsupported_grant_type",
+                                    "invalid_scope",
+                                    "unauthorized_client",
+                                ],
                                 403: ["origin_not_allowed"],
                             },
                             RATE,
@@ -740,7 +748,10 @@ def _paths() -> dict[str, dict]:
                 description="Client authentication by `client_secret_basic`, "
                 "`client_secret_post`, or `none` with PKCE for public clients (401 with "
                 "`WWW-Authenticate` when Basic credentials fail). A reused refresh token "
-                "revokes its whole login.",
+                "revokes its whole login. A code is spent only by a request that matches it "
+                "(client, `redirect_uri`, `code_verifier`). Scopes are cut to what the client "
+                "is registered for; `refresh_token` grants are for confidential clients "
+                "registered for `offline_access` (else 400 `unauthorized_client`).",
                 body=_form_body(
                     {
                         "grant_type": {"enum": ["authorization_code", "refresh_token"]},
@@ -819,7 +830,8 @@ def _paths() -> dict[str, dict]:
         },
         "/oidc/introspect": {
             "post": _op(
-                "Introspect a token (RFC 7662), for confidential clients",
+                "Introspect a token (RFC 7662), for confidential clients: only the "
+                "caller's own tokens are active",
                 oidc,
                 {
                     "200": _json(
