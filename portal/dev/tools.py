@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import shlex
 from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
@@ -31,6 +32,10 @@ _MAX_CALLBACK_VALUE = 2000
 # pool's page (login CSRF, issue 16): here a cookie of the apex, where the
 # callback page is.
 STATE_COOKIE = "dev_login_state"
+DEMO_SLUG = "demo"
+# Where ``portal dev`` keeps the demo pool's default client secret, in the data
+# dir (portal/dev/server.py writes it), so that the exchange below works as shown.
+DEMO_SECRET_FILE = "demo_client_secret"  # noqa: S105 (a file name)
 _SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 # Texts the simulator's script shows; handed to it in a data attribute.
@@ -127,6 +132,47 @@ def state_check(request: Request) -> str:
     return "mismatch"
 
 
+def _issuer_slug(settings, iss: str | None) -> str | None:
+    """The pool whose issuer (``scheme://slug.apex``) sent the code (RFC 9207 ``iss``)."""
+    prefix, suffix = f"{settings.scheme}://", f".{settings.apex_netloc}"
+    if not iss or not iss.startswith(prefix) or not iss.endswith(suffix):
+        return None
+    slug = iss[len(prefix) : -len(suffix)]
+    return slug if _SLUG_RE.match(slug) else None
+
+
+async def exchange_command(request: Request) -> str:
+    """The command a pool's backend runs with the code this page received: the
+    pool's default client (its own page's), its token endpoint, this page as the
+    redirect_uri, and for the demo pool the file that holds the secret. Every
+    value from the URL is shell-quoted: the command is meant to be pasted."""
+    settings = request.state.settings
+    params = request.query_params
+    client_id, secret = "CLIENT_ID", "CLIENT_SECRET"
+    endpoint = "POOL_URL/oidc/token"
+    slug = _issuer_slug(settings, params.get("iss"))
+    pool = await request.state.pools.get(slug) if slug else None
+    if pool is not None:
+        endpoint = settings.pool_url(pool.slug) + "/oidc/token"
+        client = await request.state.clients.default(pool.id)
+        if client is not None:
+            client_id = client.client_id
+        if pool.slug == DEMO_SLUG:
+            secret = (
+                "$(cat " + shlex.quote(str(settings.data_dir.resolve() / DEMO_SECRET_FILE)) + ")"
+            )
+    code = (params.get("code") or "CODE")[:_MAX_CALLBACK_VALUE]
+    return " \\\n  ".join(
+        [
+            f'curl -s -u "{client_id}:{secret}"',
+            "-d grant_type=authorization_code",
+            "-d code=" + shlex.quote(code),
+            "-d redirect_uri=" + shlex.quote(f"{settings.base_url}/dev/callback"),
+            shlex.quote(endpoint),
+        ]
+    )
+
+
 async def callback(request: Request) -> Response:
     _require_dev(request)
     params = request.query_params
@@ -148,6 +194,7 @@ async def callback(request: Request) -> Response:
             "has_code": bool(params.get("code")),
             "has_error": bool(params.get("error")),
             "state_check": state_check(request),
+            "exchange": await exchange_command(request),
         },
     )
     response.delete_cookie(STATE_COOKIE, path="/dev/")  # a state works once

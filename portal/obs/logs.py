@@ -72,6 +72,19 @@ class RedactFilter(logging.Filter):
         return True
 
 
+class RedactAccessArgs(logging.Filter):
+    """``redact`` for uvicorn's access lines under uvicorn's own formatter (``portal
+    dev``), which unpacks the record's arguments (client, method, path with query,
+    version, status): each text argument is redacted in place, keeping their shape."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif not record.args:
+            record.msg = redact(str(record.msg))
+        return True
+
+
 class RequestIdFilter(logging.Filter):
     """Adds ``record.request_id``: the id of the request being served, or None."""
 

@@ -142,7 +142,13 @@ class EmbeddedRedis:
             "--logfile", str(self.dir / "redis.log"),
             "--daemonize", "no",
         ]  # fmt: skip
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # noqa: S603
+        # A session of its own, as pg_ctl gives PostgreSQL: Ctrl-C in the terminal
+        # signals the whole foreground process group, and Redis would quit at once
+        # while the portal is still stopping (its event hub then lost Redis and
+        # said so, twice); the portal stops it last, in ``stop``.
+        self._proc = subprocess.Popen(  # noqa: S603
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + 10
         while not self.socket.exists():
             if self._proc.poll() is not None or time.monotonic() > deadline:

@@ -143,6 +143,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "phone.cb.error": "登录没有完成：收到了错误。",
         "phone.cb.exchange": "真实网站的后端会用授权码在用户池的 /oidc/token 换取令牌，例如：",
         "phone.cb.to_phone": "打开手机模拟器",
+        "phone.cb.secret_file": "在终端里原样运行即可（仅开发环境）：密钥是演示用户池默认客户端的，portal dev 把它保存在数据目录里，并在启动时打印。授权码只能用一次，60 秒内有效。",
+        "phone.cb.secret_printed": "CLIENT_SECRET 是用户池默认客户端的密钥，由 portal pool create 打印（也可以在控制台重新生成）。授权码只能用一次，60 秒内有效。",
         "phone.cb.state_ok": "state 与本浏览器开始登录时保存的一致：后端可以用这个授权码。",
         "phone.cb.state_missing": "没有 state：后端应拒绝这个授权码。它可能是别人扫码得到、再发给你的链接（登录 CSRF）。请从网站开始登录，网站会带上 state。",
         "phone.cb.state_mismatch": "state 与本浏览器开始登录时保存的不一致：后端应拒绝这个授权码。它可能是别人的登录（登录 CSRF）。",
@@ -294,6 +296,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "phone.cb.exchange": "A real website's backend would exchange the code for tokens at the "
         "pool's /oidc/token, for example:",
         "phone.cb.to_phone": "Open the phone simulator",
+        "phone.cb.secret_file": "Run it in a terminal as it is (dev only): the secret is the demo "
+        "pool's default client's, which portal dev keeps in its data dir and prints when it "
+        "starts. A code works once, within 60 seconds.",
+        "phone.cb.secret_printed": "CLIENT_SECRET is the pool's default client's secret, printed "
+        "by portal pool create (or made anew in the console). A code works once, within 60 "
+        "seconds.",
         "phone.cb.state_ok": "The state is the one this browser's session kept when it started the login: the backend may use this code.",
         "phone.cb.state_missing": "No state: a backend must refuse this code. It may be someone else's scan, sent to you as a link (login CSRF). Start the login from the website, which adds a state.",
         "phone.cb.state_mismatch": "The state is not the one this browser's session kept: a backend must refuse this code. It may be someone else's login (login CSRF).",
