@@ -280,6 +280,10 @@ class Stack:
             "PORTAL_RATE_QR": "1000000000/60",
             "PORTAL_RATE_MP_SESSION": "1000000000/60",
             "PORTAL_RATE_TOKEN": "1000000000/60",
+            "PORTAL_RATE_QR_POOL": "1000000000/60",
+            "PORTAL_RATE_QR_IMAGE": "1000000000/60",
+            "PORTAL_RATE_WXACODE": "1000000000/60",
+            "PORTAL_WAITERS_PER_IP": "0",  # the SSE benchmark's 10,000 streams share one
         }
         self.env.pop("PORTAL_ACCESS_LOG", None)
         self.env.pop("PORTAL_MAX_REQUESTS", None)

@@ -216,13 +216,13 @@ async def _login_or_page(
             req,
             {"error": "login_required", "error_description": "The user is not logged in."},
         )
+    # Counted against the same limits as POST /api/qrcode (issue 16); a refusal
+    # is a 429 page (error.rate_limited) with Retry-After.
     new = await request.state.tickets.create(
         pool_id=pool.id,
         client_id=client.client_id,
         lifetime=pool.qr_lifetime,
         address=request.state.client_ip,
-    # Counted against the same limits as POST /api/qrcode (issue 16); a refusal
-    # is a 429 page (error.rate_limited) with Retry-After.
     )
     bound, cookie = sessions.browser_binding(request)
     req = dataclasses.replace(req, browser=bound)

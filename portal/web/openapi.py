@@ -109,7 +109,9 @@ SCHEMAS: dict[str, Schema] = {
             "expires_in": {**SECONDS, "description": "seconds left; 0 once final"},
             "scanned_by": {
                 "oneOf": [_ref("Scanner"), {"type": "null"}],
-                "description": "who scanned (a returning user at once, a new one after confirming)",
+                "description": "who logged in, once `confirmed`; while `scanned`, what the "
+                "pool's `scan_reveal` setting allows of a returning user (default: nothing, "
+                "null; `avatar`: the avatar only; `profile`: nickname and avatar)",
             },
         }
     ),
@@ -345,7 +347,7 @@ def _paths() -> dict[str, dict]:
     mp = ["Mini-program API"]
     oidc = ["OpenID Connect"]
     ops = ["Operations"]
-    image_errors = _errors(_merge({403: ["origin_not_allowed"]}, TICKET, POOL_HOST, STORES))
+    image_errors = _errors(_merge({403: ["origin_not_allowed"]}, TICKET, RATE, POOL_HOST, STORES))
     mp_ticket_errors = _merge(MP_SESSION, TICKET, {403: ["wrong_mini_program"]}, POOL_HOST, STORES)
 
     def image(fmt: str, media: str) -> dict:
@@ -355,11 +357,17 @@ def _paths() -> dict[str, dict]:
                 qr,
                 {
                     "200": {
-                        "description": "The QR (error correction H), the pool's logo in its centre.",
+                        "description": "The QR (error correction H), the pool's logo in its "
+                        "centre. With `ETag` and `Cache-Control: private, max-age=<the ticket's "
+                        "remaining seconds>, immutable`.",
                         "content": {media: {"schema": {"type": "string", "format": "binary"}}},
                     },
+                    "304": {"description": "`If-None-Match` names this image's ETag."},
                     **image_errors,
                 },
+                description="Rendered once per ticket and format, then served from the cache. "
+                "Renders (and mini-program codes) are rate limited per client address and "
+                "pool (`PORTAL_RATE_QR_IMAGE`): 429 `rate_limited` with `Retry-After`.",
                 parameters=[TICKET_PARAM],
                 op_id=f"qrcodeImage{fmt.title()}",
             )
@@ -420,7 +428,7 @@ def _paths() -> dict[str, dict]:
                             TICKET,
                             POOL_HOST,
                             STORES,
-                            RATE,  # with wait: too many waiting on this ticket
+                            RATE,  # with wait: too many waiting on this ticket or address
                         )
                     ),
                 },
@@ -475,7 +483,7 @@ def _paths() -> dict[str, dict]:
                             TICKET,
                             POOL_HOST,
                             STORES,
-                            RATE,  # too many streams on this ticket
+                            RATE,  # too many waiting on this ticket, or from this address
                         )
                     ),
                 },
@@ -694,6 +702,9 @@ def _paths() -> dict[str, dict]:
                         _merge(mp_ticket_errors, {403: ["not_scanner"], 410: ["ticket_expired"]})
                     ),
                 },
+                description="Only the WeChat user who scanned the ticket may cancel it: a "
+                "pending ticket, or one scanned by someone else, is 403 `not_scanner` and "
+                "stays as it is.",
                 parameters=[TICKET_PARAM],
                 security=[{"mpSession": []}],
                 op_id="mpCancel",
