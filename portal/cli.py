@@ -1,10 +1,12 @@
 """The ``portal`` command (design §4). Commands that create something print one
-JSON object on stdout; errors go to stderr with exit status 2."""
+JSON object on stdout; errors go to stderr as ``portal: error: CODE: message``
+with exit status 2."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
@@ -23,7 +25,45 @@ DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy"
 
 
 class CommandError(Exception):
-    """Ends the command with this message and exit status 2."""
+    """Ends the command with ``CODE: message`` and exit status 2."""
+
+    def __init__(self, message: str, *, error: str = "invalid_command") -> None:
+        super().__init__(message)
+        self.error = error
+
+
+def error_line(exc: Exception) -> str:
+    """One form for every error: ``code: message``, as the JSON APIs' error and
+    error_description."""
+    if isinstance(exc, PortalError):
+        return f"{exc.error}: {exc.description}"
+    if isinstance(exc, CommandError):
+        return f"{exc.error}: {exc}"
+    codes = (
+        (ConfigError, "invalid_config"),
+        (migrations.MigrationError, "migration_failed"),
+        (EmbeddedError, "embedded_store_unavailable"),
+    )
+    code = next((code for kind, code in codes if isinstance(exc, kind)), "command_failed")
+    return f"{code}: {exc}"
+
+
+def read_password(stdin=None) -> str:
+    """The password for ``--password-stdin``: one line of stdin, or, when stdin
+    is a terminal, typed twice at a prompt that does not echo it."""
+    stdin = stdin or sys.stdin
+    if not stdin.isatty():
+        return stdin.readline().rstrip("\n")
+    try:
+        first = getpass.getpass("Password: ")
+        again = getpass.getpass("Password (again): ")
+    except EOFError:
+        raise CommandError("no password was typed", error="invalid_arguments") from None
+    if again != first:
+        raise CommandError(
+            "the two passwords differ; nothing was created", error="password_mismatch"
+        )
+    return first
 
 
 def _print_json(obj: dict[str, Any]) -> None:
@@ -40,7 +80,8 @@ async def _with_conn(settings: Settings, fn, *, check_schema: bool = True):
         elif todo := await migrations.pending(conn):
             names = ", ".join(m.name for m in todo)
             raise CommandError(
-                f"the database schema is not current (pending: {names}); run `portal migrate`"
+                f"the database schema is not current (pending: {names}); run `portal migrate`",
+                error="migrations_pending",
             )
         return await fn(conn)
     finally:
@@ -84,7 +125,7 @@ async def _pool_or_fail(conn, slug: str):
 
     pool = await pools.get_by_slug(conn, slug)
     if pool is None:
-        raise CommandError(f"no pool with slug {slug!r}")
+        raise CommandError(f"no pool with slug {slug!r}", error="pool_not_found")
     return pool
 
 
@@ -126,10 +167,13 @@ def cmd_pool_create(args: argparse.Namespace) -> int:
     mp_secret = None
     if args.mp_secret_stdin:
         if not args.mp_appid:
-            raise CommandError("--mp-secret-stdin needs --mp-appid")
+            raise CommandError("--mp-secret-stdin needs --mp-appid", error="invalid_arguments")
         mp_secret = sys.stdin.readline().strip()
     elif args.mp_appid:
-        raise CommandError("--mp-appid needs --mp-secret-stdin (the secret is read from stdin)")
+        raise CommandError(
+            "--mp-appid needs --mp-secret-stdin (the secret is read from stdin)",
+            error="invalid_arguments",
+        )
     pools.validate_slug(args.slug)  # fail before starting anything
     with stores(dict(os.environ), dev=False) as settings:
         box = SecretBox(settings.secret_key)
@@ -217,8 +261,17 @@ def cmd_admin_create(args: argparse.Namespace) -> int:
     from portal.tenants import admins
 
     if not args.password_stdin:
-        raise CommandError("the password is read from stdin: pass --password-stdin")
-    password = sys.stdin.readline().rstrip("\n")
+        raise CommandError(
+            "the password is read from stdin: pass --password-stdin (in a terminal it asks)",
+            error="invalid_arguments",
+        )
+    if not args.superadmin and not args.pool:
+        raise CommandError(
+            "an admin needs --pool SLUG (repeatable) or --superadmin; "
+            "without either they could reach nothing",
+            error="invalid_arguments",
+        )
+    password = read_password()
     with stores(dict(os.environ), dev=False) as settings:
 
         async def run(conn):
@@ -274,17 +327,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(env)
     except ConfigError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(str(exc), error="invalid_config") from None
     if not settings.database_url or not settings.redis_url:
         raise CommandError(
-            "portal serve needs DATABASE_URL and REDIS_URL (use `portal dev` locally)"
+            "portal serve needs DATABASE_URL and REDIS_URL (use `portal dev` locally)",
+            error="invalid_config",
         )
     from portal.obs import logs
 
     try:  # JSON logs with request ids; gunicorn.conf.py applies them (and sets up metrics)
         logs.config_from_env(env)
     except ValueError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(str(exc), error="invalid_config") from None
     argv = [sys.executable, "-m", "gunicorn", "-c", str(DEPLOY_DIR / "gunicorn.conf.py")]
     argv += ["--bind", f"{args.host}:{args.port}"]
     if args.workers:
@@ -403,9 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         migrations.MigrationError,
         EmbeddedError,
     ) as exc:
-        message = exc.description if isinstance(exc, PortalError) else str(exc)
-        code = f"{exc.error}: " if isinstance(exc, PortalError) else ""
-        print(f"portal: error: {code}{message}", file=sys.stderr)
+        print(f"portal: error: {error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

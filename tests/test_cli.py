@@ -2,10 +2,15 @@
 
 import json
 import os
+import re
+import select
 import subprocess
 import sys
+import time
 
 import pytest
+
+from portal.tenants import admins
 
 
 @pytest.fixture
@@ -31,6 +36,7 @@ def run(db, stores, secret_key, fake_wechat):
             timeout=60,
         )
 
+    run.env = env
     return run
 
 
@@ -170,7 +176,14 @@ async def test_admin_create(run, db):
     }
     stored = await db.fetchval("SELECT password_hash FROM admins")
     assert stored.startswith("$argon2id$") and "correct horse" not in stored
-    r = run("admin", "create", "ops@example.com", "--password-stdin", stdin="another password\n")
+    r = run(
+        "admin",
+        "create",
+        "ops@example.com",
+        "--password-stdin",
+        "--superadmin",
+        stdin="another password\n",
+    )
     assert r.returncode == 2 and "already exists" in r.stderr
     r = run(
         "admin", "create", "root@example.com", "--password-stdin", "--superadmin", stdin="short\n"
@@ -284,3 +297,104 @@ def test_fake_wechat_runs_alone_and_quiet_drops_its_access_log(quiet):
     assert "fake WeChat API on http://127.0.0.1:" in out
     assert ("/sns/jscode2session" in out) is not quiet
     assert DEMO_SECRET not in out and "alice.1" not in out  # secret=*** (issue 16)
+
+
+async def test_admin_create_refuses_an_admin_who_could_reach_nothing(run, db):
+    """Neither --pool nor --superadmin used to make an admin with no pool at all."""
+    r = run("admin", "create", "lost@example.com", "--password-stdin", stdin="long enough pw\n")
+    assert r.returncode == 2
+    assert r.stderr.startswith("portal: error: invalid_arguments: an admin needs --pool SLUG")
+    assert "--superadmin" in r.stderr
+    assert await db.fetchval("SELECT count(*) FROM admins") == 0
+
+
+ERROR_LINE = re.compile(r"^portal: error: [a-z][a-z_]+: \S.*$")
+
+
+async def test_every_error_is_one_line_code_colon_message(run, db):
+    """One form, as the JSON APIs' error and error_description; it used to be
+    ``no pool with slug 'nosuch'`` here and ``pool_not_found: no pool…`` there."""
+    nosuch = "no pool with slug 'nosuch'"
+    cases = [
+        (("client", "create", "nosuch", "--name", "X", "--redirect-uri", "https://x.example/"),
+         f"pool_not_found: {nosuch}"),
+        (("keys", "rotate", "nosuch"), f"pool_not_found: {nosuch}"),
+        (("pool", "set", "nosuch", "--qr-type", "link"), f"pool_not_found: {nosuch}"),
+        (("admin", "create", "a@example.com", "--password-stdin", "--pool", "nosuch"),
+         f"pool_not_found: {nosuch}"),
+        (("admin", "create", "a@example.com"), "invalid_arguments: the password is read"),
+        (("pool", "create", "Bad Slug", "--name", "X"), "invalid_slug: "),
+        (("pool", "create", "acme", "--name", "X", "--mp-secret-stdin"),
+         "invalid_arguments: --mp-secret-stdin needs --mp-appid"),
+    ]  # fmt: skip
+    for args, expected in cases:
+        r = run(*args, stdin="long enough pw\n")
+        assert r.returncode == 2, (args, r.stderr)
+        assert ERROR_LINE.match(r.stderr.strip()), (args, r.stderr)
+        assert r.stderr.startswith(f"portal: error: {expected}"), (args, r.stderr)
+    env = {k: v for k, v in run.env.items() if k != "PORTAL_SECRET_KEY"}
+    r = subprocess.run(  # noqa: ASYNC221 (as the `run` fixture does)
+        [sys.executable, "-m", "portal", "serve"], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and r.stderr.startswith("portal: error: invalid_config: "), r.stderr
+
+
+def _talk(env: dict[str, str], args: list[str], answers: list[bytes]) -> tuple[int, str]:
+    """Run ``portal ARGS`` on a pseudo-terminal, as a person in a terminal would:
+    wait for each prompt, type the answer. Returns the status and all the
+    terminal showed (what was typed shows only if the terminal echoed it)."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "portal", *args], stdin=slave, stdout=slave, stderr=slave,
+        env=env, start_new_session=True,
+    )  # fmt: skip
+    os.close(slave)
+    shown = b""
+    deadline = time.monotonic() + 60
+    pending = list(answers)
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the command has exited and closed the terminal
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            if pending and shown.rstrip().endswith(b":"):
+                os.write(master, pending.pop(0))
+                shown += b"\n<typed>\n"  # only a marker in this transcript, never sent
+            if proc.poll() is not None and not ready:
+                break
+        status = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return status, shown.decode(errors="replace")
+
+
+async def test_admin_password_in_a_terminal_is_asked_twice_without_echo(run, db):
+    """``--password-stdin`` in a terminal showed no prompt and echoed the password."""
+    assert run("pool", "create", "acme", "--name", "Acme").returncode == 0
+    password = "tty pass phrase 123"
+    args = ["admin", "create", "tty@example.com", "--password-stdin", "--pool", "acme"]
+    status, shown = _talk(run.env, args, [f"{password}\n".encode()] * 2)
+    assert status == 0, shown
+    assert "Password: " in shown and "Password (again): " in shown, shown
+    assert password not in shown, shown  # not echoed
+    assert '"email": "tty@example.com"' in shown
+    stored = await db.fetchval("SELECT password_hash FROM admins WHERE email = 'tty@example.com'")
+    assert await admins.verify_password(stored, password)
+
+    status, shown = _talk(
+        run.env,
+        ["admin", "create", "typo@example.com", "--password-stdin", "--superadmin"],
+        [b"first try 12345\n", b"first try 12346\n"],
+    )
+    assert status == 2, shown
+    assert "portal: error: password_mismatch: the two passwords differ" in shown
+    assert await db.fetchval("SELECT count(*) FROM admins WHERE email = 'typo@example.com'") == 0
