@@ -107,13 +107,23 @@ def _failed(item: pytest.Item) -> bool:
 
 
 def _require_chromium() -> None:
-    """Skips the test when there is no Chromium, except under CI, where it fails."""
+    """Skips the test when there is no Chromium, except under CI, where it fails
+    (unless ``SKIP_BROWSER_INSTALL`` says the browser was left out on purpose)."""
     if CHROMIUM.exists():
         return
+    if _set("SKIP_BROWSER_INSTALL"):
+        pytest.skip(
+            f"no browser: SKIP_BROWSER_INSTALL is set and {CHROMIUM} is missing; "
+            "`make browser` as root installs Debian's chromium and fonts-noto-cjk"
+        )
     reason = f"{CHROMIUM} is missing (Debian: apt-get install chromium fonts-noto-cjk)"
-    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+    if _set("CI"):
         pytest.fail(f"browser tests cannot run under CI: {reason}")
     pytest.skip(f"no browser: {reason}")
+
+
+def _set(name: str) -> bool:
+    return os.environ.get(name, "").lower() not in ("", "0", "false")
 
 
 @pytest.fixture(scope="session")
@@ -350,6 +360,21 @@ class DevPortal:
     def client(self, slug: str | None = POOL_SLUG, **kwargs: Any) -> httpx.AsyncClient:
         """An httpx client for the pool host (``slug=None``: the apex)."""
         return self.running.client(slug, **kwargs)
+
+    async def reveal_scanners(self) -> None:
+        """The pool shows a returning user's nickname and avatar as soon as they scan
+        (``scan_reveal = 'profile'``; by default nothing shows until they confirm)."""
+        state = self.running.state
+        await state["db"].execute(
+            "UPDATE pools SET scan_reveal = 'profile' WHERE slug = $1", POOL_SLUG
+        )
+        await pools.announce_change(state["hub"], POOL_SLUG)
+        for _ in range(200):  # until this process's cache has heard of it
+            pool = await state["pools"].get(POOL_SLUG)
+            if pool is not None and pool.scan_reveal == "profile":
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the pool cache did not pick up scan_reveal")
 
     async def create_ticket(self, **body: Any) -> dict:
         """``POST /api/qrcode`` on the pool, as its login page does."""
