@@ -23,6 +23,7 @@ sample (drawn as a bar per sample in the printout).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import time
@@ -78,14 +79,16 @@ async def run(stack: Stack, *, seconds: float, rate: float, interval: float) -> 
         flush=True,
     )
     port, pool_host, apex_host = stack.port, stack.pool_host, stack.apex_host
-    # A public client (a single-page app): refreshes with its client_id, no secret.
+    # A confidential client (a website's backend): only such a client may be granted
+    # offline_access, so its logins get refresh tokens, which it refreshes with its secret.
     client = json.loads(
         stack._run_cli(
             "client", "create", "bench", "--name", "Soak",
-            "--redirect-uri", "https://soak.example/callback", "--public",
+            "--redirect-uri", "https://soak.example/callback",
         )
     )  # fmt: skip
     client_id = client["client_id"]
+    basic = base64.b64encode(f"{client_id}:{client['client_secret']}".encode()).decode()
     rng = random.Random(7)
     outcomes: Counter[str] = Counter()
     errors: Counter[str] = Counter()
@@ -164,19 +167,23 @@ async def run(stack: Stack, *, seconds: float, rate: float, interval: float) -> 
             await until(seen, "confirmed" if kind == "login" else "cancelled")
             if kind == "login":
                 tokens = await exchange(browser, ticket, secret)
-                if n % 4 == 0 and tokens.get("refresh_token"):
-                    body = (
-                        f"grant_type=refresh_token&client_id={client_id}"
-                        f"&refresh_token={tokens['refresh_token']}"
-                    )
+                if n % 4 == 0:
+                    if not tokens.get("refresh_token"):
+                        errors["exchange: no refresh token"] += 1
+                        return
+                    body = f"grant_type=refresh_token&refresh_token={tokens['refresh_token']}"
                     r = await browser.request(
                         "POST",
                         "/oidc/token",
                         body=body.encode(),
-                        headers={"Content-Type": "application/x-www-form-urlencoded"},
+                        headers={
+                            "Content-Type": "application/x-www-form-urlencoded",
+                            "Authorization": f"Basic {basic}",
+                        },
                     )
                     if r.status != 200:
                         raise Unexpected("refresh", r)
+                    outcomes["refresh"] += 1
             outcomes[kind] += 1
         except Unexpected as exc:
             errors[f"{exc.step}: HTTP {exc.status}"] += 1
