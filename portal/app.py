@@ -320,12 +320,15 @@ def routes(settings: Settings) -> list[BaseRoute]:
         Route("/q/{ticket}", qpage.scan_outside_wechat),
         *common,
     ]
+    # A host with no portal behind it still gets its error page's stylesheet and icon.
     errors = [
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        Route("/favicon.ico", favicon),
         Route(
             "/{path:path}",
             host_error,
             methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        )
+        ),
     ]
     return [Site("apex", apex), Site("pool", pool), Site("host_error", errors)]
 
