@@ -27,9 +27,12 @@ from tests.support import free_port
 _CLEARED = ("DATABASE_URL", "REDIS_URL", "WECHAT_API_BASE", "PORTAL_", "CI")
 
 
-def dev_env(data_dir: Path, **values: str | None) -> dict[str, str]:
+def dev_env(data_dir: Path | None, **values: str | None) -> dict[str, str]:
+    """A user's environment (none of the portal's settings), with ``values``;
+    ``data_dir`` None: the default, ``.portal`` in the command's directory."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_CLEARED)}
-    env["PORTAL_DATA_DIR"] = str(data_dir)
+    if data_dir is not None:
+        env["PORTAL_DATA_DIR"] = str(data_dir)
     env.update({k: v for k, v in values.items() if v is not None})
     return env
 
