@@ -164,8 +164,10 @@ def create_app(config: Config, transport: httpx.AsyncBaseTransport | None = None
     )
 
     def page(request: Request, name: str, **context: object) -> HTMLResponse:
-        lang = request.query_params.get("lang", "zh-CN")
+        # The shop's pages are written in English; ?lang=zh-CN shows the widget in Chinese.
+        lang = "zh-CN" if request.query_params.get("lang", "en").startswith("zh") else "en"
         browser = {
+            "lang": lang,  # the page tells the widget its language (else: the browser's)
             "issuer": config.issuer,
             "clientId": config.client_id,
             "redirectUri": config.redirect_uri,
@@ -173,7 +175,7 @@ def create_app(config: Config, transport: httpx.AsyncBaseTransport | None = None
         }
         html = templates.get_template(name).render(
             config=config,
-            lang="en" if lang.startswith("en") else "zh-CN",
+            lang=lang,
             # For <script type="application/json">: "<" escaped so nothing can end the script.
             browser_json=json.dumps(browser).replace("<", "\\u003c"),
             **context,

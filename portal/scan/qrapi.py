@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from urllib.parse import quote
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -83,6 +84,10 @@ async def create_qrcode(request: Request) -> Response:
             "svg": f"{base}/api/qrcode/{new.ticket}.svg",
         },
     }
+    settings = request.state.settings
+    if settings.is_dev:  # never in production: the phone simulator with this code filled in
+        content = quote(f"{base}/q/{new.ticket}", safe="")
+        body["dev_phone_url"] = f"{settings.base_url}/dev/phone?url={content}"
     return FastJSONResponse(body, status_code=201, headers={"cache-control": "no-store"})
 
 

@@ -83,11 +83,12 @@
     } catch (e) {
       return null;
     }
-    var match = /^\/q\/([^/]+)\/?$/.exec(url.pathname);
+    // The QR's content (…/q/TICKET) or its image's address (…/api/qrcode/TICKET.png|.svg).
+    var match = /^\/(?:q\/([^/]+?)\/?|api\/qrcode\/([^/]+)\.(?:png|svg))$/.exec(url.pathname);
     if (!match) return null;
     var ticket;
     try {
-      ticket = decodeURIComponent(match[1]);
+      ticket = decodeURIComponent(match[1] || match[2]);
     } catch (e) {
       return null;
     }

@@ -36,6 +36,8 @@
         stop();
         scanned.hidden = true;
         overlay.hidden = false;
+        var dev = document.getElementById("dev-phone"); // dev only: its code is dead now
+        if (dev) dev.hidden = true;
         document.getElementById("overlay-text").textContent =
           data.status === "expired" ? d.msgExpired : d.msgCancelled;
         statusText.textContent = "";

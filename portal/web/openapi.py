@@ -98,7 +98,16 @@ SCHEMAS: dict[str, Schema] = {
                     "svg": {"type": "string", "format": "uri"},
                 }
             ),
-        }
+        },
+        {
+            "dev_phone_url": {
+                "type": "string",
+                "format": "uri",
+                "description": "Only when the portal runs with PORTAL_ENV=dev (never in "
+                "production): the phone simulator on the apex, `/dev/phone?url=...`, with "
+                "this code's content filled in.",
+            }
+        },
     ),
     "Scanner": _object(
         {"nickname": _nullable(STRING), "avatar_url": _nullable(STRING)},

@@ -62,7 +62,9 @@ async def site(dev_portal, db, box) -> AsyncIterator[Site]:
 
 
 async def returning_user(dev_portal, phone: Phone, **profile: str) -> None:
-    """An earlier login, so the pool shows this user's face as soon as they scan."""
+    """An earlier login, so the pool shows this user's face as soon as they scan (the
+    pool's scan_reveal allowing it: issue 16)."""
+    await dev_portal.reveal_scanners()
     earlier = await dev_portal.create_ticket()
     r = await phone.scan_and_confirm(earlier["ticket"], **profile)
     assert r.status_code == 200, r.text
@@ -130,7 +132,7 @@ async def test_sdk_on_success_gets_the_user_and_tokens(
     await returning_user(dev_portal, alice, nickname="爱丽丝", avatar_url=avatar_url)
 
     page = await new_page()
-    await page.goto(site.url("/sdk"))
+    await page.goto(site.url("/sdk?lang=zh-CN"))
     widget = page.locator("#login .portal-qr")
     await expect(widget.get_by_role("status")).to_have_text("请使用微信扫一扫登录")
     ticket = await read_qr(widget.locator("img.portal-qr-img"), dev_portal)
@@ -189,7 +191,7 @@ async def test_starting_twice_doubles_nothing(dev_portal, site, apex, new_page):
             streams.append(request.url)
 
     page.on("request", seen)
-    await page.goto(site.url("/sdk"))
+    await page.goto(site.url("/sdk?lang=zh-CN"))
     widget = page.locator("#login .portal-qr")
     first = await shown_ticket(widget)
     same = await page.evaluate(
@@ -220,7 +222,7 @@ async def test_starting_twice_doubles_nothing(dev_portal, site, apex, new_page):
 
 async def test_component_fires_portal_login(dev_portal, site, apex, new_page, doc_screenshot):
     page = await new_page()
-    await page.goto(site.url("/component"))
+    await page.goto(site.url("/component?lang=zh-CN"))
     element = page.locator("portal-login")
     widget = element.locator(".portal-qr")  # inside its shadow root
     await expect(element.get_by_role("heading")).to_have_text("微信扫码登录")
@@ -244,7 +246,7 @@ async def test_component_fires_portal_login(dev_portal, site, apex, new_page, do
 
 async def test_component_expiry_refreshes_by_itself(dev_portal, site, apex, new_page, redis_client):
     page = await new_page()
-    await page.goto(site.url("/component"))  # the page sets auto-refresh
+    await page.goto(site.url("/component?lang=zh-CN"))  # the page sets auto-refresh
     widget = page.locator("portal-login .portal-qr")
     old = await shown_ticket(widget)
     await expire(dev_portal, redis_client, old)
@@ -317,7 +319,9 @@ async def test_redirect_callback_completes(dev_portal, site, apex, new_page, doc
 @pytest.mark.allow_console_errors(*CORS_NOISE)
 async def test_an_unregistered_origin_is_refused(dev_portal, site, new_page):
     page = await new_page()
-    await page.goto(site.other_origin + "/sdk")  # the same page, on an origin nobody registered
+    await page.goto(
+        site.other_origin + "/sdk?lang=zh-CN"
+    )  # the same page, on an origin nobody registered
     widget = page.locator("#login .portal-qr")
     await expect(widget).to_have_attribute("data-portal-status", "error")
     await expect(widget.get_by_role("button", name="刷新二维码")).to_be_visible()
@@ -338,7 +342,7 @@ async def test_an_unregistered_origin_is_refused(dev_portal, site, new_page):
 
 async def test_expiry_then_click_to_retry(dev_portal, site, apex, new_page, redis_client):
     page = await new_page()
-    await page.goto(site.url("/sdk"))  # autoRefresh off
+    await page.goto(site.url("/sdk?lang=zh-CN"))  # autoRefresh off
     widget = page.locator("#login .portal-qr")
     old = await shown_ticket(widget)
     await expire(dev_portal, redis_client, old)
@@ -356,7 +360,7 @@ async def test_expiry_then_click_to_retry(dev_portal, site, apex, new_page, redi
 
 async def test_expiry_with_auto_refresh(dev_portal, site, apex, new_page, redis_client):
     page = await new_page()
-    await page.goto(site.url("/sdk?autoRefresh=1"))
+    await page.goto(site.url("/sdk?autoRefresh=1&lang=zh-CN"))
     widget = page.locator("#login .portal-qr")
     old = await shown_ticket(widget)
     await expire(dev_portal, redis_client, old)
@@ -377,7 +381,7 @@ async def test_a_real_expiry_with_a_short_qr_lifetime(dev_portal, site, apex, ne
     await until(lambda: cache._entries.get(POOL_SLUG) is None)  # the message came back
 
     page = await new_page()
-    await page.goto(site.url("/sdk?autoRefresh=1"))
+    await page.goto(site.url("/sdk?autoRefresh=1&lang=zh-CN"))
     widget = page.locator("#login .portal-qr")
     old = await shown_ticket(widget)
     await expect(widget).not_to_have_attribute("data-portal-ticket", old, timeout=45_000)
@@ -390,7 +394,7 @@ async def test_a_real_expiry_with_a_short_qr_lifetime(dev_portal, site, apex, ne
 
 async def test_cancel_shows_retry(dev_portal, site, apex, new_page):
     page = await new_page()
-    await page.goto(site.url("/sdk"))
+    await page.goto(site.url("/sdk?lang=zh-CN"))
     widget = page.locator("#login .portal-qr")
     ticket = await shown_ticket(widget)
     ivan = Phone(apex, "ivan")
@@ -414,7 +418,7 @@ async def test_a_lost_sse_connection_recovers(dev_portal, site, apex, new_page):
             await route.continue_()
 
     await page.route(EVENTS_RE, drop_first)
-    await page.goto(site.url("/sdk"))
+    await page.goto(site.url("/sdk?lang=zh-CN"))
     await page.evaluate("window.sameDocument = true")
     widget = page.locator("#login .portal-qr")
     ticket = await shown_ticket(widget)
@@ -435,7 +439,7 @@ async def test_no_sse_at_all_falls_back_to_long_polling(dev_portal, site, apex, 
     polls: list[str] = []
     page.on("request", lambda r: "/status?" in r.url and "wait=" in r.url and polls.append(r.url))
     await page.route(EVENTS_RE, lambda route: route.abort("connectionrefused"))
-    await page.goto(site.url("/sdk"))
+    await page.goto(site.url("/sdk?lang=zh-CN"))
     widget = page.locator("#login .portal-qr")
     ticket = await shown_ticket(widget)
     await until(lambda: polls)
@@ -447,3 +451,45 @@ async def test_no_sse_at_all_falls_back_to_long_polling(dev_portal, site, apex, 
     assert (await kim.confirm(ticket, nickname="Kim")).status_code == 200
     await expect_verified(page, "Kim")
     assert "known=pending" in polls[0]
+
+
+# --- 5. the example shop's page sets the widget's language (issue 21, item 13) -----------
+
+
+@pytest.mark.parametrize("path", ["/sdk", "/component"])
+async def test_the_page_language_wins_over_the_browsers(site, new_page, path):
+    # A Chinese browser on the shop's English page: the widget speaks the page's language.
+    page = await new_page(locale="zh-CN")
+    await page.goto(site.url(path))
+    widget = page.locator(".portal-qr")
+    await expect(widget.get_by_role("status")).to_have_text(
+        "Scan the QR code with WeChat to log in"
+    )
+    if path == "/component":
+        await expect(page.locator("portal-login").get_by_role("heading")).to_have_text(
+            "Log in with WeChat"
+        )
+    # The page's own switch: the same page in Chinese, and the widget with it.
+    await page.get_by_role("link", name="中文").click()
+    await expect(widget.get_by_role("status")).to_have_text("请使用微信扫一扫登录")
+    assert await page.evaluate("document.documentElement.lang") == "zh-CN"
+
+
+@pytest.mark.parametrize("width", [1280, 800, 390])
+@pytest.mark.parametrize("path", ["/sdk", "/component", "/popup"])
+async def test_the_code_blocks_are_never_cut_off(site, new_page, path, width, doc_screenshot):
+    page = await new_page(viewport={"width": width, "height": 900})
+    await page.goto(site.url(path))
+    code = page.locator("pre.code")
+    await expect(code).to_be_visible()
+    box = await code.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, box
+    # All of its text is inside its box: wrapped, nothing hidden past its right edge.
+    hidden = await code.evaluate("el => el.scrollWidth - el.clientWidth")
+    assert hidden <= 0, f"{hidden}px of the code hidden at {width}px"
+    assert await page.evaluate("document.documentElement.scrollWidth") <= width
+    if path == "/component" and width == 1280:
+        await expect(page.locator("portal-login .portal-qr")).to_have_attribute(
+            "data-portal-status", "pending"
+        )
+        await doc_screenshot(page, "sdk-component-en")

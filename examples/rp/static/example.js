@@ -47,6 +47,7 @@
     sdk: function () {
       window.widget = Portal.qrLogin("#login", {
         clientId: cfg.clientId,
+        lang: cfg.lang,
         autoRefresh: cfg.autoRefresh,
         onScanned: function (who) { log("scanned", who); },
         onSuccess: function (r) { log("success", { user: r.user }); verify("sdk", r); },
@@ -96,20 +97,6 @@
       }, failed);
     },
   };
-
-  // Dev aid, not part of any integration: the code's link (what a phone camera reads),
-  // which in `portal dev` leads to the phone simulator.
-  var phoneLink = document.getElementById("phone-link");
-  if (phoneLink) {
-    setInterval(function () {
-      var host = document.querySelector("portal-login");
-      var root = host && host.shadowRoot ? host.shadowRoot : document;
-      var widget = root.querySelector(".portal-qr");
-      var ticket = widget && widget.getAttribute("data-portal-ticket");
-      phoneLink.hidden = !ticket;
-      if (ticket) phoneLink.href = cfg.issuer + "/q/" + ticket;
-    }, 500);
-  }
 
   var run = pages[document.body.dataset.page];
   if (run) run();

@@ -28,6 +28,7 @@
       offline: "网络连接中断，正在重试…",
       refresh: "刷新二维码",
       qrAlt: "用微信扫码登录的二维码",
+      devPhone: "在手机模拟器中打开",
     },
     en: {
       title: "Log in with WeChat",
@@ -43,6 +44,7 @@
       offline: "Connection lost, retrying…",
       refresh: "Refresh the QR code",
       qrAlt: "QR code to scan with WeChat",
+      devPhone: "open in the phone simulator",
     },
   };
 
@@ -59,7 +61,8 @@
     ".portal-qr-layer p{margin:0}" +
     ".portal-qr button{font:inherit;padding:6px 16px;border:0;border-radius:6px;" +
     "background:#07c160;color:#fff;cursor:pointer}" +
-    ".portal-qr-status{margin:8px 0 0;min-height:1.5em}";
+    ".portal-qr-status{margin:8px 0 0;min-height:1.5em}" +
+    ".portal-qr-dev{font-size:13px;color:#576b95}";
 
   // --- small helpers ----------------------------------------------------------
 
@@ -194,11 +197,14 @@
     var why = make("p", "portal-qr-why", retry);
     var button = make("button", "portal-qr-refresh", retry);
     var line = make("p", "portal-qr-status", root);
+    var dev = make("a", "portal-qr-dev", root); // a dev portal only: its phone simulator
+    dev.target = "_blank";
+    dev.rel = "noopener";
     avatar.alt = "";
     button.type = "button";
     line.setAttribute("role", "status");
     line.setAttribute("aria-live", "polite");
-    scanned.hidden = retry.hidden = avatar.hidden = true;
+    scanned.hidden = retry.hidden = avatar.hidden = dev.hidden = true;
     img.style.visibility = "hidden";
     button.addEventListener("click", function () {
       autoRefreshes = 0;
@@ -214,6 +220,7 @@
       img.alt = t.qrAlt;
       button.textContent = t.refresh;
       hint.textContent = t.confirmHint;
+      dev.textContent = t.devPhone;
       if (status) show(status);
     }
 
@@ -238,6 +245,7 @@
     function quiet() {
       if (source) source.close();
       if (ctrl) ctrl.abort();
+      dev.hidden = true;
       clearTimeout(timer);
       clearTimeout(deadline);
       source = ctrl = timer = deadline = null;
@@ -265,6 +273,8 @@
           tk = ticket;
           root.setAttribute("data-portal-ticket", ticket.ticket);
           img.src = ticket.qrcode.png;
+          if (ticket.dev_phone_url) dev.href = ticket.dev_phone_url;
+          dev.hidden = !ticket.dev_phone_url;
           img.style.visibility = "";
           status = "pending";
           show("pending");
