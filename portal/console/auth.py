@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from portal.settings import Settings
 from portal.stores import ratelimit
+from portal.stores.redismux import Multiplexer
 
 IDLE_SECONDS = 2 * 3600
 ABSOLUTE_SECONDS = 12 * 3600
@@ -177,6 +178,46 @@ def clear_login_csrf_cookie(response: Response, settings: Settings) -> None:
 
 
 # --- throttling failed sign-ins ----------------------------------------------
+#
+# Every attempt reserves one failure on its account and on its address *before*
+# the password is verified, in one script (check and count together): a burst
+# of parallel attempts cannot pass the limit between a check and a count made
+# by others (issue 16: 80 parallel guesses were all verified). A sign-in that
+# succeeds gives its reservation back and clears the account's count.
+
+# KEYS: the account's and the address's counters. ARGV: their limits, the window
+# (ms). Returns 0 (both reserved) or the ms until the fuller counter's window ends.
+RESERVE_SCRIPT = """
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local n = tonumber(redis.call('GET', key) or '0')
+  if n >= tonumber(ARGV[i]) then
+    local left = redis.call('PTTL', key)
+    if left < 1 then left = tonumber(ARGV[3]) end
+    if left > wait then wait = left end
+  end
+end
+if wait > 0 then return wait end
+for _, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 or redis.call('PTTL', key) < 0 then
+    redis.call('PEXPIRE', key, ARGV[3])
+  end
+end
+return 0
+"""
+
+# KEYS: as above. ARGV[1]: "signed_in" (the account's failures are forgotten) or
+# "not_tried" (both reservations given back). The window keeps its end.
+RELEASE_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  if i == 1 and ARGV[1] == 'signed_in' then
+    redis.call('DEL', key)
+  elseif tonumber(redis.call('GET', key) or '0') > 0 then
+    redis.call('DECR', key)
+  end
+end
+return 0
+"""
 
 
 def _fail_keys(email: str, ip: str | None) -> tuple[str, str]:
@@ -184,28 +225,40 @@ def _fail_keys(email: str, ip: str | None) -> tuple[str, str]:
     return f"console:fail:account:{account}", f"console:fail:ip:{ip or 'unknown'}"
 
 
-async def throttled(redis: aioredis.Redis, email: str, ip: str | None) -> int:
-    """Seconds the sign-in must wait (0: may try now)."""
-    account_key, ip_key = _fail_keys(email, ip)
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.get(account_key).ttl(account_key).get(ip_key).ttl(ip_key)
-        account, account_ttl, by_ip, ip_ttl = await pipe.execute()
-    wait = 0
-    if account is not None and int(account) >= MAX_FAILS_ACCOUNT:
-        wait = max(wait, account_ttl if account_ttl > 0 else FAIL_WINDOW)
-    if by_ip is not None and int(by_ip) >= MAX_FAILS_IP:
-        wait = max(wait, ip_ttl if ip_ttl > 0 else FAIL_WINDOW)
-    return wait
+@dataclass(frozen=True)
+class _Script:  # what Multiplexer.evalsha needs of a script
+    script: str
+    sha: str
+
+    @classmethod
+    def of(cls, script: str) -> _Script:
+        return cls(script, hashlib.sha1(script.encode()).hexdigest())  # noqa: S324  (Redis's id)
 
 
-async def record_failure(redis: aioredis.Redis, email: str, ip: str | None) -> None:
-    # The window starts with the first failure and is not extended by later ones:
-    # the rate limiter's counting script (INCR, and an expiry only on a new key),
-    # which also runs on Redis before 7 (no EXPIRE ... NX there).
-    count = redis.register_script(ratelimit.HIT_SCRIPT)
-    for key in _fail_keys(email, ip):
-        await count(keys=[key], args=[2**31, FAIL_WINDOW * 1000])
+_RESERVE = _Script.of(RESERVE_SCRIPT)
+_RELEASE = _Script.of(RELEASE_SCRIPT)
 
 
-async def clear_failures(redis: aioredis.Redis, email: str) -> None:
-    await redis.delete(_fail_keys(email, None)[0])
+class Throttle:
+    """Failed sign-ins per account and per address, over the process's shared
+    Redis connection (a burst of sign-ins takes no connection from the pool)."""
+
+    def __init__(self, mux: Multiplexer) -> None:
+        self._mux = mux
+
+    async def reserve(self, email: str, ip: str | None) -> int:
+        """Count this attempt as a failure until it succeeds. Returns 0, or the
+        seconds to wait (nothing counted) when the account or the address is at
+        its limit."""
+        left = await self._mux.evalsha(
+            _RESERVE,
+            _fail_keys(email, ip),
+            [MAX_FAILS_ACCOUNT, MAX_FAILS_IP, FAIL_WINDOW * 1000],
+        )
+        return ratelimit.retry_after_s(int(left)) if left else 0
+
+    async def signed_in(self, email: str, ip: str | None) -> None:
+        await self._mux.evalsha(_RELEASE, _fail_keys(email, ip), ["signed_in"])
+
+    async def not_tried(self, email: str, ip: str | None) -> None:
+        await self._mux.evalsha(_RELEASE, _fail_keys(email, ip), ["not_tried"])

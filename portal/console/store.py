@@ -107,7 +107,7 @@ async def add_pool_admin(
             admin_id = await conn.fetchval(
                 "INSERT INTO admins (email, password_hash) VALUES ($1, $2) RETURNING id",
                 email,
-                admins.hash_password(password),
+                await admins.hash_password_async(password),
             )
             created = True
         await conn.execute(
@@ -453,6 +453,23 @@ class LoginFilter:
         return " AND ".join(clauses), args
 
 
+# The days a filter or a cursor may name. Anything else is a form error, never a
+# value that overflows Python's datetime or PostgreSQL's timestamptz on the way
+# (issue 16: until=9999-12-31 answered 500).
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(2999, 12, 31)
+_CURSOR_ID_RE = re.compile(r"[0-9]{1,18}")  # ASCII only: "²".isdigit() is true
+
+
+def parse_day(value: str) -> date | None:
+    """A filter's day (``YYYY-MM-DD``), or None when it is not one we can query."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return None
+    return day if FIRST_DAY <= day <= LAST_DAY else None
+
+
 def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
@@ -469,9 +486,12 @@ def parse_cursor(value: str) -> tuple[datetime, int] | None:
     when, _, ident = value.partition("~")
     try:
         moment = datetime.fromisoformat(when)
-    except ValueError:
+        if moment.tzinfo is None or not _CURSOR_ID_RE.fullmatch(ident):
+            return None
+        moment = moment.astimezone(UTC)  # 0001-01-01T00:00+14:00 has no UTC time
+    except (ValueError, OverflowError):
         return None
-    if not ident.isdigit() or len(ident) > 18 or moment.tzinfo is None:
+    if not FIRST_DAY <= moment.date() <= LAST_DAY:
         return None
     return moment, int(ident)
 

@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 # wrong password and the timing does not tell which accounts exist.
 _DUMMY_HASH = admins.hash_password("not the password of anyone")
 
+# Sign-ins of this process waiting for (or in) a password hash. Past the cap a
+# sign-in is refused at once (429, Retry-After 5) instead of queueing for many
+# seconds behind a storm: the hashing threads' queue stays short.
+MAX_VERIFYING = 32
+_verifying = 0
+
 
 def _safe_next(value: object) -> str:
     """Only a console path of this host: never an open redirect."""
@@ -79,19 +85,28 @@ async def login_post(request: Request) -> Response:
         return _login_page(request, email=email, error="console.login.expired", status=403)
     if not email or not password:
         return _login_page(request, email=email, error="console.login.missing", status=400)
-    redis, ip = request.state.redis, request.state.client_ip
-    wait = await auth.throttled(redis, email, ip)
+    ip = request.state.client_ip
+    throttle = auth.Throttle(request.state.mux)
+    # Counted before the password is verified, so parallel attempts cannot pass the limit.
+    wait = await throttle.reserve(email, ip)
     if wait:
         return _login_page(
             request, email=email, error="console.login.throttled", status=429, retry=wait
         )
-    row = await store.admin_by_email(request.state.db, email)
-    ok = admins.check_password(row.password_hash if row else _DUMMY_HASH, password)
+    global _verifying
+    if _verifying >= MAX_VERIFYING:  # hashes already queued here: answer now, not in seconds
+        await throttle.not_tried(email, ip)
+        return _login_page(request, email=email, error="console.login.busy", status=429, retry=5)
+    _verifying += 1
+    try:
+        row = await store.admin_by_email(request.state.db, email)
+        ok = await admins.verify_password(row.password_hash if row else _DUMMY_HASH, password)
+    finally:
+        _verifying -= 1
     if not ok or row is None or row.disabled:
-        await auth.record_failure(redis, email, ip)
         log.info("console sign-in failed from %s", ip)  # never the email or password
         return _login_page(request, email=email, error="console.login.failed", status=400)
-    await auth.clear_failures(redis, email)
+    await throttle.signed_in(email, ip)
     # A new session id at every sign-in (session fixation); any old one ends.
     cookie = auth.cookie_name(request.state.settings)
     await sessions(request).delete(request.cookies.get(cookie))

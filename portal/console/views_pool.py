@@ -347,7 +347,7 @@ async def add_admin(request: Request, ctx: Ctx) -> Response:
 async def remove_admin(request: Request, ctx: Ctx) -> Response:
     assert ctx.pool is not None
     raw = request.path_params["admin_id"]
-    if not raw.isdigit() or int(raw) > 2**62:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 2**62:  # "²".isdigit() too
         raise HTTPException(404)
     members = {a["id"] for a in await store.admins_of_pool(request.state.db, ctx.pool.id)}
     if int(raw) not in members:  # someone of another pool: as if they did not exist

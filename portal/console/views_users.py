@@ -11,10 +11,11 @@ from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from portal.console import chart, store
 from portal.console.common import Ctx, done, mask_phone, page, pool_path, security_headers
+from portal.web import i18n
 
 
 def _param(request: Request, name: str, max_len: int = 100) -> str:
@@ -75,37 +76,39 @@ async def unblock_post(request: Request, ctx: Ctx) -> Response:
 # --- the login log ---------------------------------------------------------------
 
 
-def _date(value: str) -> date | None:
-    try:
-        return date.fromisoformat(value) if value else None
-    except ValueError:
-        return None
+_DATE_FILTERS = ("since", "until")
 
 
-def _filter(request: Request) -> tuple[store.LoginFilter, dict[str, str]]:
+def _filter(request: Request) -> tuple[store.LoginFilter, dict[str, str], list[str]]:
+    """The log's filters, what was entered, and the fields that are not valid
+    (a form error: they are ignored and named on the page)."""
     entered = {
         k: _param(request, k).strip() for k in ("result", "client_id", "user", "since", "until")
     }
+    days = {k: store.parse_day(entered[k]) if entered[k] else None for k in _DATE_FILTERS}
     flt = store.LoginFilter(
         result=entered["result"],
         client_id=entered["client_id"],
         user_id=store.parse_uuid(entered["user"]),
-        since=_date(entered["since"]),
-        until=_date(entered["until"]),
+        since=days["since"],
+        until=days["until"],
     )
-    return flt, entered
+    bad = [k for k in _DATE_FILTERS if entered[k] and days[k] is None]
+    if entered["user"] and flt.user_id is None:
+        bad.append("user")
+    return flt, entered, bad
 
 
 async def logins_get(request: Request, ctx: Ctx) -> Response:
     assert ctx.pool is not None
     db = request.state.db
-    flt, entered = _filter(request)
-    bad = [k for k in ("since", "until") if entered[k] and _date(entered[k]) is None]
-    if entered["user"] and flt.user_id is None:
-        bad.append("user")
-    before = store.parse_cursor(_param(request, "before", 80))
+    flt, entered, bad = _filter(request)
+    cursor = _param(request, "before", 80)
+    before = store.parse_cursor(cursor)
+    if cursor and before is None:
+        bad.append("before")  # a hand-edited link: the first page, and say so
     rows, next_before = await store.login_events(db, ctx.pool.id, flt, before)
-    query = {k: v for k, v in entered.items() if v}
+    query = {k: v for k, v in entered.items() if v and k not in bad}
     days = await store.logins_per_day(db, ctx.pool.id)
     return await page(
         ctx,
@@ -115,6 +118,9 @@ async def logins_get(request: Request, ctx: Ctx) -> Response:
             "events": rows,
             "filters": entered,
             "bad": bad,
+            "bad_date": any(k in bad for k in _DATE_FILTERS),
+            "first_day": store.FIRST_DAY.isoformat(),
+            "last_day": store.LAST_DAY.isoformat(),
             "results": await store.result_codes(db, ctx.pool.id),
             "clients": await store.list_clients(db, ctx.pool.id),
             "next_url": (
@@ -141,23 +147,44 @@ _CSV_COLUMNS = (
 )
 
 
+_FORMULA_START = ("=", "+", "-", "@")
+# What a spreadsheet may skip before it reads a formula: whitespace, and ";" (a
+# cell separator in locales whose Excel splits on it).
+_SKIPPED = " \t\r\n\f\v;\u00a0\u3000"
+
+
 def csv_cell(value: object) -> str:
-    """Text a spreadsheet shows as text: a cell starting with = + - @ (or a tab or
-    carriage return) would be read as a formula (CSV injection), so it gets a quote."""
+    """Text a spreadsheet shows as text (OWASP's CSV injection guidance): a cell
+    starting with = + - @, a tab or a carriage return, also after leading
+    whitespace or ";", would be read as a formula, so it gets a leading quote."""
     text = "" if value is None else str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    if text[:1] in ("\t", "\r") or text.lstrip(_SKIPPED).startswith(_FORMULA_START):
         return "'" + text
     return text
 
 
 async def logins_csv(request: Request, ctx: Ctx) -> Response:
     assert ctx.pool is not None
-    flt, _ = _filter(request)
+    flt, _, bad = _filter(request)
+    if bad:
+        # Checked before the first byte: a 200 already sent could only be cut off
+        # later, a truncated file that may look complete.
+        _ = i18n.translator(i18n.pick(request)[0])
+        message = _("console.logins.csv_bad")
+        if any(k in bad for k in _DATE_FILTERS):
+            message += " " + _(
+                "console.logins.bad_date",
+                first=store.FIRST_DAY.isoformat(),
+                last=store.LAST_DAY.isoformat(),
+            )
+        return security_headers(PlainTextResponse(message + "\n", status_code=400))
     db, pool_id = request.state.db, ctx.pool.id
 
     async def rows() -> AsyncIterator[str]:
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
+        # Every cell quoted: a ";" inside one never splits it where Excel's
+        # separator is ";" (and so never starts a new cell with a formula).
+        writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
         buffer.write("\ufeff")  # Excel opens UTF-8 (Chinese nicknames) only with a BOM
         writer.writerow(_CSV_COLUMNS)
         async with db.acquire() as conn, conn.transaction(readonly=True):

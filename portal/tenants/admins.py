@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import re
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import asyncpg
@@ -12,6 +18,26 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from portal.errors import Conflict, NotFound, ValidationError
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+# argon2 costs ~0.2 s of CPU and 64 MiB a hash, by design. On the event loop it
+# would stall every request of the process (a sign-in storm held POST
+# /api/qrcode for seconds, issue 16), so async callers hash on these threads
+# (argon2-cffi releases the GIL): one hash at a time per process, already
+# spread over ``parallelism`` lanes, so a storm costs at most that much CPU.
+HASH_THREADS = 1
+
+
+def _yield_to_the_event_loop() -> None:
+    """The hashing thread runs at the lowest CPU priority (nice 19), and so do
+    the lane threads argon2 starts from it: on a busy machine the event loop
+    (nice 0) gets the core first. Linux only: there a thread has its own nice."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+_hashing = ThreadPoolExecutor(
+    max_workers=HASH_THREADS, thread_name_prefix="argon2", initializer=_yield_to_the_event_loop
+)
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD = 10
 
@@ -47,6 +73,17 @@ def check_password(password_hash: str, password: str) -> bool:
         return False
 
 
+async def hash_password_async(password: str) -> str:
+    """``hash_password`` off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(_hashing, hash_password, password)
+
+
+async def verify_password(password_hash: str, password: str) -> bool:
+    """``check_password`` off the event loop, one at a time per process."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_hashing, check_password, password_hash, password)
+
+
 async def create(
     conn: asyncpg.Connection,
     *,
@@ -56,7 +93,7 @@ async def create(
     pool_slugs: list[str] | None = None,
 ) -> tuple[Admin, list[str]]:
     email = normalize_email(email)
-    password_hash = hash_password(password)
+    password_hash = await hash_password_async(password)
     async with conn.transaction():
         try:
             row = await conn.fetchrow(
