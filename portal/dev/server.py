@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import copy
 import errno
-import logging
-import logging.config
 import os
 import secrets
 import signal
@@ -230,7 +228,6 @@ def run(*, host: str, port: int, wechat_port: int | None) -> int:
     env.setdefault("PORTAL_BASE_URL", f"http://localhost:{port}")
     in_process_fake = not env.get("WECHAT_API_BASE")
     check_ports(host, port, (wechat_port or port + 1) if in_process_fake else None)
-    logging.config.dictConfig(log_config())
     with contextlib.ExitStack() as stack:
         if in_process_fake:
             running = stack.enter_context(fake.run_in_thread(port=wechat_port or port + 1))
