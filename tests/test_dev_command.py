@@ -3,6 +3,7 @@ log, the demo pool's client secret and logo."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import os
@@ -10,6 +11,7 @@ import re
 import shlex
 import signal
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -73,12 +75,20 @@ async def test_ctrl_c_stops_everything_quietly(tmp_path, dev_db):
         await dev.ready()
         redis_pid = _embedded_redis_pid(data_dir)
         assert redis_pid is not None
-        # A browser waiting on a ticket (an open SSE stream) while it stops.
+        # A browser waiting on a ticket (an open SSE stream) while it stops: the
+        # stream ends at once, not when the ticket expires.
         demo = f"http://demo.localhost:{dev.port}"
         async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=10) as client:
             r = await client.post(f"{demo}/api/qrcode", json={})
             assert r.status_code == 201, r.text
-            status = dev.interrupt()
+            events = f"{demo}/api/qrcode/{r.json()['ticket']}/events"
+            params = {"secret": r.json()["secret"]}
+            async with client.stream("GET", events, params=params) as stream:
+                lines = stream.aiter_lines()
+                assert await anext(lines)  # the stream is open
+                started = time.monotonic()
+                status = await asyncio.to_thread(dev.interrupt, 20)
+                assert time.monotonic() - started < 15
     finally:
         dev.kill()
         pid = _embedded_redis_pid(data_dir)

@@ -34,6 +34,7 @@ from portal.stores import postgres as dbmod
 from portal.stores.crypto import SecretBox
 from portal.tenants import clients, pools
 from portal.web import protocol
+from portal.web.server import PortalServer
 
 DEMO_SLUG = "demo"
 EXAMPLE_ORIGIN = "http://localhost:8090"  # python -m examples.rp
@@ -54,10 +55,13 @@ def demo_secret_path(data_dir: Path) -> Path:
     return data_dir.resolve() / DEMO_SECRET_FILE
 
 
-class _Server(uvicorn.Server):
+class _Server(PortalServer):
     """uvicorn re-raises SIGTERM after its graceful shutdown, which would kill
     the process before ``portal dev`` stops its embedded stores; here a signal
-    only asks the server to stop, and ``run`` returns normally."""
+    only asks the server to stop, and ``run`` returns normally. As a production
+    worker (``PortalServer``), it first ends the open SSE streams and long
+    polls: an open login page would otherwise hold Ctrl-C until its ticket
+    expired."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
