@@ -124,7 +124,7 @@ async def qrcode_svg(request: Request) -> Response:
 
 async def _qrcode_image(request: Request, fmt: str) -> Response:
     # Rendered once per ticket, cached, rate limited per address (portal/scan/qrcache.py).
-    state = await _state_of_pool(request, request.path_params["ticket"], recent=True)
+    state = await _state_of_pool(request, request.path_params["ticket"])
     return await qrcache.response(request, state, fmt)
 
 

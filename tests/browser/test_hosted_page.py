@@ -189,7 +189,9 @@ async def expect_callback(page: Page, rp: RPSite, auth: Authorization, dev_porta
 
 
 async def returning_user(dev_portal, phone: Phone, **profile: str) -> None:
-    """A login some time ago (through the pool's QR API), so the pool knows this user."""
+    """A login some time ago (through the pool's QR API), so the pool knows this user;
+    and the pool shows a returning user's name and face at scan (issue 16: an option)."""
+    await dev_portal.reveal_scanners()
     earlier = await dev_portal.create_ticket()
     r = await phone.scan_and_confirm(earlier["ticket"], **profile)
     assert r.status_code == 200, r.text
