@@ -85,7 +85,8 @@ async def dev_db(stores):
 
 
 @pytest.mark.skipif(
-    not (shutil.which("git") and shutil.which("curl")), reason="needs git and curl, as the README"
+    not (shutil.which("git") and shutil.which("curl") and (ROOT / ".git").exists()),
+    reason="needs git, curl (as the README does) and a git checkout to clone",
 )
 async def test_the_readme_quick_start_works_as_written(tmp_path, stores, dev_db):
     section, blocks = quick_start()
