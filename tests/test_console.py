@@ -724,8 +724,13 @@ async def test_clients_create_edit_rotate_delete(world: World, as_a: Console, db
     assert r.status_code == 303
     client = await clients.get(db, world.a.pool.id, client_id)
     assert client.name == "Shop 2" and client.redirect_uris == ("https://shop.example/new",)
-    # Rotate: the new secret works, the old one does not.
+    # Rotate: asked first (a POST without the confirmation changes nothing), then the
+    # new secret works, the old one does not.
     r = await as_a.post(f"/console/pools/alpha/clients/{client_id}/rotate")
+    assert r.status_code == 200 and 'name="confirm" value="yes"' in r.text
+    client = await clients.get(db, world.a.pool.id, client_id)
+    assert clients.verify_secret(box, client, secret.group(1))
+    r = await as_a.post(f"/console/pools/alpha/clients/{client_id}/rotate", {"confirm": "yes"})
     page = await as_a.get(r.headers["location"])
     new = re.search(r'id="client-secret" class="mono wide" readonly value="([^"]+)"', page.text)
     client = await clients.get(db, world.a.pool.id, client_id)

@@ -73,6 +73,7 @@ def routes() -> list[Route]:
         Route(p + "/clients", guarded(views_clients.create_post), methods=post),
         Route(p + "/clients/{client_id}", guarded(views_clients.detail_get), methods=get),
         Route(p + "/clients/{client_id}", guarded(views_clients.edit_post), methods=post),
+        Route(p + "/clients/{client_id}/rotate", guarded(views_clients.rotate_get), methods=get),
         Route(p + "/clients/{client_id}/rotate", guarded(views_clients.rotate_post), methods=post),
         Route(p + "/clients/{client_id}/delete", guarded(views_clients.delete_post), methods=post),
         # users

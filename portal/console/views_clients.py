@@ -208,13 +208,30 @@ async def edit_post(request: Request, ctx: Ctx) -> Response:
     )
 
 
-async def rotate_post(request: Request, ctx: Ctx) -> Response:
+async def rotate_get(request: Request, ctx: Ctx) -> Response:
+    """Asks first: the old secret stops working at once (for the default client,
+    the pool's own hosted-page backend with it)."""
     assert ctx.pool is not None
     client = await _client(request, ctx)
     if client.is_public:
         return await done(
             ctx, pool_path(ctx.pool, f"/clients/{client.client_id}"), "error", "console.err.public"
         )
+    path = pool_path(ctx.pool, f"/clients/{client.client_id}/rotate")
+    return await page(
+        ctx, "console/client_rotate.html", {"section": "clients", "client": client}, get_path=path
+    )
+
+
+async def rotate_post(request: Request, ctx: Ctx) -> Response:
+    assert ctx.pool is not None and ctx.form is not None
+    client = await _client(request, ctx)
+    if client.is_public:
+        return await done(
+            ctx, pool_path(ctx.pool, f"/clients/{client.client_id}"), "error", "console.err.public"
+        )
+    if ctx.form.get("confirm") != "yes":  # not from the confirmation page: ask there
+        return await rotate_get(request, ctx)
     async with request.state.db.acquire() as conn:
         secret = await store.rotate_client_secret(
             conn, request.state.box, ctx.pool.id, client.client_id
