@@ -3,7 +3,7 @@
 
     python bench/run.py                 # everything (about 5 minutes)
     python bench/run.py --quick         # small sizes: a smoke run in under a minute
-    python bench/run.py --only sse      # one benchmark (sse, rps, logins, token, soak; comma-separated)
+    python bench/run.py --only sse      # one benchmark (sse, rps, logins, token, soak, signin; comma-separated)
 
 It sets up everything itself (stores, a fresh database, migrations, the fake
 WeChat, a pool, ``portal serve`` in production mode) and tears it all down at
@@ -28,6 +28,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import bench_logins  # noqa: E402
 import bench_rps  # noqa: E402
+import bench_signin  # noqa: E402
 import bench_soak  # noqa: E402
 import bench_sse  # noqa: E402
 import bench_token  # noqa: E402
@@ -36,7 +37,7 @@ from common import run_async  # noqa: E402
 from metrics import wait_quiet  # noqa: E402
 from stack import Stack, raise_nofile  # noqa: E402
 
-BENCHMARKS = ("sse", "rps", "logins", "token", "soak")
+BENCHMARKS = ("sse", "rps", "logins", "token", "soak", "signin")
 
 GOALS = {
     "sse_p50": 10.0,  # ms, confirm sent → event received
@@ -46,6 +47,8 @@ GOALS = {
     "logins": 300.0,  # per second
     # Soak: RSS growth over the second half of the run, MB per hour (flat memory).
     "soak_mb_per_hour": 10.0,
+    # Sign-in storm: POST /api/qrcode p99 (ms) while the console is stormed.
+    "signin_qrcode_p99": bench_signin.GOAL_P99_MS,
 }
 
 
@@ -55,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         action="append",
         default=[],
-        help="run only these benchmarks: sse, rps, logins, token, soak (comma-separated, repeatable)",
+        help="run only these benchmarks: sse, rps, logins, token, soak, signin (comma-separated, repeatable)",
     )
     p.add_argument(
         "--quick", action="store_true", help="small sizes and short runs (smoke test, < 1 minute)"
@@ -109,6 +112,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument(
         "--soak-interval", type=float, help="seconds between RSS samples (default 30; quick 5)"
     )
+    g = p.add_argument_group("signin: a console sign-in storm beside POST /api/qrcode")
+    g.add_argument(
+        "--signin-storm",
+        type=int,
+        help="parallel wrong passwords per storm (default 200; quick 60)",
+    )
+    g.add_argument(
+        "--signin-interval",
+        type=float,
+        default=0.02,
+        help="seconds between the browser's POST /api/qrcode (default 0.02)",
+    )
     p.add_argument(
         "--wait-quiet",
         type=float,
@@ -150,6 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     default("login_warmup", 3.0, 1.0)
     default("soak_seconds", 600.0, 30.0)
     default("soak_interval", 30.0, 5.0)
+    default("signin_storm", 200, 60)
     return args
 
 
@@ -380,6 +396,29 @@ def table_rows(results: dict, args: argparse.Namespace) -> list[dict]:
                 _met(growth, GOALS["soak_mb_per_hour"], at_most=True),
             )
             cpu_rows(b, r["cpu_cores"], "")
+    if "signin" in results:
+        r = results["signin"]
+        b = f"6. Sign-in storm ({r.get('storm', args.signin_storm)} wrong passwords)"
+        if "error" in r:
+            row(b, "error", r["error"], met=False)
+        else:
+            goal = GOALS["signin_qrcode_p99"]
+            for key, label in (("baseline", "no storm"), ("one_address", "one address"),
+                               ("many_addresses", "many addresses")):  # fmt: skip
+                x = r[key]
+                q = x["qrcode_ms"]
+                during = key != "baseline"
+                row(b, f"{label}: POST /api/qrcode p50 / p99 / max",
+                    f"{q['p50_ms']} / {q['p99_ms']} / {q['max_ms']}", "ms",
+                    f"p99 < {goal:g} ms" if during else "",
+                    _met(q["p99_ms"], goal, at_most=True) if during else None)  # fmt: skip
+                if during:
+                    statuses = ", ".join(f"{k}: {v}" for k, v in x["storm_statuses"].items())
+                    row(b, f"{label}: storm answers ({x['storm_seconds']} s)", statuses, "",
+                        "no 5xx", x["storm_5xx_or_no_answer"] == 0)  # fmt: skip
+                errs = x["qrcode_errors"]
+                row(b, f"{label}: POST /api/qrcode errors", errs, "", "0", errs == 0)
+                cpu_rows(b, x["cpu_cores"], label)
     return rows
 
 
@@ -500,6 +539,15 @@ def main(argv: list[str] | None = None) -> int:
                                 seconds=args.soak_seconds,
                                 rate=args.soak_rate,
                                 interval=args.soak_interval,
+                            )
+                        )
+                    elif name == "signin":
+                        results["signin"] = run_async(
+                            bench_signin.run(
+                                stack,
+                                storm=args.signin_storm,
+                                interval=args.signin_interval,
+                                baseline=3.0 if args.quick else 10.0,
                             )
                         )
                     elif name == "token":
