@@ -180,6 +180,7 @@ async def test_metrics_count_a_whole_login(pc, apex, portal):
     r = await pc.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
     assert r.status_code == 200, r.text
     t2 = await new_ticket(pc)
+    assert (await alice.scan(t2["ticket"])).status_code == 200  # only the scanner cancels
     assert (await alice.cancel(t2["ticket"])).status_code == 200
     assert (await pc.get("/no/such/page")).status_code == 404
     assert (await pc.get("/healthz")).status_code == 200  # a route both sites share
@@ -213,7 +214,7 @@ async def test_metrics_count_a_whole_login(pc, apex, portal):
     assert req_delta("pool", "/api/qrcode/{ticket}/status", "GET", 200) == 1
     assert req_delta("pool", "/api/qrcode/{ticket}/exchange", "POST", 200) == 1
     assert req_delta("apex", "/api/mp/session", "POST", 400) == 1
-    assert req_delta("apex", "/api/mp/tickets/{ticket}/scan", "POST", 200) == 1
+    assert req_delta("apex", "/api/mp/tickets/{ticket}/scan", "POST", 200) == 2
     assert req_delta("apex", "/api/mp/tickets/{ticket}/confirm", "POST", 200) == 1
     assert req_delta("pool", "<not_found>", "GET", 404) == 1
     assert req_delta("pool", "/healthz", "GET", 200) == 1
