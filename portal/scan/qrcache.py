@@ -40,11 +40,9 @@ def etag(pool: Pool, ticket: str, fmt: str, kind: str) -> str:
 
 
 def _headers(tag: str, state: TicketState) -> dict[str, str]:
-    return {
-        "etag": tag,
-        # The image never changes while the ticket lives; after that it is useless.
-        "cache-control": f"private, max-age={state.expires_in}, immutable",
-    }
+    # The image never changes while the ticket lives; after that it is useless.
+    keep = f"max-age={state.expires_in}, immutable" if state.expires_in else "no-cache"
+    return {"etag": tag, "cache-control": f"private, {keep}"}
 
 
 def _not_modified(request: Request, tags: list[str]) -> bool:
