@@ -1,4 +1,4 @@
-"""The ``portal`` command (design §4). Commands that create something print one
+"""The ``portal`` command (docs/design.md §4). Commands that create something print one
 JSON object on stdout; errors go to stderr as ``portal: error: CODE: message``
 with exit status 2."""
 

@@ -206,7 +206,7 @@ def pool_routes(running: RunningPortal) -> list[tuple[str, str]]:
     return out
 
 
-# --- design §6 routes and sign-in ---------------------------------------------------
+# --- docs/design.md §6 routes and sign-in ---------------------------------------------------
 
 
 async def test_design_routes_exist(world: World):

@@ -1,4 +1,4 @@
-"""The fake WeChat API, over real HTTP, answers like WeChat (design §7)."""
+"""The fake WeChat API, over real HTTP, answers like WeChat (docs/design.md §7)."""
 
 import asyncio
 import io

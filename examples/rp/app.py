@@ -1,5 +1,5 @@
 """The example website: a shop on its own origin that logs its users in with a
-pool of the portal, in each of the three ways (design §5):
+pool of the portal, in each of the three ways (docs/design.md §5):
 
 - ``/sdk``: ``Portal.qrLogin`` draws the QR code inside the page;
 - ``/component``: the ``<portal-login>`` element;

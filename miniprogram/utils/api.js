@@ -1,5 +1,5 @@
 /**
- * The portal's mini-program API (design §5): the session from wx.login, and the
+ * The portal's mini-program API (docs/design.md §5): the session from wx.login, and the
  * ticket's scan / confirm / cancel. Every call goes to config.apiBase.
  *
  * Failures reject with {error, description, status}: `error` is the API's error code,

@@ -55,7 +55,7 @@ var MESSAGES = {
   },
 }
 
-// Errors of the mini-program API (design §5), and the mini program's own.
+// Errors of the mini-program API (docs/design.md §5), and the mini program's own.
 var ERRORS = {
   zh: {
     ticket_expired: ['二维码已过期', '请在电脑上刷新二维码后重新扫码。'],

@@ -1,4 +1,4 @@
-"""The tenant admin console on the apex host (design §1, §6).
+"""The tenant admin console on the apex host (docs/design.md §1, §6).
 
 ``routes()`` is every console route; the isolation test walks this same list,
 so a route added here is tested for other pools' 404 without anyone adding it

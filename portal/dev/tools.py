@@ -1,4 +1,4 @@
-"""Dev tools (design §8): the phone simulator and the demo callback page, and the
+"""Dev tools (docs/design.md §8): the phone simulator and the demo callback page, and the
 page a phone sees when it opens a QR code's link outside the mini program.
 
 ``dev_routes()`` is mounted on the apex only when ``PORTAL_ENV=dev``; each

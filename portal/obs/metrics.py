@@ -1,4 +1,4 @@
-"""Prometheus metrics (design §6: ``/metrics`` on the apex host).
+"""Prometheus metrics (docs/design.md §6: ``/metrics`` on the apex host).
 
 Under gunicorn several worker processes serve; ``portal serve`` (and
 ``deploy/gunicorn.conf.py``) set ``PROMETHEUS_MULTIPROC_DIR`` before any

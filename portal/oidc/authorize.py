@@ -1,4 +1,4 @@
-"""The authorization endpoint: the pool's hosted login page (design §5).
+"""The authorization endpoint: the pool's hosted login page (docs/design.md §5).
 
 The client and the exact ``redirect_uri`` are checked first; until both are
 known good, errors are shown on a page and never sent anywhere (a redirect to

@@ -1,4 +1,4 @@
-"""The mini-program API (design §5): the WeChat side of a scan login.
+"""The mini-program API (docs/design.md §5): the WeChat side of a scan login.
 
 Valid on the apex and on every pool host: a mini program serves many pools
 and knows only the ticket it scanned.

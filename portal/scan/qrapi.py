@@ -1,4 +1,4 @@
-"""The QR API on a pool host (design §5): create a ticket, show its QR, follow
+"""The QR API on a pool host (docs/design.md §5): create a ticket, show its QR, follow
 its status by long poll or Server-Sent Events, and exchange it once confirmed."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Cross-origin use of a pool's browser APIs by its clients' websites (design §5,
+"""Cross-origin use of a pool's browser APIs by its clients' websites (docs/design.md §5,
 "JavaScript SDK and embedded component").
 
 The QR API and ``/oidc/token`` answer a browser on another origin only when

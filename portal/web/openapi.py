@@ -1,4 +1,4 @@
-"""``GET /openapi.json``: the OpenAPI 3.1 description of every JSON route (design §5, §6).
+"""``GET /openapi.json``: the OpenAPI 3.1 description of every JSON route (docs/design.md §5, §6).
 
 The document is Python data built here, next to nothing else, so that a change
 to a route is a change to one readable table. It is written for the people and
@@ -73,7 +73,7 @@ SCHEMAS: dict[str, Schema] = {
                 "error_description": {"type": "string", "description": "for people, in English"},
             }
         ),
-        "description": "Every error of every JSON route (design §5).",
+        "description": "Every error of every JSON route (docs/design.md §5).",
     },
     "QrCode": _object(
         {

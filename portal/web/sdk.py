@@ -1,5 +1,5 @@
 """``GET /sdk/v1/portal.js`` on a pool host: the JavaScript SDK and the
-``<portal-login>`` element (design §5), served from ``static/sdk/portal.js``.
+``<portal-login>`` element (docs/design.md §5), served from ``static/sdk/portal.js``.
 
 The file is read and gzipped once per process. ``/sdk/v1/portal.js`` is cached
 for an hour and revalidated by its strong ETag; ``?v=<VERSION>`` (the content

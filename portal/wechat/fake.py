@@ -1,4 +1,4 @@
-"""A fake WeChat API server for dev and tests (design §7), all in memory.
+"""A fake WeChat API server for dev and tests (docs/design.md §7), all in memory.
 
 It answers like ``api.weixin.qq.com``: HTTP 200 with WeChat's JSON field names
 and ``{"errcode": N, "errmsg": "..."}`` errors, so the production client talks
