@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -193,3 +195,33 @@ async def apex(portal):
     """A client for the portal's apex host (where the phone's mini-program API is too)."""
     async with portal.client() as client:
         yield client
+
+
+@pytest.fixture
+def portal_cli(db, stores, secret_key, fake_wechat):
+    """Runs ``portal ARGS...`` as a real subprocess against the test stores (production
+    mode); ``.env`` is its environment. A private mini program's secret is checked
+    with the fake WeChat."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": stores.database_url,
+        "REDIS_URL": stores.redis_url,
+        "PORTAL_SECRET_KEY": secret_key,
+        "PORTAL_ENV": "prod",
+        "PORTAL_BASE_URL": "https://login.example.com",
+        "PORTAL_DEFAULT_MP_APPID": fake.DEMO_APPID,
+        "WECHAT_API_BASE": fake_wechat.url,
+    }
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "portal", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    run.env = env
+    return run

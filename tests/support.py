@@ -337,3 +337,15 @@ class ServeProcess:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+# A portal that trusts a proxy on loopback: a test then speaks for any client address
+# with X-Forwarded-For (the limits per address see that address).
+TRUST_LOCALHOST = Settings.from_env(
+    {"PORTAL_TRUSTED_PROXIES": "127.0.0.1/32", "PORTAL_SECRET_KEY": "k" * 40}
+).trusted_proxies
+
+
+def forwarded_for(ip: str) -> dict[str, str]:
+    """Headers that make a request come from ``ip`` (to a portal with TRUST_LOCALHOST)."""
+    return {"x-forwarded-for": ip}

@@ -14,30 +14,8 @@ from portal.tenants import admins
 
 
 @pytest.fixture
-def run(db, stores, secret_key, fake_wechat):
-    env = {
-        **os.environ,
-        "DATABASE_URL": stores.database_url,
-        "REDIS_URL": stores.redis_url,
-        "PORTAL_SECRET_KEY": secret_key,
-        "PORTAL_ENV": "prod",
-        "PORTAL_BASE_URL": "https://login.example.com",
-        "PORTAL_DEFAULT_MP_APPID": "wx000000000000demo",
-        "WECHAT_API_BASE": fake_wechat.url,  # a private mini program's secret is checked
-    }
-
-    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "portal", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
-
-    run.env = env
-    return run
+def run(portal_cli):
+    return portal_cli
 
 
 def test_pool_create_prints_one_json_object(run, db):

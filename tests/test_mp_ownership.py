@@ -159,23 +159,11 @@ async def test_a_wrong_secret_never_borrows_the_cached_access_token(redis_client
 
 
 @pytest.fixture
-def cli(db, stores, secret_key, fake_wechat):
-    env = {
-        **os.environ,
-        "DATABASE_URL": stores.database_url,
-        "REDIS_URL": stores.redis_url,
-        "PORTAL_SECRET_KEY": secret_key,
-        "PORTAL_ENV": "prod",
-        "PORTAL_BASE_URL": "https://login.example.com",
-        "PORTAL_DEFAULT_MP_APPID": fake.DEMO_APPID,
-        "WECHAT_API_BASE": fake_wechat.url,
-    }
-
+def cli(portal_cli):
     def run(slug: str, appid: str, secret: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "portal", "pool", "create", slug, "--name", slug,
-             "--mp-appid", appid, "--mp-secret-stdin"],
-            input=secret + "\n", capture_output=True, text=True, env=env, timeout=60,
+        return portal_cli(
+            "pool", "create", slug, "--name", slug, "--mp-appid", appid, "--mp-secret-stdin",
+            stdin=secret + "\n",
         )  # fmt: skip
 
     return run

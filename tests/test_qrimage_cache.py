@@ -14,17 +14,8 @@ import zxingcpp
 from PIL import Image
 
 from portal.scan import qrimage
-from portal.settings import Settings
 from portal.tenants import pools
-from tests.support import free_socket, run_portal
-
-TRUST_LOCALHOST = Settings.from_env(
-    {"PORTAL_TRUSTED_PROXIES": "127.0.0.1/32", "PORTAL_SECRET_KEY": "k" * 40}
-).trusted_proxies
-
-
-def _from(ip: str) -> dict[str, str]:
-    return {"x-forwarded-for": ip}
+from tests.support import TRUST_LOCALHOST, forwarded_for, free_socket, run_portal
 
 
 @pytest.fixture
@@ -61,7 +52,7 @@ async def test_an_image_is_rendered_once_and_kept_by_the_browser(running, render
         png_url = f"/api/qrcode/{t['ticket']}.png"
         # Fifty browsers (or one attacker) at once, two workers' worth of formats.
         answers = await asyncio.gather(
-            *(acme.get(png_url, headers=_from(f"198.51.100.{i}")) for i in range(50)),
+            *(acme.get(png_url, headers=forwarded_for(f"198.51.100.{i}")) for i in range(50)),
             *(acme.get(f"/api/qrcode/{t['ticket']}.svg") for _ in range(10)),
         )
         assert {r.status_code for r in answers} == {200}
@@ -114,9 +105,11 @@ async def test_rendering_is_limited_per_address(running, renders):
     async with running.client("acme", limits=limits) as acme:
         tickets = []
         for i in range(125):  # made from several addresses (the QR limit is per address)
-            r = await acme.post("/api/qrcode", json={}, headers=_from(f"192.0.2.{i // 100}"))
+            r = await acme.post(
+                "/api/qrcode", json={}, headers=forwarded_for(f"192.0.2.{i // 100}")
+            )
             tickets.append(r.json())
-        attacker = _from("203.0.113.7")
+        attacker = forwarded_for("203.0.113.7")
         answers = await asyncio.gather(
             *(acme.get(f"/api/qrcode/{t['ticket']}.png", headers=attacker) for t in tickets)
         )
@@ -128,5 +121,5 @@ async def test_rendering_is_limited_per_address(running, renders):
         # Another address gets a refused image rendered; the attacker, a made one.
         index = answers.index(refused)
         url = f"/api/qrcode/{tickets[index]['ticket']}.png"
-        assert (await acme.get(url, headers=_from("203.0.113.8"))).status_code == 200
+        assert (await acme.get(url, headers=forwarded_for("203.0.113.8"))).status_code == 200
         assert (await acme.get(url, headers=attacker)).status_code == 200

@@ -12,18 +12,11 @@ import httpx
 import pytest
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from portal.settings import Limit, Settings
+from portal.settings import Limit
 from portal.tenants import clients, pools
-from tests.support import free_socket, run_portal
+from tests.support import TRUST_LOCALHOST, forwarded_for, free_socket, run_portal
 
 REDIRECT = "https://rp.example.com/cb"
-TRUST_LOCALHOST = Settings.from_env(
-    {"PORTAL_TRUSTED_PROXIES": "127.0.0.1/32", "PORTAL_SECRET_KEY": "k" * 40}
-).trusted_proxies
-
-
-def _from(ip: str) -> dict[str, str]:
-    return {"x-forwarded-for": ip}
 
 
 @pytest.fixture
@@ -60,7 +53,7 @@ async def test_page_loads_and_the_api_share_one_ticket_limit(setup, redis_client
     """The hosted page, the pool's own page and the QR API, in parallel from one
     address: together they make at most the QR API's limit of tickets."""
     running, rp = setup
-    ip = _from("203.0.113.7")
+    ip = forwarded_for("203.0.113.7")
     async with running.client("acme") as acme:
 
         def hosted(lang: str):
@@ -89,7 +82,7 @@ async def test_page_loads_and_the_api_share_one_ticket_limit(setup, redis_client
         for r in api:
             assert r.json()["error"] == "rate_limited"
         # Another address has its own budget; so has the same address on another pool.
-        assert (await acme.get("/", headers=_from("203.0.113.8"))).status_code == 200
+        assert (await acme.get("/", headers=forwarded_for("203.0.113.8"))).status_code == 200
     async with running.client("bolt") as bolt:
         assert (await bolt.get("/", headers=ip)).status_code == 200
     assert len(await redis_client.keys("ticket:*")) == 8  # refusals made nothing
@@ -108,7 +101,7 @@ async def test_a_pool_has_a_limit_over_all_addresses(
     )
     async with run_portal(settings, sock=sock) as running, running.client("acme") as acme:
         answers = await asyncio.gather(
-            *(acme.get("/", headers=_from(f"198.51.100.{i}")) for i in range(1, 9))
+            *(acme.get("/", headers=forwarded_for(f"198.51.100.{i}")) for i in range(1, 9))
         )
     assert sorted(r.status_code for r in answers) == [200] * 5 + [429] * 3
 
@@ -123,13 +116,15 @@ async def test_one_address_cannot_hold_more_than_its_share_of_waiters(setup):
         acme.timeout = httpx.Timeout(30)
         tickets = []
         for i in range(15):  # from three addresses: the QR limit here is 6 each
-            r = await acme.post("/api/qrcode", json={}, headers=_from(f"192.0.2.{i // 5 + 1}"))
+            r = await acme.post(
+                "/api/qrcode", json={}, headers=forwarded_for(f"192.0.2.{i // 5 + 1}")
+            )
             assert r.status_code == 201, r.text
             tickets.append(r.json())
         spare = tickets.pop()
         refused: list[str] = []
         release = asyncio.Event()
-        attacker = _from("203.0.113.50")
+        attacker = forwarded_for("203.0.113.50")
 
         async def stream(t: dict) -> None:
             url = f"/api/qrcode/{t['ticket']}/events"
@@ -167,7 +162,9 @@ async def test_one_address_cannot_hold_more_than_its_share_of_waiters(setup):
         # Another address still gets its stream.
         url = f"/api/qrcode/{spare['ticket']}/events"
         params = {"secret": spare["secret"]}
-        async with acme.stream("GET", url, params=params, headers=_from("203.0.113.51")) as r:
+        async with acme.stream(
+            "GET", url, params=params, headers=forwarded_for("203.0.113.51")
+        ) as r:
             assert r.status_code == 200
         release.set()
         await asyncio.gather(*tasks)
@@ -205,8 +202,8 @@ async def _wxacode_calls(control) -> int:
 
 
 async def _image(client, ip: str) -> httpx.Response:
-    t = (await client.post("/api/qrcode", json={}, headers=_from(ip))).json()
-    return await client.get(f"/api/qrcode/{t['ticket']}.png", headers=_from(ip))
+    t = (await client.post("/api/qrcode", json={}, headers=forwarded_for(ip))).json()
+    return await client.get(f"/api/qrcode/{t['ticket']}.png", headers=forwarded_for(ip))
 
 
 async def test_wechats_45009_pauses_only_the_pool_that_got_it(two_wxacode_pools):
@@ -247,12 +244,14 @@ async def test_an_address_renders_a_limited_number_of_mini_program_codes(two_wxa
     async with await start(rate_qr_image=Limit(3, 3600)) as running:
         async with running.client("acme") as acme:
             tickets = [
-                (await acme.post("/api/qrcode", json={}, headers=_from(f"192.0.2.{i}"))).json()
+                (
+                    await acme.post("/api/qrcode", json={}, headers=forwarded_for(f"192.0.2.{i}"))
+                ).json()
                 for i in range(5)
             ]
             answers = await asyncio.gather(
                 *(
-                    acme.get(f"/api/qrcode/{t['ticket']}.png", headers=_from("203.0.113.9"))
+                    acme.get(f"/api/qrcode/{t['ticket']}.png", headers=forwarded_for("203.0.113.9"))
                     for t in tickets
                 )
             )

@@ -75,7 +75,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from portal.obs.logs import redact
+from portal.obs.logs import RedactAccessArgs
 from portal.wechat.errors import ERRMSG, ErrCode
 
 DEMO_APPID = "wx000000000000demo"
@@ -460,29 +460,16 @@ def parse_app_arg(s: str) -> tuple[str, str]:
     return appid, secret
 
 
-class _RedactAccessLog(logging.Filter):
-    """WeChat's API takes the AppSecret and ``wx.login`` codes in the query string
-    (``jscode2session``, ``/cgi-bin/token``) and the access token beside them;
-    uvicorn's access line shows the whole query. This masks their values
-    (``secret=***``; what ``portal.obs.logs.redact`` masks) in the record's
-    arguments, keeping their shape: uvicorn's access formatter unpacks them.
-    ``portal dev`` runs the fake in its own process, whose log would otherwise
-    show every tenant's AppSecret (issue 16)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
-        elif not record.args:
-            record.msg = redact(str(record.msg))
-        return True
-
-
 def redact_access_log() -> None:
     """Installs the redaction on uvicorn's access logger (once per process), the
-    one the fake's lines go through, wherever the fake runs."""
+    one the fake's lines go through, wherever the fake runs. WeChat's API takes the
+    AppSecret and ``wx.login`` codes in the query string (``jscode2session``,
+    ``/cgi-bin/token``) and the access token beside them, and uvicorn's access line
+    shows the whole query: ``portal dev`` runs the fake in its own process, whose
+    log would otherwise show every tenant's AppSecret."""
     logger = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, _RedactAccessLog) for f in logger.filters):
-        logger.addFilter(_RedactAccessLog())
+    if not any(isinstance(f, RedactAccessArgs) for f in logger.filters):
+        logger.addFilter(RedactAccessArgs())
 
 
 def serve(
