@@ -5,9 +5,6 @@ import asyncio
 import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
 
 import httpx
 import pytest
@@ -211,25 +208,9 @@ async def test_set_qr_type(db, box):
         assert await pools.set_qr_type(conn, "nope", "link") is None
 
 
-async def test_cli_pool_create_and_set(db, stores, secret_key):
-    env = {
-        **os.environ,
-        "DATABASE_URL": stores.database_url,
-        "REDIS_URL": stores.redis_url,
-        "PORTAL_SECRET_KEY": secret_key,
-        "PORTAL_ENV": "prod",
-        "PORTAL_BASE_URL": "https://login.example.com",
-        "PORTAL_DEFAULT_MP_APPID": "wx000000000000demo",
-    }
-
+async def test_cli_pool_create_and_set(db, portal_cli):
     def run(*args: str) -> dict:
-        r = subprocess.run(
-            [sys.executable, "-m", "portal", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
+        r = portal_cli(*args)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
 
