@@ -25,7 +25,6 @@ from starlette.routing import Route
 from portal.oidc import clientauth, sessions, tokens
 from portal.oidc.codes import CodeMismatch
 from portal.scan import users
-from portal.tenants import keys
 from portal.tenants.clients import Client
 from portal.tenants.pools import Pool
 from portal.web import cors, jsonapi
@@ -52,61 +51,82 @@ def issuer(request: Request) -> str:
 async def discovery(request: Request) -> Response:
     iss = issuer(request)
     pool: Pool = request.state.pool
+    # Built and encoded once per process until the pool changes (KeyCache.clear).
+    key = ("discovery", pool.id, iss, pool.id_token_alg)
+    return _public(request, request.state.keys.document(key, lambda: _metadata(iss, pool)))
+
+
+def _metadata(iss: str, pool: Pool) -> dict:
     algs = sorted({pool.id_token_alg, "RS256"})
-    return JSONResponse(
-        {
-            "issuer": iss,
-            "authorization_endpoint": f"{iss}/oidc/auth",
-            "token_endpoint": f"{iss}/oidc/token",
-            "userinfo_endpoint": f"{iss}/oidc/userinfo",
-            "jwks_uri": f"{iss}/oidc/jwks",
-            "revocation_endpoint": f"{iss}/oidc/revoke",
-            "introspection_endpoint": f"{iss}/oidc/introspect",
-            "end_session_endpoint": f"{iss}/oidc/logout",
-            "scopes_supported": list(SCOPES),
-            "response_types_supported": ["code"],
-            "response_modes_supported": ["query", "form_post", "web_message"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": algs,
-            "token_endpoint_auth_methods_supported": list(clientauth.METHODS),
-            "revocation_endpoint_auth_methods_supported": list(clientauth.METHODS),
-            "introspection_endpoint_auth_methods_supported": [
-                "client_secret_basic",
-                "client_secret_post",
-            ],
-            "code_challenge_methods_supported": ["S256"],
-            "claims_supported": [
-                "iss",
-                "sub",
-                "aud",
-                "exp",
-                "iat",
-                "auth_time",
-                "nonce",
-                "amr",
-                "at_hash",
-                "sid",
-                "nickname",
-                "picture",
-                "phone_number",
-                "phone_number_verified",
-            ],
-            "request_parameter_supported": False,
-            "request_uri_parameter_supported": False,
-            "claims_parameter_supported": False,
-            "frontchannel_logout_supported": False,
-            "authorization_response_iss_parameter_supported": True,  # RFC 9207
-            "ui_locales_supported": ["zh-CN", "en"],
-        },
-        headers={"cache-control": "public, max-age=300"},
-    )
+    return {
+        "issuer": iss,
+        "authorization_endpoint": f"{iss}/oidc/auth",
+        "token_endpoint": f"{iss}/oidc/token",
+        "userinfo_endpoint": f"{iss}/oidc/userinfo",
+        "jwks_uri": f"{iss}/oidc/jwks",
+        "revocation_endpoint": f"{iss}/oidc/revoke",
+        "introspection_endpoint": f"{iss}/oidc/introspect",
+        "end_session_endpoint": f"{iss}/oidc/logout",
+        "scopes_supported": list(SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "form_post", "web_message"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algs,
+        "token_endpoint_auth_methods_supported": list(clientauth.METHODS),
+        "revocation_endpoint_auth_methods_supported": list(clientauth.METHODS),
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "amr",
+            "at_hash",
+            "sid",
+            "nickname",
+            "picture",
+            "phone_number",
+            "phone_number_verified",
+        ],
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "claims_parameter_supported": False,
+        "frontchannel_logout_supported": False,
+        "authorization_response_iss_parameter_supported": True,  # RFC 9207
+        "ui_locales_supported": ["zh-CN", "en"],
+    }
 
 
 async def jwks(request: Request) -> Response:
-    async with request.state.db.acquire() as conn:
-        published = await keys.published(conn, request.state.pool.id)
-    return JSONResponse({"keys": published}, headers={"cache-control": "public, max-age=300"})
+    # From the process's key cache: no query, no encoding per request.
+    return _public(request, await request.state.keys.jwks(request.state.pool.id))
+
+
+def _public(request: Request, document: tokens.Encoded) -> Response:
+    """A public document, pre-encoded, cacheable: 304 when the client has it."""
+    headers = {"cache-control": "public, max-age=300", "etag": document.etag}
+    if _etag_matches(request.headers.get("if-none-match"), document.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(document.body, media_type="application/json", headers=headers)
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    """RFC 9110 §13.1.2: If-None-Match compares weakly; ``*`` matches any."""
+    if not header:
+        return False
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
 
 
 async def read_form(request: Request) -> FormData:
@@ -220,59 +240,44 @@ async def _refresh(request: Request, form: FormData, client: Client) -> dict:
     if not client.may_refresh:
         # Refused before the token is looked at: it is neither spent nor revoked.
         raise UnauthorizedClientError(description="This client may not use refresh tokens.")
-    box = request.state.box
-    db = request.state.db
-    async with db.acquire() as conn:
-        async with conn.transaction():
-            row = await conn.fetchrow(
-                """SELECT r.id, r.family_id, r.scope, r.auth_time, r.expires_at < now() AS expired,
-                          r.rotated_at IS NOT NULL OR r.revoked_at IS NOT NULL AS spent, c.client_id, r.user_id
-                   FROM refresh_tokens r JOIN clients c ON c.id = r.client_pk
-                   WHERE r.pool_id = $1 AND r.token_hash = $2 FOR UPDATE OF r""",
-                pool.id,
-                box.hash_secret(presented),
-            )
-            if row is None or row["client_id"] != client.client_id:
-                raise InvalidGrantError(description="The refresh token is invalid.")
-            scope = row["scope"]
-            if row["spent"]:
-                replay = True
-            else:
-                replay = False
-                if row["expired"]:
-                    raise InvalidGrantError(description="The refresh token has expired.")
-                # Checked before the token is spent: a bad request must not end the login.
-                scope = client.granted(_narrowed_scope(scope, form.get("scope")).split())
-                await conn.execute(
-                    "UPDATE refresh_tokens SET rotated_at = now() WHERE id = $1", row["id"]
-                )
-        if replay:
-            # Reuse of a rotated token: someone holds a copy. End the whole login.
-            await tokens.revoke_family(conn, request.state.redis, pool, str(row["family_id"]))
-            raise InvalidGrantError(
-                description="The refresh token was already used; the session is revoked."
-            )
-        user = await users.get(conn, pool.id, str(row["user_id"]))
-        if user is None or user["blocked"]:
-            raise InvalidGrantError(description="The user can no longer log in.")
-        async with conn.transaction():
-            issued = await tokens.issue(
-                conn,
-                **_issue_args(request, client, user, scope, int(row["auth_time"].timestamp())),
-                refresh="offline_access" in scope.split(),
-                family_id=row["family_id"],
-            )
-    return issued.as_dict()
-
-
-def _narrowed_scope(granted: str, asked: object) -> str:
-    """The scope a refresh asks for: the granted one, or a part of it (RFC 6749 §6)."""
-    if not asked:
-        return granted
-    wanted = set(str(asked).split())
-    if not wanted <= set(granted.split()):
+    asked = form.get("scope")
+    wanted = str(asked).split() if asked else []
+    # One statement (tokens.rotate_refresh): the token spent, its successor stored, the user read.
+    rotation = await tokens.rotate_refresh(
+        request.state.db,
+        request.state.box,
+        pool,
+        client_pk=client.id,
+        presented=presented,
+        asked=wanted,
+        # What a refresh may be granted: the client's registered scopes, of those asked.
+        allowed=client.granted(wanted if asked else SCOPES).split(),
+    )
+    if rotation is None:
+        raise InvalidGrantError(description="The refresh token is invalid.")
+    if rotation.spent:
+        # Reuse of a rotated token: someone holds a copy. End the whole login.
+        await tokens.revoke_family(
+            request.state.db, request.state.redis, pool, str(rotation.family_id)
+        )
+        raise InvalidGrantError(
+            description="The refresh token was already used; the session is revoked."
+        )
+    if rotation.expired:
+        raise InvalidGrantError(description="The refresh token has expired.")
+    if not rotation.scope_ok:
+        # Not spent: a bad request must not end the login.
         raise InvalidScopeError(description="A refresh cannot widen the scope.")
-    return " ".join(s for s in granted.split() if s in wanted)
+    user = rotation.user
+    if user is None or user["blocked"]:
+        raise InvalidGrantError(description="The user can no longer log in.")
+    issued = await tokens.issue(
+        request.state.db,
+        **_issue_args(request, client, user, rotation.scope, rotation.auth_time),
+        family_id=rotation.family_id,
+        stored_refresh=rotation.refresh_token,
+    )
+    return issued.as_dict()
 
 
 def _bearer(request: Request) -> str:

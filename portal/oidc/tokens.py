@@ -7,11 +7,15 @@ change message drops them, so a rotation is picked up at once.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import json
+import math
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +23,7 @@ import asyncpg
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from portal.scan.users import USER_COLUMNS
 from portal.stores.crypto import SecretBox
 from portal.tenants import keys
 from portal.tenants.pools import Pool
@@ -26,12 +31,47 @@ from portal.tenants.pools import Pool
 AMR = ["wechat_qr"]
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """A public document's response, encoded once: its body, strong ETag, and
+    until when it holds (a retired key leaves JWKS at its ``publish_until``)."""
+
+    body: bytes
+    etag: str
+    until: float = math.inf
+
+
+def encode_json(content: Any, until: float = math.inf) -> Encoded:
+    """The bytes Starlette's JSONResponse sends for ``content``, and their ETag."""
+    body = json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+    digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()[:18]).decode()
+    return Encoded(body, f'"{digest}"', until)
+
+
+_PUBLISHED = """SELECT public_jwk, CASE WHEN active THEN NULL ELSE extract(epoch FROM publish_until) END AS until
+    FROM signing_keys
+    WHERE pool_id = $1 AND (active OR publish_until > now())
+    ORDER BY active DESC, created_at DESC"""
+
+
 class KeyCache:
+    """A pool's keys and public documents (JWKS, discovery), per process.
+
+    Loaded on first use, then no query: ``clear`` (any pool change message, so
+    a key rotation on any process) drops everything; a retired key's end of
+    publication makes the pool's public keys reload then."""
+
     def __init__(self, db: asyncpg.Pool, box: SecretBox) -> None:
         self._db = db
         self._box = box
         self._keys: dict[int, keys.SigningKey] = {}
-        self._public: dict[int, KeySet] = {}
+        self._public: dict[int, tuple[KeySet, Encoded]] = {}
+        self._documents: dict[tuple[Any, ...], Encoded] = {}
+        self._loading: dict[int, asyncio.Future[tuple[KeySet, Encoded]]] = {}
+        self._generation = 0  # bumped by clear: a load begun before it is not kept
+        self.loads = 0  # public key set queries (tests, benchmarks)
 
     async def get(self, pool_id: int, conn: asyncpg.Connection | None = None) -> keys.SigningKey:
         """The active key; ``conn`` is the caller's connection if it holds one (taking
@@ -48,19 +88,63 @@ class KeyCache:
             self._keys[pool_id] = key
         return key
 
+    async def _published(self, pool_id: int) -> tuple[KeySet, Encoded]:
+        cached = self._public.get(pool_id)
+        if cached is not None and cached[1].until > time.time():
+            return cached
+        loading = self._loading.get(pool_id)
+        if loading is not None:  # one query however many requests miss at once
+            return await asyncio.shield(loading)
+        future: asyncio.Future[tuple[KeySet, Encoded]] = asyncio.get_running_loop().create_future()
+        self._loading[pool_id] = future
+        generation = self._generation
+        try:
+            self.loads += 1
+            rows = await self._db.fetch(_PUBLISHED, pool_id)
+            published = [r["public_jwk"] for r in rows]
+            until = min(
+                (float(r["until"]) for r in rows if r["until"] is not None), default=math.inf
+            )
+            loaded = (
+                KeySet.import_key_set({"keys": published}),
+                encode_json({"keys": published}, until),
+            )
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            if self._loading.get(pool_id) is future:
+                del self._loading[pool_id]
+        if generation == self._generation:
+            self._public[pool_id] = loaded
+        future.set_result(loaded)
+        return loaded
+
     async def public_set(self, pool_id: int) -> KeySet:
         """The keys a token of this pool may be signed with (active and retired-but-published)."""
-        key_set = self._public.get(pool_id)
-        if key_set is None:
-            async with self._db.acquire() as conn:
-                published = await keys.published(conn, pool_id)
-            key_set = KeySet.import_key_set({"keys": published})
-            self._public[pool_id] = key_set
-        return key_set
+        return (await self._published(pool_id))[0]
+
+    async def jwks(self, pool_id: int) -> Encoded:
+        """The pool's JWKS document, encoded."""
+        return (await self._published(pool_id))[1]
+
+    def document(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Encoded:
+        """A public document that changes only with its pool (discovery), encoded
+        once per ``key`` (which names what it is built from)."""
+        encoded = self._documents.get(key)
+        if encoded is None:
+            encoded = self._documents[key] = encode_json(build())
+        return encoded
 
     def clear(self, *_: object) -> None:
+        self._generation += 1
         self._keys.clear()
         self._public.clear()
+        self._documents.clear()
 
 
 def _half_hash(value: str) -> str:
@@ -117,10 +201,12 @@ async def issue(
     nonce: str | None = None,
     refresh: bool = False,
     family_id: uuid.UUID | None = None,
+    stored_refresh: str | None = None,
 ) -> TokenSet:
     """Tokens for ``scope``, which the caller has already cut to what the client
     is registered for; a refresh token only if asked (``refresh``), which the
-    callers do only with ``offline_access`` in that scope."""
+    callers do only with ``offline_access`` in that scope. ``stored_refresh``:
+    a refresh token the caller has stored already (``rotate_refresh``)."""
     key = await key_cache.get(pool.id, conn if isinstance(conn, asyncpg.Connection) else None)
     scopes = set(scope.split())
     family_id = family_id or uuid.uuid4()
@@ -159,8 +245,8 @@ async def issue(
     if nonce:
         id_claims["nonce"] = nonce
     id_token = jwt.encode(header, id_claims, key.key, algorithms=[key.alg])
-    refresh_token = None
-    if refresh:
+    refresh_token = stored_refresh
+    if refresh and refresh_token is None:
         refresh_token = secrets.token_urlsafe(32)
         await conn.execute(
             """INSERT INTO refresh_tokens (pool_id, client_pk, user_id, token_hash, family_id, scope,
@@ -177,6 +263,107 @@ async def issue(
         )
     return TokenSet(
         id_token, access_token, pool.access_token_ttl, refresh_token, scope, str(family_id)
+    )
+
+
+# A refresh (RFC 6749 §6, with rotation) in one statement, so one round trip and
+# one commit: the presented token is locked and spent if it may be (its
+# client's, neither spent nor expired, and the scope asked is part of its own),
+# its successor is stored in the same family when the scope granted keeps
+# offline_access and the user is not blocked, and the user is read. Two
+# refreshes of one token: the second waits for the first's lock, then sees the
+# token spent (a replay). A blocked user's token is spent with no successor.
+# $4: the scopes asked ('{}': all of the token's); $5: the client's registered
+# scopes narrowed to those asked, in SCOPES order; $6: the successor's hash.
+_ROTATE = f"""
+WITH old AS (
+    SELECT id, family_id, user_id, auth_time, scope,
+           rotated_at IS NOT NULL OR revoked_at IS NOT NULL AS spent,
+           revoked_at IS NOT NULL AS revoked,
+           expires_at < now() AS expired,
+           string_to_array(scope, ' ') @> $4::text[] AS scope_ok
+    FROM refresh_tokens
+    WHERE pool_id = $1 AND token_hash = $2 AND client_pk = $3
+    FOR UPDATE
+), usr AS (
+    SELECT {USER_COLUMNS} FROM users WHERE pool_id = $1 AND id = (SELECT user_id FROM old)
+), spend AS (
+    UPDATE refresh_tokens r SET rotated_at = now() FROM old
+    WHERE r.id = old.id AND NOT old.spent AND NOT old.expired AND old.scope_ok
+    RETURNING r.id
+), granted AS (
+    SELECT array_to_string(ARRAY(
+        SELECT s FROM unnest($5::text[]) WITH ORDINALITY AS t(s, n)
+        WHERE s = ANY(string_to_array(old.scope, ' ')) ORDER BY n), ' ') AS scope
+    FROM old
+), successor AS (
+    INSERT INTO refresh_tokens (pool_id, client_pk, user_id, token_hash, family_id, scope,
+                                auth_time, expires_at)
+    SELECT $1, $3, old.user_id, $6, old.family_id, granted.scope, old.auth_time,
+           now() + make_interval(secs => $7)
+    FROM old, spend, granted, usr
+    WHERE NOT usr.blocked AND 'offline_access' = ANY(string_to_array(granted.scope, ' '))
+    RETURNING id
+)
+SELECT old.family_id, old.auth_time, old.spent, old.revoked, old.expired, old.scope_ok,
+       granted.scope AS granted_scope, EXISTS (SELECT 1 FROM successor) AS stored, usr.*
+FROM old CROSS JOIN granted LEFT JOIN usr ON true"""
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What ``rotate_refresh`` found and did. ``user`` is None if gone."""
+
+    family_id: uuid.UUID
+    auth_time: int
+    spent: bool  # before this request: rotated or revoked (a replay)
+    revoked: bool
+    expired: bool
+    scope_ok: bool
+    scope: str  # granted, if the token was spent now
+    refresh_token: str | None  # the successor, stored
+    user: dict[str, Any] | None
+
+
+async def rotate_refresh(
+    db: asyncpg.Pool | asyncpg.Connection,
+    box: SecretBox,
+    pool: Pool,
+    *,
+    client_pk: int,
+    presented: str,
+    asked: list[str],
+    allowed: list[str],
+) -> Rotation | None:
+    """``_ROTATE`` for ``presented`` (None: no such token of this client).
+    ``asked``: the scopes the request names (empty: the token's);
+    ``allowed``: what the client may be granted of those, in token order."""
+    successor = secrets.token_urlsafe(32)
+    row = await db.fetchrow(
+        _ROTATE,
+        pool.id,
+        box.hash_secret(presented),
+        client_pk,
+        asked,
+        allowed,
+        box.hash_secret(successor),
+        pool.refresh_token_ttl,
+    )
+    if row is None:
+        return None
+    found = dict(row)
+    head = {k: found.pop(k) for k in ("family_id", "auth_time", "spent", "revoked", "expired")}
+    scope_ok, scope, stored = found.pop("scope_ok"), found.pop("granted_scope"), found.pop("stored")
+    return Rotation(
+        head["family_id"],
+        int(head["auth_time"].timestamp()),
+        head["spent"],
+        head["revoked"],
+        head["expired"],
+        scope_ok,
+        scope,
+        successor if stored else None,
+        found if found.get("id") is not None else None,
     )
 
 
