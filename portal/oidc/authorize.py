@@ -223,6 +223,7 @@ async def _login_or_page(
         client_id=client.client_id,
         lifetime=pool.qr_lifetime,
         address=request.state.client_ip,
+        hosted=True,
     )
     bound, cookie = sessions.browser_binding(request)
     req = dataclasses.replace(req, browser=bound)
@@ -296,7 +297,7 @@ async def complete(request: Request) -> Response:
         # Checked before the ticket is spent: the page in the right browser still can.
         return _page_error(request, "login_other_browser", 403)
     try:
-        won = await request.state.tickets.exchange(ticket, secret)
+        won = await request.state.tickets.exchange(ticket, secret, hosted=True)
     except PortalError:
         return _page_error(request, "login_incomplete")
     req = await take_request(request.state.redis, pool.id, ticket)

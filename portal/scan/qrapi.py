@@ -16,7 +16,6 @@ from starlette.types import Receive, Scope, Send
 
 from portal.errors import PortalError, ValidationError
 from portal.oidc import tokens
-from portal.oidc.codes import peek_request
 from portal.scan import qrcache, users
 from portal.scan.tickets import FINAL, TicketNotFound, TicketState, dumps
 from portal.scan.waiters import Waiter
@@ -240,17 +239,10 @@ async def exchange(request: Request) -> Response:
     ticket = request.path_params["ticket"]
     data = await read_json(request)
     secret = required_str(data, "secret", max_len=100)
-    state = await _state_of_pool(request, ticket)
+    await _state_of_pool(request, ticket)
     pool: Pool = request.state.pool
-    if await peek_request(request.state.redis, pool.id, ticket) is not None:
-        # A ticket of the hosted page (/oidc/auth, the pool's page) ends only there,
-        # as a code bound to its authorization request (redirect URI, PKCE, scope,
-        # state); here it would give tokens around all of that. Not spent.
-        request.state.tickets.check_secret(state, secret)
-        raise PortalError(
-            "This login is completed on its login page, not through the QR API.",
-            error="invalid_grant",
-        )
+    # A ticket of the hosted page (/oidc/auth, the pool's page) is refused here,
+    # unspent, by the exchange script itself (Tickets.create(hosted=True)).
     won = await request.state.tickets.exchange(ticket, secret)
     db = request.state.db
     client = await request.state.clients.get(pool.id, won.client_id)

@@ -111,7 +111,8 @@ end
 # the address's first (a refused address spends nothing of its pool's budget),
 # then the pool's. KEYS: ticket, address counter, pool counter. ARGV: pool id,
 # client id, secret hash, lifetime (s), key TTL (s), then count (0: none) and
-# window (ms) of the address's limit, then of the pool's.
+# window (ms) of the address's limit, then of the pool's, then "1" for a ticket
+# of the hosted page (its login ends there, never at the QR API's exchange).
 _CREATE = (
     ratelimit.LUA_HIT
     + """
@@ -126,6 +127,7 @@ end
 local t = redis.call('TIME')
 local exp = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4]) * 1000
 redis.call('HSET', KEYS[1], 'status', 'pending', 'pool', ARGV[1], 'client', ARGV[2], 'sh', ARGV[3], 'exp', exp)
+if ARGV[10] == '1' then redis.call('HSET', KEYS[1], 'hosted', '1') end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return {exp, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
 """
@@ -214,11 +216,12 @@ return {'ok'}
 """
 )
 
-# ARGV: ticket, secret hash
+# ARGV: ticket, secret hash, "1" where a hosted page's ticket may end (its completion)
 _EXCHANGE = (
     _PROLOGUE
     + """
 if redis.call('HGET', k, 'sh') ~= ARGV[2] then return {'bad_secret'} end
+if ARGV[3] ~= '1' and redis.call('HEXISTS', k, 'hosted') == 1 then return {'hosted'} end
 if status ~= 'confirmed' then return {'not_confirmed', status} end
 if redis.call('HSETNX', k, 'used', '1') == 0 then return {'used'} end
 local f = redis.call('HMGET', k, 'pool', 'client', 'uid', 'at', 'appid', 'openid')
@@ -309,10 +312,13 @@ class Tickets:
         client_id: str,
         lifetime: int,
         address: str,
+        hosted: bool = False,
     ) -> NewTicket:
         """A new pending ticket for a browser at ``address`` (the client IP);
         RateLimited, and nothing created, when that address or the pool is over
-        its limit (``per_address``, ``per_pool``)."""
+        its limit (``per_address``, ``per_pool``). A ``hosted`` ticket (the hosted
+        login page's) ends only as a code bound to its authorization request: the
+        QR API's exchange refuses it, without spending it."""
         per_address, per_pool = self.per_address, self.per_pool
         # One read of the system's randomness for both: the ticket, 32 characters
         # (192 bits; fits WeChat's 32-character scene), and the secret, 43 (256 bits).
@@ -325,7 +331,7 @@ class Tickets:
              ratelimit.key("qr_pool", str(pool_id))],
             [pool_id, client_id, secret_hash, lifetime, lifetime + RETENTION_S,
              per_address.count, per_address.window * 1000,
-             per_pool.count, per_pool.window * 1000],
+             per_pool.count, per_pool.window * 1000, "1" if hosted else ""],
         )  # fmt: skip
         if r[0] == "limited":
             raise ratelimit.RateLimited(ratelimit.retry_after_s(int(r[1])))
@@ -457,15 +463,26 @@ class Tickets:
         _raise_for(r[0])
         _CANCELLED.inc()
 
-    async def exchange(self, ticket: str, secret: str) -> Exchanged:
+    async def exchange(self, ticket: str, secret: str, *, hosted: bool = False) -> Exchanged:
+        """Once, for a confirmed ticket; a hosted page's ticket only where it ends
+        (``hosted``: the hosted page's completion)."""
         r = await self._mux.evalsha(
-            self._exchange, [key(ticket)], [ticket, self.box.hash_secret(secret or "")]
+            self._exchange,
+            [key(ticket)],
+            [ticket, self.box.hash_secret(secret or ""), "1" if hosted else ""],
         )
         if r[0] == "ok":
             TICKETS_EXCHANGED.inc()
             return Exchanged(int(r[1]), r[2], r[3], int(r[4]), r[5], r[6])
         if r[0] == "bad_secret":
             raise InvalidSecret()
+        if r[0] == "hosted":
+            # Its redirect URI, PKCE, scope and state are checked only where it ends:
+            # here it would give tokens around all of that. Not spent.
+            raise PortalError(
+                "This login is completed on its login page, not through the QR API.",
+                error="invalid_grant",
+            )
         if r[0] == "not_found":
             raise TicketNotFound()
         if r[0] == "used":
