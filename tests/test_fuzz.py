@@ -58,6 +58,14 @@ def error_shape(ctx, response, case) -> bool | None:
     """Every error of every JSON route is ``{"error": str, "error_description": str}``."""
     if response.status_code < 400:
         return None
+    if (
+        response.status_code == 401
+        and case.operation.path == "/oidc/userinfo"
+        and not response.json()
+    ):
+        # No token at all: no error code (RFC 6750 §3.1), only the Bearer challenge.
+        assert "error" not in response.headers.get("www-authenticate", [""])[0]
+        return True
     ctype = response.headers.get("content-type", [""])[0]
     assert ctype.startswith("application/json"), f"error as {ctype!r}: {response.text[:200]}"
     body = response.json()

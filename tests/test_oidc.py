@@ -146,7 +146,9 @@ async def test_a_standard_client_library_does_the_whole_flow(setup, browser, ape
         assert claims["at_hash"] == at_hash.decode()
 
         info = (await rp.get(meta["userinfo_endpoint"])).json()
-        assert info == {"sub": claims["sub"], "nickname": "Alice", "picture": None,
+        # No picture was shared: the claim is left out, never null (OIDC Core §5.3.2).
+        assert info == {"sub": claims["sub"], "name": "Alice", "nickname": "Alice",
+                        "preferred_username": "Alice", "updated_at": claims["updated_at"],
                         "phone_number": "+8613800138000", "phone_number_verified": True}  # fmt: skip
 
         old_refresh = token["refresh_token"]

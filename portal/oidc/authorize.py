@@ -104,7 +104,10 @@ def _validate(params: dict[str, str], client: Client) -> tuple[AuthRequest, str 
             raise AuthError(
                 "invalid_request", f"response_mode must be one of {', '.join(RESPONSE_MODES)}."
             )
-        if params.get("request") or params.get("request_uri"):
+        # OIDC Core §3.1.2.6: each parameter has its own error code.
+        if params.get("request_uri"):
+            raise AuthError("request_uri_not_supported", "request_uri is not supported.")
+        if params.get("request"):
             raise AuthError("request_not_supported", "Request objects are not supported.")
         if params.get("response_type") != "code":
             raise AuthError("unsupported_response_type", "Only response_type=code is supported.")
@@ -180,7 +183,11 @@ async def authorize(request: Request) -> Response:
     )
     if client is None:
         return _page_error(request, "unknown_client")
-    if not params.get("redirect_uri") or params["redirect_uri"] not in client.redirect_uris:
+    if not params.get("redirect_uri"):
+        # Required (OIDC Core §3.1.2.1), even for a client with one registered URI:
+        # registration here says nothing of a default (docs/api.md).
+        return _page_error(request, "missing_redirect_uri")
+    if params["redirect_uri"] not in client.redirect_uris:
         return _page_error(request, "bad_redirect_uri")
     try:
         req, prompt = _validate(params, client)
@@ -201,21 +208,25 @@ async def _login_or_page(
     pool: Pool = request.state.pool
     prompts = set((prompt or "").split())
     session = await sessions.current(request)
-    if (
-        session
-        and "login" not in prompts
-        and (req.max_age is None or time.time() - session.auth_time <= req.max_age)
-    ):
+    too_old = (
+        session is not None
+        and req.max_age is not None
+        and time.time() - session.auth_time > req.max_age
+    )
+    if session and "login" not in prompts and not too_old:
         user = await users.get(request.state.db, pool.id, session.user_id)
         if user is not None and not user["blocked"]:
             code = await _issue_code(request, req, session.user_id, session.auth_time)
             return respond(request, req, {"code": code})
     if "none" in prompts:
-        return respond(
-            request,
-            req,
-            {"error": "login_required", "error_description": "The user is not logged in."},
+        # OIDC Core §3.1.2.1: a login older than max_age must be redone, and
+        # prompt=none forbids showing the page that would redo it.
+        description = (
+            "The user's login is older than max_age allows; they must log in again."
+            if too_old
+            else "The user is not logged in."
         )
+        return respond(request, req, {"error": "login_required", "error_description": description})
     # Counted against the same limits as POST /api/qrcode (issue 16); a refusal
     # is a 429 page (error.rate_limited) with Retry-After.
     new = await request.state.tickets.create(

@@ -91,10 +91,7 @@ def _metadata(iss: str, pool: Pool) -> dict:
             "amr",
             "at_hash",
             "sid",
-            "nickname",
-            "picture",
-            "phone_number",
-            "phone_number_verified",
+            *tokens.USER_CLAIMS,
         ],
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
@@ -172,7 +169,12 @@ async def token(request: Request) -> Response:
     elif not grant_type:
         raise InvalidRequestError(description="grant_type is required.")
     else:
-        raise UnsupportedGrantTypeError(quoted(str(grant_type)))
+        unsupported = UnsupportedGrantTypeError(quoted(str(grant_type)))
+        unsupported.description = (
+            f"The grant type {quoted(str(grant_type))} is not offered here; "
+            "use authorization_code or refresh_token."
+        )
+        raise unsupported
     return JSONResponse(body, headers=NO_STORE)
 
 
@@ -255,6 +257,9 @@ async def _refresh(request: Request, form: FormData, client: Client) -> dict:
     )
     if rotation is None:
         raise InvalidGrantError(description="The refresh token is invalid.")
+    if rotation.revoked:
+        # Ended already (logout, revocation, a replay): nothing more to revoke.
+        raise InvalidGrantError(description="The refresh token has been revoked.")
     if rotation.spent:
         # Reuse of a rotated token: someone holds a copy. End the whole login.
         await tokens.revoke_family(
@@ -287,12 +292,14 @@ def _bearer(request: Request) -> str:
     return ""
 
 
-def _invalid_token(description: str) -> Response:
+def _invalid_token(request: Request, description: str) -> Response:
+    realm = issuer(request)
     return JSONResponse(
         {"error": "invalid_token", "error_description": description},
         status_code=401,
         headers={
-            "www-authenticate": f'Bearer error="invalid_token", error_description="{description}"',
+            "www-authenticate": f'Bearer realm="{realm}", error="invalid_token", '
+            f'error_description="{description}"',
             **NO_STORE,
         },
     )
@@ -307,26 +314,47 @@ async def _access_claims(request: Request, token: str) -> dict:
 
 async def userinfo(request: Request) -> Response:
     token = _bearer(request)
-    if request.method == "POST" and not token:
+    if request.method == "POST" and not token and request.headers.get("content-type"):
         form = await read_form(request)
         token = str(form.get("access_token") or "")
     if not token:
+        # RFC 6750 §3.1: no credentials, so no error code: only the challenge
+        # (and an empty JSON object, so that the answer is still JSON).
         return JSONResponse(
-            {"error": "invalid_request", "error_description": "An access token is required."},
+            {},
             status_code=401,
-            headers={"www-authenticate": 'Bearer realm="oidc"', **NO_STORE},
+            headers={"www-authenticate": f'Bearer realm="{issuer(request)}"', **NO_STORE},
         )
     try:
         claims = await _access_claims(request, token)
     except tokens.InvalidToken:
-        return _invalid_token("The access token is invalid, expired or revoked.")
+        return _invalid_token(request, "The access token is invalid, expired or revoked.")
+    # A browser-only client: from the origins of the client the token was issued to.
+    await _check_origin(request, str(claims.get("client_id") or claims.get("aud")))
     user = await users.get(request.state.db, request.state.pool.id, claims["sub"])
     if user is None or user["blocked"]:
-        return _invalid_token("The user no longer exists or is blocked.")
+        return _invalid_token(request, "The user no longer exists or is blocked.")
     scopes = set(str(claims.get("scope", "")).split())
     return JSONResponse(
         {"sub": claims["sub"], **tokens.user_claims(user, scopes)}, headers=NO_STORE
     )
+
+
+async def _check_origin(request: Request, client_id: str) -> None:
+    if request.headers.get("origin") is None:
+        return  # a server: no client to read
+    client = await request.state.clients.get(request.state.pool.id, client_id)
+    if client is None:
+        cors.check(request, _NO_ORIGINS)  # a deleted client: no website may read
+    else:
+        cors.check(request, client)
+
+
+class _NoOrigins:
+    web_origins: tuple[str, ...] = ()
+
+
+_NO_ORIGINS = _NoOrigins()
 
 
 async def _find_refresh(request: Request, token: str) -> dict | None:
@@ -344,6 +372,7 @@ async def _find_refresh(request: Request, token: str) -> dict | None:
 async def revoke(request: Request) -> Response:
     form = await read_form(request)
     client = await clientauth.authenticate(request, form)
+    cors.check(request, client)  # revoke-on-signout from the client's own website
     token = str(form.get("token") or "")
     if not token:
         raise InvalidRequestError(description="token is required.")
@@ -491,6 +520,8 @@ async def logout(request: Request) -> Response:
 def routes() -> list[Route]:
     return [
         Route("/.well-known/openid-configuration", discovery, methods=["GET"]),
+        # RFC 8414 §3: the same metadata (an OpenID Provider's is a superset).
+        Route("/.well-known/oauth-authorization-server", discovery, methods=["GET"]),
         Route("/oidc/jwks", jwks, methods=["GET"]),
         Route("/oidc/token", token, methods=["POST"]),
         Route("/oidc/userinfo", userinfo, methods=["GET", "POST"]),

@@ -153,14 +153,48 @@ def _half_hash(value: str) -> str:
     return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
 
 
+# The user claims the pool issues (in the ID token and at userinfo), by scope;
+# discovery's claims_supported lists them. Mapping: docs/api.md, "Claims".
+USER_CLAIMS = (
+    "name",
+    "nickname",
+    "preferred_username",
+    "picture",
+    "updated_at",
+    "phone_number",
+    "phone_number_verified",
+)
+
+
+def e164(country_code: object, number: object) -> str | None:
+    """``+<country code><national number>``, digits only (ITU-T E.164: at most 15
+    digits), or None when what is stored cannot be one."""
+    cc = "".join(c for c in str(country_code or "86") if c.isdigit()) or "86"
+    digits = "".join(c for c in str(number or "") if c.isdigit())
+    if not digits or not 1 <= len(cc) <= 3 or len(cc) + len(digits) > 15:
+        return None
+    return f"+{cc}{digits}"
+
+
 def user_claims(user: dict[str, Any], scopes: set[str]) -> dict[str, Any]:
+    """Only claims with a value (OIDC Core §5.3.2: a claim without one is omitted)."""
     claims: dict[str, Any] = {}
     if "profile" in scopes:
-        claims["nickname"] = user.get("nickname")
-        claims["picture"] = user.get("avatar_url")
-    if "phone" in scopes and user.get("phone_number"):
-        claims["phone_number"] = f"+{user.get('phone_country_code') or '86'}{user['phone_number']}"
-        claims["phone_number_verified"] = True  # WeChat verified it
+        nickname = (user.get("nickname") or "").strip()
+        if nickname:
+            # WeChat knows one name a person chose to show: it is all three. Neither
+            # unique nor stable (OIDC Core §5.7): clients key on `sub`.
+            claims["name"] = claims["nickname"] = claims["preferred_username"] = nickname
+        if user.get("avatar_url"):
+            claims["picture"] = user["avatar_url"]
+        updated = user.get("updated_at") or user.get("created_at")
+        if updated is not None:
+            claims["updated_at"] = int(updated.timestamp())
+    if "phone" in scopes:
+        phone = e164(user.get("phone_country_code"), user.get("phone_number"))
+        if phone:
+            claims["phone_number"] = phone
+            claims["phone_number_verified"] = True  # WeChat verified it
     return claims
 
 

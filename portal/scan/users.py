@@ -15,7 +15,7 @@ from portal.tenants.pools import Pool
 log = logging.getLogger(__name__)
 
 USER_COLUMNS = """id, pool_id, nickname, avatar_url, phone_number, phone_country_code, blocked,
-    created_at, last_login_at"""
+    created_at, last_login_at, updated_at"""
 
 
 class LoginRefused(PortalError):

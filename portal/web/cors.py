@@ -1,11 +1,15 @@
 """Cross-origin use of a pool's browser APIs by its clients' websites (docs/design.md §5,
 "JavaScript SDK and embedded component").
 
-The QR API and ``/oidc/token`` answer a browser on another origin only when
-that origin is a registered web origin of the client concerned: for ticket
-creation the client it names (or the pool's default client), for a ticket's
-status, events, images and exchange the client the ticket was created for,
-for the token endpoint the authenticated client. A request whose ``Origin``
+The QR API and the OpenID Connect endpoints a browser-only client calls
+answer a browser on another origin only when that origin is a registered web
+origin of the client concerned: for ticket creation the client it names (or
+the pool's default client), for a ticket's status, events, images and
+exchange the client the ticket was created for, for the token and revocation
+endpoints the authenticated client, for userinfo the client the access token
+was issued to. Public documents (discovery, RFC 8414 metadata, JWKS) answer
+any origin with ``Access-Control-Allow-Origin: *`` and never with credentials
+(``PUBLIC``). A request whose ``Origin``
 is present but neither the pool's own nor registered is refused with 403
 ``origin_not_allowed``: a "simple" cross-origin request (a form-encoded POST,
 an ``EventSource``) is sent without a preflight, so withholding the CORS
@@ -34,9 +38,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from portal.errors import PortalError
 
 # Paths of a pool host that browsers on clients' websites may call.
-PREFIXES = ("/api/qrcode", "/oidc/token")
+PREFIXES = ("/api/qrcode", "/oidc/token", "/oidc/userinfo", "/oidc/revoke")
+# Public documents: the same answer for everyone, readable from any origin.
+PUBLIC = (
+    "/.well-known/openid-configuration",
+    "/.well-known/oauth-authorization-server",
+    "/oidc/jwks",
+)
 ALLOW_METHODS = "GET, POST"
 ALLOW_HEADERS = "Content-Type, X-Ticket-Secret, Authorization"
+# A browser-only client reads why userinfo refused its token (RFC 6750 §3).
+EXPOSE_HEADERS = "WWW-Authenticate"
 PREFLIGHT_MAX_AGE = "600"
 _SCOPE_KEY = "portal_cors"  # the origin a handler admitted, or False if refused
 
@@ -125,27 +137,33 @@ class PoolOrigins:
 
 
 class CORSMiddleware:
-    """Preflights and response headers for ``PREFIXES`` on pool hosts (a plain ASGI
-    middleware inside the host router, which has resolved the pool)."""
+    """Preflights and response headers for ``PREFIXES`` and ``PUBLIC`` on pool hosts (a
+    plain ASGI middleware inside the host router, which has resolved the pool).
+    ``OPTIONS`` on those paths is always answered here (204), never by the routes (405)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.pool_origins = PoolOrigins()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("portal_site") != "pool":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] in PUBLIC:
+            await self._public(scope, receive, send)
+            return
+        origin = _origin(scope)
         # No Origin (servers, same-origin GETs) is the commonest case and the
         # cheapest test: nothing to add then.
-        if (
-            scope["type"] != "http"
-            or (origin := _origin(scope)) is None
-            or scope.get("portal_site") != "pool"
-            or not concerned(scope["path"])
-        ):
+        if not concerned(scope["path"]) or (origin is None and scope["method"] != "OPTIONS"):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            response = await self._preflight(scope, headers, origin)
+        if scope["method"] == "OPTIONS":
+            if origin is None:  # not a preflight: what the path allows
+                response: Response = Response(status_code=204, headers={"allow": ALLOW_METHODS})
+            else:
+                response = await self._preflight(scope, headers, origin)
             await response(scope, receive, send)
             return
         own = origin in own_origins(scope, headers)
@@ -161,7 +179,37 @@ class CORSMiddleware:
                 extra = [(b"vary", b"Origin")]
                 if allowed:
                     extra.append((b"access-control-allow-origin", allowed.encode("latin-1")))
+                    extra.append((b"access-control-expose-headers", EXPOSE_HEADERS.encode()))
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _public(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A public document: ``*`` for every origin, with or without ``Origin`` (a
+        shared cache may keep one answer for all), never with credentials."""
+        if scope["method"] == "OPTIONS":
+            response = Response(
+                status_code=204,
+                headers={
+                    "allow": "GET",
+                    "access-control-allow-origin": "*",
+                    "access-control-allow-methods": "GET",
+                    "access-control-allow-headers": ALLOW_HEADERS,
+                    "access-control-max-age": PREFLIGHT_MAX_AGE,
+                },
+            )
+            await response(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if not k.lower().startswith(b"access-control-")
+                ]
+                message = {**message, "headers": [*kept, (b"access-control-allow-origin", b"*")]}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -181,5 +229,6 @@ class CORSMiddleware:
                 "access-control-allow-methods": ALLOW_METHODS,
                 "access-control-allow-headers": ALLOW_HEADERS,
                 "access-control-max-age": PREFLIGHT_MAX_AGE,
+                "allow": ALLOW_METHODS,
             },
         )

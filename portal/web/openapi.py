@@ -198,9 +198,23 @@ SCHEMAS: dict[str, Schema] = {
     "UserInfo": _object(
         {"sub": STRING},
         {
-            "nickname": _nullable(STRING),
-            "picture": _nullable(STRING),
-            "phone_number": {"type": "string", "description": "E.164, with scope `phone`"},
+            # A claim without a value is left out, never null (OIDC Core §5.3.2).
+            "name": {"type": "string", "description": "the WeChat nickname, with scope `profile`"},
+            "nickname": STRING,
+            "preferred_username": {
+                "type": "string",
+                "description": "the WeChat nickname: neither unique nor stable (key on `sub`)",
+            },
+            "picture": STRING,
+            "updated_at": {
+                "type": "integer",
+                "description": "seconds since the epoch when the profile last changed",
+            },
+            "phone_number": {
+                "type": "string",
+                "pattern": "^\\+[1-9][0-9]{1,14}$",
+                "description": "E.164, with scope `phone`",
+            },
             "phone_number_verified": {"type": "boolean"},
         },
     ),
@@ -311,10 +325,39 @@ JSON_BODY = {400: ["invalid_request"], 415: ["unsupported_media_type"], **BODY}
 # the segment itself (e.g. an encoded "/") makes the path match no route.
 TICKET = {404: ["ticket_not_found", "not_found"]}
 MP_SESSION = {401: ["invalid_session"]}
-WECHAT = {429: ["wechat_rate_limited"], 502: ["wechat_unavailable", "wechat_error"]}
+WECHAT = {
+    429: ["wechat_rate_limited"],
+    502: ["wechat_unavailable", "wechat_error"],
+    503: ["wechat_ip_not_whitelisted"],  # the server's address is not on the app's IP whitelist
+}
 # The token, revocation and introspection endpoints: a form body and a client.
 OAUTH_CLIENT = {400: ["invalid_request", "invalid_client"], 401: ["invalid_client"], **BODY}
 RATE = {429: ["rate_limited"]}
+
+
+def _userinfo_errors(codes: dict[int, list[str]]) -> dict[str, dict]:
+    """Userinfo's errors: its 401 without any token is ``{}`` (RFC 6750 §3.1)."""
+    out = _errors(codes)
+    schema = out["401"]["content"]["application/json"]["schema"]
+    out["401"]["content"]["application/json"]["schema"] = {
+        "oneOf": [schema, {"type": "object", "maxProperties": 0}]
+    }
+    out["401"]["headers"] = {
+        "WWW-Authenticate": {
+            "description": 'Bearer realm="<issuer>", with error="invalid_token" for a bad token',
+            "schema": STRING,
+        }
+    }
+    return out
+
+
+USERINFO_NOTE = (
+    'Without any token: 401 with only `WWW-Authenticate: Bearer realm="<issuer>"` and the '
+    "body `{}` (RFC 6750 §3.1: no error code when no credentials were sent). A bad, expired "
+    "or revoked token: 401 `invalid_token`. A browser may call it from the web origins of the "
+    "client the token was issued to (CORS; `WWW-Authenticate` is exposed); another origin is "
+    "403 `origin_not_allowed`. Claims without a value are left out."
+)
 
 
 def _op(
@@ -727,7 +770,22 @@ def _paths() -> dict[str, dict]:
                     "200": _json(_ref("Discovery"), "The pool's metadata; issuer = the pool URL."),
                     **_errors(POOL_HOST),
                 },
+                description="Public: `Access-Control-Allow-Origin: *` for every origin, "
+                "never with credentials; `OPTIONS` answers preflights (204).",
                 op_id="oidcDiscovery",
+            )
+        },
+        "/.well-known/oauth-authorization-server": {
+            "get": _op(
+                "OAuth 2.0 Authorization Server Metadata (RFC 8414)",
+                oidc,
+                {
+                    "200": _json(_ref("Discovery"), "The same document as the OpenID metadata."),
+                    **_errors(POOL_HOST),
+                },
+                description="The OpenID Provider metadata, unchanged (RFC 8414 §3 allows an "
+                "OpenID Provider's metadata here); public like it.",
+                op_id="oauthMetadata",
             )
         },
         "/oidc/jwks": {
@@ -738,6 +796,7 @@ def _paths() -> dict[str, dict]:
                     "200": _json(_ref("Jwks"), "The active key and retired ones still in use."),
                     **_errors(_merge(POOL_HOST, STORES)),
                 },
+                description="Public: `Access-Control-Allow-Origin: *`, never with credentials.",
                 op_id="oidcJwks",
             )
         },
@@ -794,10 +853,15 @@ def _paths() -> dict[str, dict]:
                 oidc,
                 {
                     "200": _json(_ref("UserInfo"), "Claims by the token's scopes."),
-                    **_errors(
-                        _merge({401: ["invalid_request", "invalid_token"]}, POOL_HOST, STORES)
+                    **_userinfo_errors(
+                        _merge(
+                            {401: ["invalid_token"], 403: ["origin_not_allowed"]},
+                            POOL_HOST,
+                            STORES,
+                        )
                     ),
                 },
+                description=USERINFO_NOTE,
                 security=[{"accessToken": []}],
                 op_id="oidcUserinfo",
             ),
@@ -806,9 +870,13 @@ def _paths() -> dict[str, dict]:
                 oidc,
                 {
                     "200": _json(_ref("UserInfo"), "Claims by the token's scopes."),
-                    **_errors(
+                    **_userinfo_errors(
                         _merge(
-                            {400: ["invalid_request"], 401: ["invalid_request", "invalid_token"]},
+                            {
+                                400: ["invalid_request"],
+                                401: ["invalid_token"],
+                                403: ["origin_not_allowed"],
+                            },
                             BODY,
                             POOL_HOST,
                             STORES,
@@ -823,6 +891,7 @@ def _paths() -> dict[str, dict]:
                         }
                     },
                 },
+                description=USERINFO_NOTE,
                 security=[{"accessToken": []}, {}],
                 op_id="oidcUserinfoPost",
             ),
@@ -833,9 +902,13 @@ def _paths() -> dict[str, dict]:
                 oidc,
                 {
                     "200": {"description": "Revoked, or the token was not known (RFC 7009 §2.2)."},
-                    **_errors(_merge(OAUTH_CLIENT, RATE, POOL_HOST, STORES)),
+                    **_errors(
+                        _merge(OAUTH_CLIENT, {403: ["origin_not_allowed"]}, RATE, POOL_HOST, STORES)
+                    ),
                 },
-                description="Revoking a refresh token ends its whole login (every token of it).",
+                description="Revoking a refresh token ends its whole login (every token of it). "
+                "A browser may call it from the authenticating client's registered web "
+                "origins (CORS); another origin is 403 `origin_not_allowed`.",
                 body=_form_body(
                     {
                         "token": STRING,
