@@ -309,7 +309,8 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 def cmd_fake_wechat(args: argparse.Namespace) -> int:
     from portal.wechat import fake
 
-    apps = dict(args.app) if args.app else None
+    apps = {appid: secret for appid, secret, _ in args.app} if args.app else None
+    bound = {appid: op for appid, _, op in args.app or () if op}
     print(f"fake WeChat API on http://{args.host}:{args.port}", file=sys.stderr)
     fake.serve(
         host=args.host,
@@ -317,6 +318,7 @@ def cmd_fake_wechat(args: argparse.Namespace) -> int:
         apps=apps,
         busy_rate=args.busy_rate,
         access_log=not args.quiet,
+        bound=bound,
     )
     return 0
 
@@ -439,7 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fake-wechat", help="run the fake WeChat API alone")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8001)
-    p.add_argument("--app", action="append", type=parse_app_arg, help="APPID:SECRET (repeatable)")
+    p.add_argument(
+        "--app",
+        action="append",
+        type=parse_app_arg,
+        help="APPID:SECRET[:bound=OPENPLATFORM_ID] (repeatable; bound: the app returns unionids)",
+    )
     p.add_argument("--busy-rate", type=float, default=0.0)
     p.add_argument("--quiet", action="store_true", help="no access log (a line per call)")
     p.set_defaults(func=cmd_fake_wechat)

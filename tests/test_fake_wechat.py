@@ -25,9 +25,14 @@ from portal.wechat.fake import (
 OTHER_APPID, OTHER_SECRET = "wx00000000000other", "othersecretothersecretothersecre"
 
 
+BOUND_APPID, BOUND_SECRET = "wx0000000000bound", "boundsecretboundsecretboundsecre"
+OPEN_PLATFORM = "wxopen0000000001"  # the Open Platform account BOUND_APPID and OTHER_APPID join
+
+
 @pytest.fixture(scope="module")
 def fake():
-    with run_in_thread({DEMO_APPID: DEMO_SECRET, OTHER_APPID: OTHER_SECRET}) as running:
+    apps = {DEMO_APPID: DEMO_SECRET, OTHER_APPID: OTHER_SECRET, BOUND_APPID: BOUND_SECRET}
+    with run_in_thread(apps, bound={BOUND_APPID: OPEN_PLATFORM}) as running:
         yield running
 
 
@@ -76,7 +81,7 @@ def errcode(data):
 # -- jscode2session ------------------------------------------------------
 
 
-async def test_login_openid_per_app_unionid_shared(http):
+async def test_login_openid_per_app_unionid_only_when_bound(http):
     demo = await login(http, "alice.1")
     again = await login(http, "alice")
     other = await login(http, "alice.2", OTHER_APPID, OTHER_SECRET)
@@ -85,10 +90,26 @@ async def test_login_openid_per_app_unionid_shared(http):
     assert demo["openid"] == again["openid"] == openid_for(DEMO_APPID, "alice")
     assert len(demo["openid"]) == 28 and demo["openid"].startswith("o")
     assert other["openid"] == openid_for(OTHER_APPID, "alice") != demo["openid"]
-    assert demo["unionid"] == other["unionid"] == unionid_for("alice")
     assert bob["openid"] == openid_for(DEMO_APPID, "bob_2")
-    assert bob["unionid"] != demo["unionid"]
     assert demo["session_key"] and demo["session_key"] != again["session_key"]
+    # Neither app is bound to an Open Platform account: WeChat returns no unionid.
+    assert "unionid" not in demo and "unionid" not in other
+
+    # Bound (at start, or at runtime): the unionid is per (account, person).
+    bound = await login(http, "alice.3", BOUND_APPID, BOUND_SECRET)
+    assert bound["unionid"] == unionid_for("alice", OPEN_PLATFORM)
+    body = {"appid": OTHER_APPID, "secret": OTHER_SECRET, "bound": OPEN_PLATFORM}
+    assert (await http.post("/_fake/apps", json=body)).json()["bound"] == OPEN_PLATFORM
+    other = await login(http, "alice.4", OTHER_APPID, OTHER_SECRET)
+    assert other["unionid"] == bound["unionid"] and other["openid"] != bound["openid"]
+    assert (await login(http, "bob.5", OTHER_APPID, OTHER_SECRET))["unionid"] != bound["unionid"]
+    body["bound"] = "wxopen0000000002"  # another account: another unionid
+    await http.post("/_fake/apps", json=body)
+    assert (await login(http, "alice.6", OTHER_APPID, OTHER_SECRET))["unionid"] != other["unionid"]
+    # A reset puts back the bindings the fake started with.
+    await http.post("/_fake/reset")
+    assert "unionid" not in await login(http, "alice.7", OTHER_APPID, OTHER_SECRET)
+    assert "unionid" in await login(http, "alice.8", BOUND_APPID, BOUND_SECRET)
 
 
 async def test_jscode2session_answers_json_as_text_plain_like_wechat(http):
@@ -409,10 +430,10 @@ async def test_stats_and_reset(http):
     old_token = await token(http)
     await http.post("/_fake/faults", json={"path": "/sns/jscode2session", "errcode": -1})
     stats = (await http.get("/_fake/stats")).json()
-    assert stats == {"calls": {"/sns/jscode2session": 2, "/cgi-bin/stable_token": 1}}
+    assert stats == {"calls": {"/sns/jscode2session": 2, "/cgi-bin/stable_token": 1}, "forced": {}}
 
     await http.post("/_fake/reset")
-    assert (await http.get("/_fake/stats")).json() == {"calls": {}}
+    assert (await http.get("/_fake/stats")).json() == {"calls": {}, "forced": {}}
     assert "openid" in await login(http, "ivan")  # used codes and faults are gone
     assert errcode(await phone(http, old_token, "13800000009")) == 40001  # tokens too
 
@@ -435,9 +456,11 @@ async def test_concurrent_codes_only_one_wins(http):
 
 
 def test_parse_app_arg():
-    assert parse_app_arg("wx123:s3cret") == ("wx123", "s3cret")
-    assert parse_app_arg("wx123:a:b") == ("wx123", "a:b")
-    for bad in ["wx123", "wx123:", ":secret", ""]:
+    assert parse_app_arg("wx123:s3cret") == ("wx123", "s3cret", None)
+    assert parse_app_arg("wx123:a:b") == ("wx123", "a:b", None)
+    assert parse_app_arg("wx123:s3cret:bound=wxopen1") == ("wx123", "s3cret", "wxopen1")
+    assert parse_app_arg("wx123:a:b:bound=wxopen1") == ("wx123", "a:b", "wxopen1")
+    for bad in ["wx123", "wx123:", ":secret", "", "wx123:s3cret:bound=", "wx123::bound=x"]:
         with pytest.raises(ValueError, match="APPID:SECRET"):
             parse_app_arg(bad)
 
@@ -445,3 +468,98 @@ def test_parse_app_arg():
 def test_busy_rate_must_be_a_fraction():
     with pytest.raises(ValueError, match="busy_rate"):
         create_fake_wechat_app(busy_rate=1.5)
+
+
+# -- codes expire after 5 minutes and work once (code2Session, getPhoneNumber) ----
+
+
+async def mint(http, path, **body):
+    response = await http.post(path, json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["code"]
+
+
+async def test_wx_login_codes_expire_after_five_minutes(http):
+    fresh = await mint(http, "/_fake/wxlogin", appid=DEMO_APPID, user="mia")
+    stale = await mint(http, "/_fake/wxlogin", appid=DEMO_APPID, user="mia")
+    other_app = await mint(http, "/_fake/wxlogin", appid=OTHER_APPID, user="mia")
+    await http.post("/_fake/clock", json={"advance": 299})
+    assert (await login(http, fresh))["openid"] == openid_for(DEMO_APPID, "mia")
+    assert errcode(await login(http, fresh)) == 40163  # once
+    assert errcode(await login(http, other_app)) == 40029  # minted for another mini program
+    await http.post("/_fake/clock", json={"advance": 2})
+    assert errcode(await login(http, stale)) == 40029  # 5 minutes and 1 second old
+    assert (await http.post("/_fake/wxlogin", json={"appid": DEMO_APPID})).status_code == 400
+
+
+async def test_phone_codes_expire_work_once_and_belong_to_one_user(http):
+    access_token = await token(http)
+    mia, ned = openid_for(DEMO_APPID, "mia"), openid_for(DEMO_APPID, "ned")
+    code = await mint(http, "/_fake/phonecode", appid=DEMO_APPID, phone="13700000001", openid=mia)
+
+    async def ask(code, openid=None):
+        body = {"code": code} | ({"openid": openid} if openid else {})
+        response = await http.post(
+            "/wxa/business/getuserphonenumber", params={"access_token": access_token}, json=body
+        )
+        return response.json()
+
+    assert errcode(await ask(code, ned)) == 40029  # minted for mia, asked for ned
+    assert (await ask(code, mia))["phone_info"]["purePhoneNumber"] == "13700000001"
+    assert errcode(await ask(code, mia)) == 40163
+    stale = await mint(http, "/_fake/phonecode", appid=DEMO_APPID, phone="13700000002")
+    await http.post("/_fake/clock", json={"advance": 301})
+    access_token = await token(http)
+    assert errcode(await ask(stale)) == 40029
+    # A hand-made code is minted just now, for anyone.
+    assert (await ask("13700000003.x", ned))["phone_info"]["phoneNumber"] == "13700000003"
+
+
+# -- forced refreshes of the stable token: 20 a day, 30 s apart -----------------
+
+
+async def test_forced_refreshes_are_rationed(http):
+    first = (await stable_token(http, force_refresh=True))["access_token"]
+    # Within 30 s of the last forced refresh: not refreshed, the same token back.
+    await http.post("/_fake/clock", json={"advance": 29})
+    assert (await stable_token(http, force_refresh=True))["access_token"] == first
+    assert (await http.get("/_fake/stats")).json()["forced"] == {DEMO_APPID: 1}
+    tokens = {first}
+    for _ in range(19):
+        await http.post("/_fake/clock", json={"advance": 30})
+        tokens.add((await stable_token(http, force_refresh=True))["access_token"])
+    assert len(tokens) == 20
+    await http.post("/_fake/clock", json={"advance": 30})
+    over = await stable_token(http, force_refresh=True)
+    assert errcode(over) == 45009
+    # The normal mode still works; another AppID has its own budget.
+    assert (await stable_token(http))["access_token"] in tokens
+    assert "access_token" in await stable_token(http, OTHER_APPID, OTHER_SECRET, force_refresh=True)
+    # A new (Beijing) day, a new budget.
+    await http.post("/_fake/clock", json={"advance": 86400})
+    assert "access_token" in await stable_token(http, force_refresh=True)
+
+
+# -- the IP whitelist (40164) ------------------------------------------------
+
+
+async def test_ip_whitelist(http):
+    body = {"appid": DEMO_APPID, "ips": ["203.0.113.7"]}
+    assert (await http.post("/_fake/ipwhitelist", json=body)).status_code == 200
+    refused = await stable_token(http)
+    assert errcode(refused) == 40164
+    # WeChat names the address it saw, the one to add.
+    assert refused["errmsg"].startswith("invalid ip 127.0.0.1 ipv6 ::ffff:127.0.0.1, not in")
+    plain = await http.get(
+        "/cgi-bin/token",
+        params={"grant_type": "client_credential", "appid": DEMO_APPID, "secret": DEMO_SECRET},
+    )
+    assert errcode(plain.json()) == 40164
+    assert "access_token" in await stable_token(http, OTHER_APPID, OTHER_SECRET)  # per app
+    body["ips"] = ["203.0.113.7", "127.0.0.1"]
+    await http.post("/_fake/ipwhitelist", json=body)
+    assert "access_token" in await stable_token(http)
+    await http.post("/_fake/ipwhitelist", json={"appid": DEMO_APPID, "ips": ["203.0.113.7"]})
+    await http.post("/_fake/reset")  # a reset lifts it
+    assert "access_token" in await stable_token(http)
+    assert (await http.post("/_fake/ipwhitelist", json={"appid": 1})).status_code == 400

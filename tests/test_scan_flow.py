@@ -368,7 +368,13 @@ async def test_link_by_phone(pc, apex, db, portal):
     assert await db.fetchval("SELECT count(*) FROM wechat_identities") == 2
 
 
-async def test_unionid_links_the_pools_mini_programs(pc, apex, portal, db, box):
+async def test_unionid_links_the_pools_mini_programs(pc, apex, portal, db, box, fresh_fake):
+    # WeChat gives a unionid only for mini programs bound to one Open Platform
+    # account (unbound: tests/test_wechat_rules.py).
+    async with httpx.AsyncClient(base_url=fresh_fake.url) as control:
+        for appid, secret in fresh_fake.apps.items():
+            body = {"appid": appid, "secret": secret, "bound": "wxopen0000000001"}
+            (await control.post("/_fake/apps", json=body)).raise_for_status()
     t = await new_ticket(pc)
     assert (await Phone(apex, "kate").scan_and_confirm(t["ticket"])).status_code == 200
     # The pool moves to its own mini program: same person, new openid, same unionid.
@@ -387,6 +393,8 @@ async def test_unionid_links_the_pools_mini_programs(pc, apex, portal, db, box):
     assert r.status_code == 200, r.text
     assert await db.fetchval("SELECT count(*) FROM users") == 1
     assert await db.fetchval("SELECT count(DISTINCT openid) FROM wechat_identities") == 2
+    async with httpx.AsyncClient(base_url=fresh_fake.url) as control:
+        await control.post("/_fake/reset")  # the bindings the fake started with
 
 
 async def test_blocked_user_is_refused(pc, apex, db):

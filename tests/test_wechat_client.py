@@ -14,7 +14,7 @@ import zxingcpp
 from PIL import Image
 
 from portal.wechat.client import PhoneInfo, WeChatClient, secret_fingerprint
-from portal.wechat.errors import WeChatError, WeChatUnavailable
+from portal.wechat.errors import WeChatError, WeChatUnavailable, whitelist_ip
 from portal.wechat.fake import openid_for, unionid_for
 
 STABLE_TOKEN = "/cgi-bin/stable_token"
@@ -29,9 +29,10 @@ def app(fake_wechat):
 
 
 @pytest.fixture
-async def control(fake_wechat):
-    """Talks to the fake's /_fake endpoints. The fake may be shared: compare stats by delta."""
-    async with httpx.AsyncClient(base_url=fake_wechat.url) as client:
+async def control(fresh_fake):
+    """Talks to the fake's /_fake endpoints, reset first (its forced refreshes
+    are rationed per AppID, like WeChat's). Compare stats by delta."""
+    async with httpx.AsyncClient(base_url=fresh_fake.url) as client:
         yield client
 
 
@@ -84,13 +85,20 @@ async def cached_token(redis_client, appid):
 # -- code2session ----------------------------------------------------------
 
 
-async def test_code2session(wechat, app):
+async def test_code2session(wechat, app, control):
     appid, secret = app
     session = await wechat.code2session(appid, secret, code("alice"))
     assert session.openid == openid_for(appid, "alice")
-    assert session.unionid == unionid_for("alice")
+    assert session.unionid is None  # not bound to an Open Platform account
     assert session.session_key
     assert session.session_key not in repr(session)
+    body = {"appid": appid, "secret": secret, "bound": "wxopen0000000001"}
+    (await control.post("/_fake/apps", json=body)).raise_for_status()
+    try:
+        session = await wechat.code2session(appid, secret, code("alice"))
+        assert session.unionid == unionid_for("alice", "wxopen0000000001")
+    finally:
+        await control.post("/_fake/reset")
 
 
 @pytest.mark.parametrize(
@@ -421,3 +429,66 @@ async def test_no_secret_in_errors_logs_or_redis(
     for key in await redis_client.keys("*"):
         value = await redis_client.get(key)
         assert secret not in (value if isinstance(value, str) else value.decode())
+
+
+# -- WeChat's rules: forced refreshes rationed, IP whitelist, phone codes per user ----
+
+
+async def forced(control, appid):
+    return (await control.get("/_fake/stats")).json()["forced"].get(appid, 0)
+
+
+async def test_a_loop_of_refused_tokens_forces_one_refresh(wechat, app, control):
+    """Every call refused with 40001 (say another service keeps forcing with this
+    AppSecret): at most one forced refresh, however many calls, at once or not."""
+    appid, secret = app
+    await wechat.access_token(appid, secret)
+    await fault(control, PHONE, errcode=40001, times=100)
+    results = await asyncio.gather(
+        *(wechat.phone_number(appid, secret, phone_code()) for _ in range(8)),
+        return_exceptions=True,
+    )
+    for _ in range(4):
+        await control.post("/_fake/clock", json={"advance": 31})  # WeChat would force again
+        with pytest.raises(WeChatError):
+            await wechat.phone_number(appid, secret, phone_code())
+    assert all(isinstance(r, WeChatError) for r in results), results
+    assert await forced(control, appid) == 1
+
+
+async def test_no_forced_refresh_beyond_the_budget(fake_wechat, redis_client, app, control):
+    appid, secret = app
+    client = WeChatClient(fake_wechat.url, redis_client, retry_backoff=(), force_daily=0)
+    try:
+        await client.access_token(appid, secret)
+        await fault(control, PHONE, errcode=40001)
+        with pytest.raises(WeChatUnavailable, match="forced refreshes are spent"):
+            await client.phone_number(appid, secret, phone_code())
+    finally:
+        await client.aclose()
+    assert await forced(control, appid) == 0
+
+
+async def test_phone_number_sends_the_openid(wechat, app, control):
+    appid, secret = app
+    mia, ned = openid_for(appid, "mia"), openid_for(appid, "ned")
+    body = {"appid": appid, "phone": "13700000009", "openid": mia}
+    minted = (await control.post("/_fake/phonecode", json=body)).json()["code"]
+    with pytest.raises(WeChatError) as caught:
+        await wechat.phone_number(appid, secret, minted, openid=ned)
+    assert caught.value.errcode == 40029
+    info = await wechat.phone_number(appid, secret, minted, openid=mia)
+    assert info.pure_phone_number == "13700000009"
+
+
+async def test_ip_not_on_the_whitelist(wechat, app, control):
+    appid, secret = app
+    body = {"appid": appid, "ips": ["203.0.113.7"]}
+    (await control.post("/_fake/ipwhitelist", json=body)).raise_for_status()
+    with pytest.raises(WeChatError) as caught:
+        await wechat.check_credentials(appid, secret)
+    assert caught.value.errcode == 40164 and not isinstance(caught.value, WeChatUnavailable)
+    assert whitelist_ip(caught.value.errmsg) == "127.0.0.1"
+    with pytest.raises(WeChatError) as caught:
+        await wechat.phone_number(appid, secret, phone_code())
+    assert caught.value.errcode == 40164

@@ -21,6 +21,7 @@ from portal.tenants import admins, keys, pools
 from portal.tenants.pools import APPID_RE, APPSECRET_RE, Pool
 from portal.web import i18n, validation
 from portal.wechat.client import WeChatError, WeChatUnavailable
+from portal.wechat.errors import ErrCode, whitelist_ip
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +300,12 @@ async def mp_test(request: Request, ctx: Ctx) -> Response:
     except WeChatUnavailable:
         entered["test"] = ("error", _("console.mp.test_unavailable"))
     except WeChatError as exc:
+        if exc.errcode == ErrCode.IP_NOT_WHITELISTED:
+            # WeChat names the address it saw: the one to add to the whitelist.
+            ip = whitelist_ip(exc.errmsg)
+            message = _("console.mp.test_ip", ip=ip) if ip else _("console.mp.test_ip_unknown")
+            entered["test"] = ("error", message)
+            return await _settings_page(ctx, mp=entered)
         key = {40125: "console.mp.test_bad_secret", 40013: "console.mp.test_bad_appid"}.get(
             exc.errcode, "console.mp.test_failed"
         )

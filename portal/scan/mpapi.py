@@ -55,6 +55,12 @@ _WECHAT_ERRORS: dict[int, tuple[int, str, str]] = {
         "WeChat is rate limiting this mini program; try again shortly.",
     ),
     ErrCode.HIGH_RISK_USER: (403, "wechat_risky_user", "WeChat refused this account as high risk."),
+    ErrCode.IP_NOT_WHITELISTED: (
+        503,
+        "wechat_ip_not_whitelisted",
+        "WeChat refused this server's address (not on the mini program's IP whitelist); "
+        "the site's administrator must add it.",
+    ),
 }
 
 
@@ -153,9 +159,9 @@ async def scan(request: Request) -> Response:
     # (scan_reveal, issue 16): by default nothing, so someone who scans and
     # declines gives nothing away. A new user has nothing to show anyway.
     known = None
-    if pool.scan_reveal != "none":
+    if pool.scan_reveal != "none" or pool.phone_required:
         known = await request.state.db.fetchrow(
-            """SELECT u.nickname, u.avatar_url FROM wechat_identities i
+            """SELECT u.nickname, u.avatar_url, u.phone_number FROM wechat_identities i
                JOIN users u ON u.id = i.user_id
                WHERE i.pool_id = $1 AND i.appid = $2 AND i.openid = $3""",
             pool.id,
@@ -167,7 +173,7 @@ async def scan(request: Request) -> Response:
         who["appid"],
         who["openid"],
         nickname=(known and pool.scan_reveal == "profile" and known["nickname"]) or "",
-        avatar_url=(known and known["avatar_url"]) or "",
+        avatar_url=(known and pool.scan_reveal != "none" and known["avatar_url"]) or "",
     )
     client = await request.state.clients.get(pool.id, state.client_id)
     base = request.state.settings.pool_url(pool.slug)
@@ -181,7 +187,8 @@ async def scan(request: Request) -> Response:
             },
             "client": {"name": client.name} if client and not client.is_default else None,
             "expires_in": state.expires_in,
-            "phone_required": pool.phone_required,
+            # A number on file is not asked for again (each one WeChat gives is paid for).
+            "phone_required": pool.phone_required and not (known and known["phone_number"]),
         }
     )
 
@@ -205,10 +212,11 @@ async def confirm(request: Request) -> Response:
         raise TicketExpired()
     tickets = request.state.tickets
     phone = None
-    if phone_code:
+    if phone_code and not await _phone_on_file(request, pool, appid, openid):
         secret = await mp_secret_for_appid(request, appid)
         try:
-            info = await request.state.wechat.phone_number(appid, secret, phone_code)
+            # With the scanner's openid: WeChat checks the code was minted for them.
+            info = await request.state.wechat.phone_number(appid, secret, phone_code, openid=openid)
         except WeChatError as exc:
             if exc.errcode in (ErrCode.INVALID_CODE, ErrCode.CODE_USED):
                 raise PortalError(
@@ -261,6 +269,21 @@ async def confirm(request: Request) -> Response:
         raise
     users.count(result.result)
     return JSONResponse({"status": "confirmed"})
+
+
+async def _phone_on_file(request: Request, pool: Pool, appid: str, openid: str) -> bool:
+    """The scanner's user already has a verified number: WeChat is not asked
+    (and paid) for it again; the code is left unspent."""
+    return bool(
+        await request.state.db.fetchval(
+            """SELECT u.phone_number IS NOT NULL FROM wechat_identities i
+               JOIN users u ON u.id = i.user_id
+               WHERE i.pool_id = $1 AND i.appid = $2 AND i.openid = $3""",
+            pool.id,
+            appid,
+            openid,
+        )
+    )
 
 
 async def cancel(request: Request) -> Response:

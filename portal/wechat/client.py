@@ -6,6 +6,15 @@ time. It is handed out only to a caller with the AppSecret it was fetched
 with (a fingerprint is stored beside it): a wrong AppSecret never borrows
 the mini program's token, it gets WeChat's 40125. Secrets, session keys,
 access tokens and codes never appear in exceptions or logs.
+
+Forcing WeChat to issue a new stable token (``force_refresh``) is rationed by
+WeChat (20 a day per AppID, 30 s apart) and kills the token every process is
+using, so it is budgeted per AppID in Redis (``wechat:force:{appid}:*``): at
+most ``force_daily`` a day (Beijing days, as WeChat counts), 30 s apart, and
+never again for a token that was itself just forced (when a forced token is
+refused too, the token is not the problem: another service may be forcing
+with the same AppSecret). A refusal that may not be answered with a forced
+refresh raises :class:`WeChatUnavailable`.
 """
 
 from __future__ import annotations
@@ -32,6 +41,9 @@ __all__ = ["PhoneInfo", "Session", "WeChatClient", "WeChatError", "WeChatUnavail
 log = logging.getLogger(__name__)
 
 _TOKEN_INVALID = (ErrCode.INVALID_CREDENTIAL, ErrCode.ACCESS_TOKEN_EXPIRED)
+FORCE_GAP = 30  # seconds between forced refreshes of one AppID (WeChat's rule)
+FORCE_DAILY = 10  # of WeChat's 20 a day: the rest is left for an operator's emergency
+_BEIJING = 8 * 3600
 # Connection never established: WeChat cannot have acted on the request.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _RELEASE_LOCK = """
@@ -104,6 +116,7 @@ class WeChatClient:
         retry_backoff: Sequence[float] = (0.2, 0.6),
         refresh_margin: float = 300.0,
         lock_ttl: float = 30.0,
+        force_daily: int = FORCE_DAILY,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._redis = redis
@@ -114,6 +127,7 @@ class WeChatClient:
         self._backoff = tuple(retry_backoff)
         self._refresh_margin = refresh_margin
         self._lock_ttl = lock_ttl
+        self._force_daily = force_daily
         self._release_lock = redis.register_script(_RELEASE_LOCK)
 
     async def aclose(self) -> None:
@@ -132,13 +146,16 @@ class WeChatClient:
         data = await self._call("GET", "/sns/jscode2session", params=params, hide=(secret, js_code))
         return Session(data["openid"], data.get("unionid"), data["session_key"])
 
-    async def phone_number(self, appid: str, secret: str, phone_code: str) -> PhoneInfo:
+    async def phone_number(
+        self, appid: str, secret: str, phone_code: str, *, openid: str | None = None
+    ) -> PhoneInfo:
+        """The number behind a phone button's code. With ``openid`` (the user who
+        pressed it) WeChat also checks the code was minted for that user."""
+        body = {"code": phone_code}
+        if openid:
+            body["openid"] = openid
         data = await self._call_with_token(
-            appid,
-            secret,
-            "/wxa/business/getuserphonenumber",
-            {"code": phone_code},
-            hide=(phone_code,),
+            appid, secret, "/wxa/business/getuserphonenumber", body, hide=(phone_code,)
         )
         info = data["phone_info"]
         return PhoneInfo(info["phoneNumber"], info["purePhoneNumber"], str(info["countryCode"]))
@@ -223,8 +240,13 @@ class WeChatClient:
         started = time.time()
         data = await self._stable_token(appid, secret, force=False)
         if data["access_token"] == rejected:
-            # WeChat still hands out the token it just refused: make it issue a new one.
+            # WeChat still hands out the token it just refused: make it issue a
+            # new one, if the budget allows (it raises otherwise).
+            await self._spend_force(appid, rejected)
             data = await self._stable_token(appid, secret, force=True)
+            await self._redis.set(
+                f"wechat:force:{appid}:token", _token_fp(data["access_token"]), ex=7200
+            )
         token, expires_in = data["access_token"], int(data["expires_in"])
         cached = _CachedToken(
             token=token,
@@ -236,6 +258,36 @@ class WeChatClient:
             f"wechat:token:{appid}", json.dumps(asdict(cached)), px=max(1, int(expires_in * 1000))
         )
         return token
+
+    async def _spend_force(self, appid: str, rejected: str) -> None:
+        """Takes one forced refresh from ``appid``'s budget, or raises
+        :class:`WeChatUnavailable` (nothing spent) when it may not be forced."""
+        key = f"wechat:force:{appid}"
+        forced = await self._redis.get(f"{key}:token")
+        if isinstance(forced, bytes):
+            forced = forced.decode()
+        if forced == _token_fp(rejected):
+            log.warning("WeChat refused a freshly forced token of %s: not forcing again", appid)
+            raise WeChatUnavailable(
+                "WeChat refused a freshly forced access token too (is another service "
+                "forcing refreshes with this AppSecret?)",
+                api="/cgi-bin/stable_token",
+            )
+        if not await self._redis.set(f"{key}:gap", "1", nx=True, ex=FORCE_GAP):
+            raise WeChatUnavailable(
+                "access token refused; a forced refresh was made less than 30 s ago",
+                api="/cgi-bin/stable_token",
+            )
+        day = f"{key}:day:{int((time.time() + _BEIJING) // 86400)}"
+        spent = await self._redis.incr(day)
+        if spent == 1:
+            await self._redis.expire(day, 2 * 86400)
+        if spent > self._force_daily:
+            log.error("forced access token refreshes of %s spent for today", appid)
+            raise WeChatUnavailable(
+                "access token refused; today's forced refreshes are spent",
+                api="/cgi-bin/stable_token",
+            )
 
     async def _stable_token(self, appid: str, secret: str, *, force: bool) -> dict[str, Any]:
         body = {
@@ -346,6 +398,10 @@ class WeChatClient:
                 raise WeChatUnavailable(f"code spent by a failed attempt: {errmsg}", api=path)
             raise WeChatError(errcode, errmsg, api=path)
         raise WeChatUnavailable(f"{reason} after {len(self._backoff) + 1} attempts", api=path)
+
+
+def _token_fp(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 def _parse(response: httpx.Response, path: str) -> dict[str, Any]:

@@ -6,7 +6,10 @@ codes below are the ones this project reacts to (and the fake produces).
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
+
+_INVALID_IP = re.compile(r"invalid ip ([0-9A-Fa-f.:]{2,45})")
 
 
 class ErrCode(IntEnum):
@@ -19,6 +22,7 @@ class ErrCode(IntEnum):
     INVALID_APPSECRET = 40125
     INVALID_SCENE_CHARS = 40129  # a character WeChat does not allow in a scene
     CODE_USED = 40163
+    IP_NOT_WHITELISTED = 40164  # the caller's address is not on the app's IP whitelist
     INVALID_SCENE = 40169
     HIGH_RISK_USER = 40226
     APPID_MISSING = 41002
@@ -41,6 +45,7 @@ ERRMSG: dict[int, str] = {
     ErrCode.INVALID_APPSECRET: "invalid appsecret",
     ErrCode.INVALID_SCENE_CHARS: "invalid scene",
     ErrCode.CODE_USED: "code been used",
+    ErrCode.IP_NOT_WHITELISTED: "invalid ip, not in whitelist",
     ErrCode.INVALID_SCENE: "invalid length for scene, or the data is not json string",
     ErrCode.HIGH_RISK_USER: "high risk user",
     ErrCode.APPID_MISSING: "appid missing",
@@ -63,6 +68,13 @@ class WeChatError(Exception):
         self.errmsg = errmsg
         self.api = api
         super().__init__(f"WeChat {api or 'API'} errcode {self.errcode}: {errmsg}")
+
+
+def whitelist_ip(errmsg: str) -> str | None:
+    """The caller's address in a 40164 errmsg (``invalid ip 1.2.3.4 ipv6 ...``),
+    which WeChat names there; None if it is not there."""
+    match = _INVALID_IP.search(errmsg)
+    return match.group(1) if match else None
 
 
 class WeChatUnavailable(WeChatError):

@@ -6,17 +6,32 @@ to it unchanged (only ``WECHAT_API_BASE`` differs).
 
 WeChat endpoints and their rules:
 
-- ``GET /sns/jscode2session``: a ``js_code`` ``USER`` or ``USER.ANYTHING``
-  (USER: letters, digits, ``_``) logs in as WeChat user USER, once (then
-  40163). ``invalid...`` or malformed → 40029, ``risky...`` → 40226. The
-  openid is derived from (appid, USER), the unionid from USER alone.
+- ``GET /sns/jscode2session``: a ``js_code`` works once (then 40163) and for
+  5 minutes (then 40029), like ``wx.login``'s. ``POST /_fake/wxlogin`` mints
+  one as ``wx.login`` does; a hand-made ``USER`` or ``USER.ANYTHING`` (USER:
+  letters, digits, ``_``) counts as minted just now (the phone simulator and
+  most tests). ``invalid...`` or malformed → 40029, ``risky...`` → 40226. The
+  openid is derived from (appid, USER); a ``unionid`` is returned only for a
+  mini program bound to an Open Platform account (``bound``), derived from
+  (that account, USER), as at WeChat.
 - ``POST /cgi-bin/stable_token`` (JSON): the same token until its last 5
   minutes, when a new one is issued (the old stays valid until it expires);
-  ``force_refresh: true`` issues a new one and kills the previous at once.
+  ``force_refresh: true`` issues a new one and kills the previous at once, at
+  most 20 times a day (Beijing day) per AppID (then 45009), and not within 30 s
+  of the previous forced refresh (then the current token is handed back as it
+  is, unrefreshed: WeChat's "否则不会刷新").
   ``GET /cgi-bin/token``: a new token per call, the previous lives 5 more minutes.
-  Unknown appid → 40013, wrong secret → 40125.
-- ``POST /wxa/business/getuserphonenumber?access_token=``: a ``code``
-  ``DIGITS`` or ``DIGITS.ANYTHING`` yields that number (country code 86), once.
+  Unknown appid → 40013, wrong secret → 40125; a caller whose address is not
+  on the app's IP whitelist (if one is set) → 40164, whose errmsg names the
+  address as WeChat's does (``invalid ip A.B.C.D ipv6 ::ffff:A.B.C.D, not in
+  whitelist``).
+- ``POST /wxa/business/getuserphonenumber?access_token=``: a phone ``code``
+  works once (40163) and for 5 minutes (40029). ``POST /_fake/phonecode``
+  mints one for an openid as the phone button does; a body ``openid`` that is
+  not the one it was minted for → 40029 (WeChat documents the ``openid`` field,
+  which makes it check the code belongs to that user). A hand-made ``DIGITS`` or
+  ``DIGITS.ANYTHING`` yields that number (country code 86), minted just now
+  for anyone.
 - ``POST /wxa/getwxacodeunlimit?access_token=``: a PNG QR code (error
   correction H) whose text is exactly ``scene``. Scene empty or over 32
   characters → 40169, outside WeChat's character set → 40129; a ``page``
@@ -37,11 +52,21 @@ Test-control endpoints (never counted, never busy; bad input → HTTP 400):
   "errmsg"?: "...", "delay"?: 3.0, "times"?: 1}``: the next ``times`` calls
   of that path first sleep ``delay`` seconds, then answer ``errcode`` (if
   given) instead of doing their work. → ``{"path", "pending"}``
-- ``GET /_fake/stats`` → ``{"calls": {path: number of calls}}``
-- ``POST /_fake/reset``: clears faults, stats, used codes, tokens and the clock.
+- ``GET /_fake/stats`` → ``{"calls": {path: number of calls}, "forced":
+  {appid: forced refreshes today}}``
+- ``POST /_fake/reset``: clears faults, stats, codes, tokens, forced refreshes,
+  IP whitelists and the clock, and puts back the Open Platform bindings the
+  fake was started with.
 - ``POST /_fake/clock`` ``{"advance": seconds}``: moves the fake's clock
   forward (to expire tokens). → ``{"offset": seconds}``
-- ``POST /_fake/apps`` ``{"appid", "secret"}``: registers a mini program.
+- ``POST /_fake/apps`` ``{"appid", "secret", "bound"?: OPENPLATFORM_ID or
+  null}``: registers a mini program, bound to an Open Platform account or not.
+- ``POST /_fake/wxlogin`` ``{"appid", "user"}`` → ``{"code"}``: a ``wx.login``
+  code minted now (it expires 5 minutes later on the fake's clock).
+- ``POST /_fake/phonecode`` ``{"appid", "phone", "openid"?}`` → ``{"code"}``: a
+  phone code minted now, for that openid if given.
+- ``POST /_fake/ipwhitelist`` ``{"appid", "ips": [...] or null}``: the
+  addresses allowed to fetch the app's access token (null: any).
 - ``POST /_fake/wxacode`` ``{"pages"?: [...], "daily_quota"?: N or null,
   "minute_quota"?: N}``: the published pages that ``check_path`` accepts, how
   many mini-program codes may be made before 45009 (null: no limit), and how
@@ -82,6 +107,10 @@ DEMO_APPID = "wx000000000000demo"
 DEMO_SECRET = "demosecretdemosecretdemosecret00"
 
 TOKEN_TTL = 7200
+CODE_TTL = 300  # wx.login and phone codes live 5 minutes (code2Session, getPhoneNumber docs)
+FORCE_REFRESH_DAILY = 20  # getStableAccessToken: force_refresh "限制每天20次"
+FORCE_REFRESH_GAP = 30  # "调用时间隔至少为30s，否则不会刷新"
+BEIJING = 8 * 3600  # WeChat's days are Beijing days
 RENEW_WINDOW = 300  # WeChat renews stable tokens (and retires plain ones) 5 minutes early
 
 JSCODE2SESSION = "/sns/jscode2session"
@@ -106,9 +135,10 @@ def openid_for(appid: str, user: str) -> str:
     return "o" + base64.urlsafe_b64encode(digest).decode()[:27]
 
 
-def unionid_for(user: str) -> str:
-    """The fake's unionid of WeChat user ``user`` (the same in every mini program)."""
-    digest = hashlib.sha256(f"unionid:{user}".encode()).digest()
+def unionid_for(user: str, openplatform: str) -> str:
+    """The fake's unionid of WeChat user ``user`` under Open Platform account
+    ``openplatform`` (the same in every mini program bound to it)."""
+    digest = hashlib.sha256(f"unionid:{openplatform}:{user}".encode()).digest()
     return "o" + base64.urlsafe_b64encode(digest).decode()[:28]
 
 
@@ -116,6 +146,14 @@ class _Refusal(Exception):
     def __init__(self, errcode: int, errmsg: str | None = None) -> None:
         self.errcode = int(errcode)
         self.errmsg = errmsg or ERRMSG.get(errcode, "fault injected")
+
+
+@dataclass(frozen=True)
+class _Minted:
+    appid: str
+    subject: str  # the user (wx.login) or the phone number (phone code)
+    openid: str | None  # the phone code's owner, if minted for one
+    at: float
 
 
 @dataclass(frozen=True)
@@ -139,8 +177,15 @@ def _qr_png(text: str, width: int) -> bytes:
 
 
 class _FakeWeChat:
-    def __init__(self, apps: dict[str, str], busy_rate: float, seed: int | None) -> None:
+    def __init__(
+        self,
+        apps: dict[str, str],
+        busy_rate: float,
+        seed: int | None,
+        bound: dict[str, str] | None = None,
+    ) -> None:
         self.apps = apps
+        self.initial_bound = dict(bound or {})  # appid -> Open Platform account
         self.busy_rate = busy_rate
         self.rng = random.Random(seed)
         self.reset()
@@ -150,6 +195,11 @@ class _FakeWeChat:
         self.faults: dict[str, deque[_Fault]] = {}
         self.used_codes: set[str] = set()
         self.used_phone_codes: set[str] = set()
+        self.minted: dict[str, _Minted] = {}  # wx.login codes made by /_fake/wxlogin
+        self.minted_phone: dict[str, _Minted] = {}  # phone codes made by /_fake/phonecode
+        self.bound: dict[str, str] = dict(self.initial_bound)
+        self.forced: dict[str, list[float]] = {}  # appid -> times of forced refreshes
+        self.ip_whitelist: dict[str, frozenset[str]] = {}
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (appid, expires_at)
         self.stable: dict[str, str] = {}  # appid -> current stable token
         self.plain: dict[str, str] = {}  # appid -> latest /cgi-bin/token token
@@ -175,6 +225,19 @@ class _FakeWeChat:
         if not secrets.compare_digest(str(secret).encode(), self.apps[appid].encode()):
             raise _Refusal(ErrCode.INVALID_APPSECRET)
         return appid
+
+    def _check_ip(self, appid: str, request: Request) -> None:
+        allowed = self.ip_whitelist.get(appid)
+        ip = request.client.host if request.client else ""
+        if allowed is not None and ip not in allowed:
+            raise _Refusal(
+                ErrCode.IP_NOT_WHITELISTED, f"invalid ip {ip} ipv6 ::ffff:{ip}, not in whitelist"
+            )
+
+    def _check_minted(self, minted: _Minted | None, appid: str) -> None:
+        """A minted code of another app, or older than 5 minutes: 40029."""
+        if minted is not None and (minted.appid != appid or self.now() - minted.at > CODE_TTL):
+            raise _Refusal(ErrCode.INVALID_CODE)
 
     def _check_token(self, request: Request) -> str:
         entry = self.tokens.get(request.query_params.get("access_token", ""))
@@ -210,32 +273,45 @@ class _FakeWeChat:
         code = q.get("js_code", "")
         if not code:
             raise _Refusal(ErrCode.CODE_MISSING)
+        minted = self.minted.get(code)
         match = _USER_CODE.fullmatch(code)
-        if match is None or code.startswith("invalid"):
+        if minted is None and (match is None or code.startswith("invalid")):
             raise _Refusal(ErrCode.INVALID_CODE)
         if code.startswith("risky"):
             raise _Refusal(ErrCode.HIGH_RISK_USER)
         if code in self.used_codes:
             raise _Refusal(ErrCode.CODE_USED)
+        self._check_minted(minted, appid)
         self.used_codes.add(code)
-        user = match.group(1)
-        return {
+        user = minted.subject if minted else match.group(1)  # type: ignore[union-attr]
+        answer = {
             "session_key": base64.b64encode(secrets.token_bytes(16)).decode(),
             "openid": openid_for(appid, user),
-            "unionid": unionid_for(user),
         }
+        if appid in self.bound:  # only mini programs bound to an Open Platform account
+            answer["unionid"] = unionid_for(user, self.bound[appid])
+        return answer
 
     async def stable_token(self, request: Request) -> dict[str, Any]:
         body = await self._body(request)
         if body.get("grant_type") != "client_credential":
             raise _Refusal(ErrCode.INVALID_GRANT_TYPE)
         appid = self._check_app(body.get("appid"), body.get("secret"))
+        self._check_ip(appid, request)
         force = body.get("force_refresh", False)
         if not isinstance(force, bool):
             raise _Refusal(ErrCode.INVALID_ARGS)
         now = self.now()
         current = self.stable.get(appid)
         expires_at = self.tokens.get(current or "", ("", 0.0))[1]
+        if force:
+            today = self._forced_today(appid)
+            if len(today) >= FORCE_REFRESH_DAILY:
+                raise _Refusal(ErrCode.DAILY_QUOTA)
+            if today and now - today[-1] < FORCE_REFRESH_GAP and expires_at > now:
+                force = False  # too soon after the last one: not refreshed
+            else:
+                self.forced[appid] = [*today, now]
         if force or expires_at - now <= RENEW_WINDOW:
             if force and current:
                 self.tokens.pop(current, None)
@@ -248,6 +324,7 @@ class _FakeWeChat:
         if q.get("grant_type") != "client_credential":
             raise _Refusal(ErrCode.INVALID_GRANT_TYPE)
         appid = self._check_app(q.get("appid"), q.get("secret"))
+        self._check_ip(appid, request)
         previous = self.plain.get(appid)
         if previous in self.tokens:
             _, expires_at = self.tokens[previous]
@@ -255,18 +332,29 @@ class _FakeWeChat:
         self.plain[appid] = token = self._issue(appid)
         return {"access_token": token, "expires_in": TOKEN_TTL}
 
+    def _forced_today(self, appid: str) -> list[float]:
+        day = (self.now() + BEIJING) // 86400
+        return [t for t in self.forced.get(appid, []) if (t + BEIJING) // 86400 == day]
+
     async def phone_number(self, request: Request) -> dict[str, Any]:
         appid = self._check_token(request)
-        code = (await self._body(request)).get("code")
+        body = await self._body(request)
+        code, openid = body.get("code"), body.get("openid")
         if not code or not isinstance(code, str):
             raise _Refusal(ErrCode.CODE_MISSING)
+        if openid is not None and not isinstance(openid, str):
+            raise _Refusal(ErrCode.INVALID_ARGS)
+        minted = self.minted_phone.get(code)
         match = _PHONE_CODE.fullmatch(code)
-        if match is None:
+        if minted is None and match is None:
             raise _Refusal(ErrCode.INVALID_CODE)
         if code in self.used_phone_codes:
             raise _Refusal(ErrCode.CODE_USED)
+        self._check_minted(minted, appid)
+        if minted and minted.openid and openid and openid != minted.openid:
+            raise _Refusal(ErrCode.INVALID_CODE)  # minted for another user
         self.used_phone_codes.add(code)
-        number = match.group(1)
+        number = minted.subject if minted else match.group(1)  # type: ignore[union-attr]
         return {
             "errcode": 0,
             "errmsg": "ok",
@@ -360,7 +448,8 @@ class _FakeWeChat:
         return JSONResponse({"path": path, "pending": len(queue)})
 
     async def stats(self, request: Request) -> Response:
-        return JSONResponse({"calls": dict(self.calls)})
+        forced = {appid: len(self._forced_today(appid)) for appid in self.forced}
+        return JSONResponse({"calls": dict(self.calls), "forced": forced})
 
     async def reset_endpoint(self, request: Request) -> Response:
         self.reset()
@@ -403,12 +492,62 @@ class _FakeWeChat:
         try:
             body = json.loads(await request.body())
             appid, secret = str(body["appid"]), str(body["secret"])
-        except (ValueError, TypeError, KeyError):
-            return _bad_request('expected {"appid", "secret"}')
+            bound = body.get("bound")
+            if bound is not None and (not isinstance(bound, str) or not bound):
+                raise TypeError
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return _bad_request('expected {"appid", "secret", "bound"?: OPENPLATFORM_ID or null}')
         if not appid or not secret:
             return _bad_request("appid and secret must not be empty")
         self.apps[appid] = secret
-        return JSONResponse({"appid": appid})
+        if bound:
+            self.bound[appid] = bound
+        else:
+            self.bound.pop(appid, None)
+        return JSONResponse({"appid": appid, "bound": bound})
+
+    async def _control_body(self, request: Request, *fields: str) -> dict[str, Any] | None:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return None
+        if not isinstance(body, dict) or any(not isinstance(body.get(f), str) for f in fields):
+            return None
+        return body
+
+    async def wxlogin(self, request: Request) -> Response:
+        body = await self._control_body(request, "appid", "user")
+        if body is None or not _USER_CODE.fullmatch(body["user"]) or "." in body["user"]:
+            return _bad_request('expected {"appid", "user"} (user: letters, digits, _)')
+        code = secrets.token_hex(16)
+        self.minted[code] = _Minted(body["appid"], body["user"], None, self.now())
+        return JSONResponse({"code": code})
+
+    async def phonecode(self, request: Request) -> Response:
+        body = await self._control_body(request, "appid", "phone")
+        openid = body.get("openid") if body else None
+        if (
+            body is None
+            or not body["phone"].isdigit()
+            or (openid is not None and not isinstance(openid, str))
+        ):
+            return _bad_request('expected {"appid", "phone" (digits), "openid"?}')
+        code = secrets.token_hex(32)
+        self.minted_phone[code] = _Minted(body["appid"], body["phone"], openid, self.now())
+        return JSONResponse({"code": code})
+
+    async def ipwhitelist(self, request: Request) -> Response:
+        body = await self._control_body(request, "appid")
+        ips = body.get("ips") if body else None
+        if body is None or not (
+            ips is None or (isinstance(ips, list) and all(isinstance(i, str) for i in ips))
+        ):
+            return _bad_request('expected {"appid", "ips": [address, ...] or null}')
+        if ips is None:
+            self.ip_whitelist.pop(body["appid"], None)
+        else:
+            self.ip_whitelist[body["appid"]] = frozenset(ips)
+        return JSONResponse({"appid": body["appid"], "ips": ips})
 
 
 def _bad_request(message: str) -> Response:
@@ -416,16 +555,21 @@ def _bad_request(message: str) -> Response:
 
 
 def create_fake_wechat_app(
-    apps: dict[str, str] | None = None, busy_rate: float = 0.0, seed: int | None = None
+    apps: dict[str, str] | None = None,
+    busy_rate: float = 0.0,
+    seed: int | None = None,
+    bound: dict[str, str] | None = None,
 ) -> Starlette:
-    """The fake as an ASGI app; ``apps`` maps appid → secret (default: the demo app).
+    """The fake as an ASGI app; ``apps`` maps appid → secret (default: the demo
+    app), ``bound`` appid → the Open Platform account it is bound to (default:
+    none, so no unionid).
 
     The fake's state is at ``app.state.fake``; ``app.state.apps`` is the live
     appid → secret dict.
     """
     if not 0.0 <= busy_rate <= 1.0:
         raise ValueError("busy_rate must be between 0 and 1")
-    fake = _FakeWeChat(dict(apps) if apps else {DEMO_APPID: DEMO_SECRET}, busy_rate, seed)
+    fake = _FakeWeChat(dict(apps) if apps else {DEMO_APPID: DEMO_SECRET}, busy_rate, seed, bound)
     api = fake.endpoint
     routes = [
         # Like the real one, jscode2session answers JSON labelled text/plain.
@@ -440,6 +584,9 @@ def create_fake_wechat_app(
         Route("/_fake/clock", fake.clock, methods=["POST"]),
         Route("/_fake/apps", fake.add_app, methods=["POST"]),
         Route("/_fake/wxacode", fake.wxacode_control, methods=["POST"]),
+        Route("/_fake/wxlogin", fake.wxlogin, methods=["POST"]),
+        Route("/_fake/phonecode", fake.phonecode, methods=["POST"]),
+        Route("/_fake/ipwhitelist", fake.ipwhitelist, methods=["POST"]),
     ]
     app = Starlette(routes=routes)
     app.state.fake = fake
@@ -451,13 +598,20 @@ class _AppArgError(argparse.ArgumentTypeError, ValueError):
     """A ValueError for plain callers; argparse shows its message as is."""
 
 
-def parse_app_arg(s: str) -> tuple[str, str]:
-    """Parse ``--app APPID:SECRET``."""
+def parse_app_arg(s: str) -> tuple[str, str, str | None]:
+    """Parse ``--app APPID:SECRET[:bound=OPENPLATFORM_ID]`` into (appid,
+    secret, the Open Platform account it is bound to or None)."""
     appid, sep, secret = s.partition(":")
+    bound = None
+    head, marker, tail = secret.rpartition(":bound=")
+    if marker:
+        secret, bound = head, tail.strip()
+        if not bound:
+            raise _AppArgError("expected APPID:SECRET[:bound=OPENPLATFORM_ID], all non-empty")
     appid, secret = appid.strip(), secret.strip()
     if not sep or not appid or not secret:
-        raise _AppArgError("expected APPID:SECRET, both non-empty")
-    return appid, secret
+        raise _AppArgError("expected APPID:SECRET[:bound=OPENPLATFORM_ID], all non-empty")
+    return appid, secret, bound
 
 
 def redact_access_log() -> None:
@@ -479,11 +633,15 @@ def serve(
     busy_rate: float = 0.0,
     seed: int | None = None,
     access_log: bool = True,
+    bound: dict[str, str] | None = None,
 ) -> None:
     """Run the fake until interrupted (``portal fake-wechat``)."""
     redact_access_log()
     uvicorn.run(
-        create_fake_wechat_app(apps, busy_rate, seed), host=host, port=port, access_log=access_log
+        create_fake_wechat_app(apps, busy_rate, seed, bound),
+        host=host,
+        port=port,
+        access_log=access_log,
     )
 
 
@@ -501,12 +659,13 @@ def run_in_thread(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
+    bound: dict[str, str] | None = None,
 ) -> Iterator[RunningFake]:
     """Run the fake over real HTTP in a background thread (tests, ``portal dev``).
 
     ``port=0`` picks a free port; the URL yielded carries the real one.
     """
-    app = create_fake_wechat_app(apps, busy_rate, seed)
+    app = create_fake_wechat_app(apps, busy_rate, seed, bound)
     redact_access_log()
     # log_config=None: leave the host program's logging alone. (access_log=False
     # would silence uvicorn.access for the whole process, the portal's too.)
