@@ -207,3 +207,16 @@ async def test_console_test_connection_names_the_address_to_add(portal, db, box,
         assert "outgoing address 127.0.0.1 is not on the mini program" in r.text
     finally:
         await console.aclose()
+
+
+async def test_a_mini_program_code_off_the_whitelist_is_a_clear_503(portal, db, box, control):
+    async with db.acquire() as conn:
+        await pools.create(conn, box, slug="wxa", name="Wxa", allow_http=True, qr_type="wxacode")
+    await db.execute("UPDATE pools SET qr_fallback = false WHERE slug = 'wxa'")
+    body = {"appid": DEMO_APPID, "ips": ["203.0.113.7"]}
+    (await control.post("/_fake/ipwhitelist", json=body)).raise_for_status()
+    async with portal.client("wxa") as pc:
+        t = await new_ticket(pc)
+        r = await pc.get(f"/api/qrcode/{t['ticket']}.png")
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "wechat_ip_not_whitelisted"

@@ -71,6 +71,7 @@ var ERRORS = {
     wechat_unavailable: ['微信服务暂时不可用', '请稍后重试。'],
     wechat_rate_limited: ['请求过于频繁', '请稍后重试。'],
     wechat_risky_user: ['无法登录', '微信判定当前账号存在风险，暂时无法登录。'],
+    wechat_ip_not_whitelisted: ['网站暂时无法登录', '该网站的服务器未在微信登记（IP 白名单），请稍后重试或联系网站管理员。'],
     invalid_qr: ['无法识别的二维码', '这不是本服务的登录二维码。'],
     network: ['网络连接失败', '请检查网络后重试。'],
     unknown: ['登录失败', '请稍后重试。'],
@@ -89,6 +90,7 @@ var ERRORS = {
     wechat_unavailable: ['WeChat is unavailable', 'Please try again in a moment.'],
     wechat_rate_limited: ['Too many attempts', 'Please try again in a moment.'],
     wechat_risky_user: ['Cannot log in', 'WeChat flagged this account as at risk.'],
+    wechat_ip_not_whitelisted: ['This site cannot log you in now', 'WeChat does not accept this site\'s server yet (IP whitelist); try again later or contact the site.'],
     invalid_qr: ['Not a login QR code', 'This QR code is not a login code of this service.'],
     network: ['No connection', 'Check the network and try again.'],
     unknown: ['Login failed', 'Please try again in a moment.'],
@@ -96,7 +98,7 @@ var ERRORS = {
 }
 
 // Errors worth a "try again" button: nothing is wrong with the QR code itself.
-var TRANSIENT = ['wechat_unavailable', 'wechat_rate_limited', 'network', 'unknown', 'invalid_phone_code']
+var TRANSIENT = ['wechat_unavailable', 'wechat_rate_limited', 'wechat_ip_not_whitelisted', 'network', 'unknown', 'invalid_phone_code']
 // Errors about the person, not the QR code: scanning again would not help.
 var PERSONAL = ['user_blocked', 'signup_disabled', 'wechat_risky_user']
 

@@ -71,6 +71,7 @@ _SCRIPT_MESSAGES = (
     "phone.js.hint.wechat_unavailable",
     "phone.js.hint.wechat_rate_limited",
     "phone.js.hint.wechat_risky_user",
+    "phone.js.hint.wechat_ip_not_whitelisted",
     "phone.js.hint.invalid_phone_code",
     "phone.js.hint.signup_disabled",
     "phone.js.hint.user_blocked",

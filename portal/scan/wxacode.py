@@ -78,7 +78,19 @@ class WxacodeQuota(WxacodeError):
     description = "This site has used up its mini-program codes for now; try again in a minute."
 
 
+class WxacodeIpNotWhitelisted(WxacodeError):
+    """40164: WeChat refused this server's address (the mini program's IP whitelist)."""
+
+    status_code = 503
+    error = "wechat_ip_not_whitelisted"
+    description = (
+        "WeChat refused this server's address (not on the mini program's IP whitelist); "
+        "the site's administrator must add it."
+    )
+
+
 _ERRORS: dict[int, type[WxacodeError]] = {
+    ErrCode.IP_NOT_WHITELISTED: WxacodeIpNotWhitelisted,
     ErrCode.INVALID_PAGE: WxacodeInvalidPage,
     ErrCode.INVALID_SCENE: WxacodeInvalidScene,
     ErrCode.INVALID_SCENE_CHARS: WxacodeInvalidScene,

@@ -363,6 +363,7 @@ test('every error of the mini-program API has a Chinese and an English text', ()
     'ticket_expired', 'ticket_not_found', 'ticket_taken', 'wrong_mini_program', 'phone_required',
     'user_blocked', 'signup_disabled', 'wechat_unavailable', 'wechat_rate_limited',
     'wechat_risky_user', 'invalid_phone_code', 'not_scanner', 'ticket_not_scanned', 'invalid_qr', 'network',
+    'wechat_ip_not_whitelisted',
   ]
   for (const lang of ['zh', 'en']) {
     for (const code of codes) expect(i18n.ERRORS[lang][code]).toBeDefined()
