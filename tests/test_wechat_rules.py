@@ -205,6 +205,12 @@ async def test_console_test_connection_names_the_address_to_add(portal, db, box,
             "/console/pools/alpha/mini-program/test", form, headers={"accept-language": "en"}
         )
         assert "outgoing address 127.0.0.1 is not on the mini program" in r.text
+        # Saving it says the same (not "the AppSecret is wrong"), and saves nothing.
+        r = await console.post("/console/pools/alpha/mini-program", form)
+        assert r.status_code == 400
+        assert "出口地址 127.0.0.1 不在小程序的 IP 白名单中" in r.text
+        assert "不接受这个 AppID 和 AppSecret" not in r.text
+        assert await db.fetchval("SELECT mp_appid FROM pools WHERE slug = 'alpha'") is None
     finally:
         await console.aclose()
 

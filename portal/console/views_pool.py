@@ -248,6 +248,11 @@ def _mp_error(request: Request, exc: PortalError) -> dict[str, str]:
             return {"appid": _("console.err.appid_refused")}
         if exc.errcode == 40125:
             return {"secret": _("console.err.secret_refused")}
+        if exc.errcode == ErrCode.IP_NOT_WHITELISTED:  # not the AppSecret: this server
+            ip = exc.ip
+            return {
+                "appid": _("console.mp.test_ip", ip=ip) if ip else _("console.mp.test_ip_unknown")
+            }
         return {"secret": _("console.err.mp_refused", code=exc.errcode)}
     if exc.error == "wechat_unavailable":
         return {"secret": _("console.err.mp_unavailable")}

@@ -17,7 +17,7 @@ from portal.stores.events import POOLS_CHANNEL, EventHub
 from portal.tenants import clients, keys
 from portal.web import validation
 from portal.web.validation import SLUG_RE
-from portal.wechat.errors import WeChatError, WeChatUnavailable
+from portal.wechat.errors import ErrCode, WeChatError, WeChatUnavailable, whitelist_ip
 
 APPID_RE = re.compile(r"^wx[0-9a-zA-Z]{16}$")
 APPSECRET_RE = re.compile(r"^[0-9A-Za-z]{16,64}$")
@@ -182,12 +182,14 @@ class MiniProgramRefused(ValidationError):
 
     error = "mp_secret_refused"
 
-    def __init__(self, errcode: int) -> None:
+    def __init__(self, errcode: int, ip: str | None = None) -> None:
         self.errcode = errcode
+        self.ip = ip  # 40164: the address WeChat saw, to add to the whitelist
+        where = f" {ip}" if ip else ""
         reason = {
             40125: "the AppSecret is wrong",
             40013: "the AppID is not valid",
-            40164: "this server's IP address is not on the mini program's IP allowlist",
+            40164: f"this server's IP address{where} is not on the mini program's IP whitelist",
         }.get(errcode, "it refused them")
         super().__init__(
             f"WeChat did not accept this AppID and AppSecret: {reason} (errcode {errcode})."
@@ -227,7 +229,8 @@ async def prove_mini_program(wechat: CredentialChecker, appid: str, secret: str)
             error="wechat_unavailable",
         ) from None
     except WeChatError as exc:
-        raise MiniProgramRefused(exc.errcode) from None
+        ip = whitelist_ip(exc.errmsg) if exc.errcode == ErrCode.IP_NOT_WHITELISTED else None
+        raise MiniProgramRefused(exc.errcode, ip) from None
 
 
 async def save_mini_program(
