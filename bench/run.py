@@ -3,7 +3,7 @@
 
     python bench/run.py                 # everything (about 5 minutes)
     python bench/run.py --quick         # small sizes: a smoke run in under a minute
-    python bench/run.py --only sse      # one benchmark (sse, rps, logins, token, soak, signin; comma-separated)
+    python bench/run.py --only sse      # one benchmark (sse, rps, logins, token, soak, signin, peer; comma-separated)
 
 It sets up everything itself (stores, a fresh database, migrations, the fake
 WeChat, a pool, ``portal serve`` in production mode) and tears it all down at
@@ -27,6 +27,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 import bench_logins  # noqa: E402
+import bench_peer  # noqa: E402
 import bench_rps  # noqa: E402
 import bench_signin  # noqa: E402
 import bench_soak  # noqa: E402
@@ -37,7 +38,7 @@ from common import run_async  # noqa: E402
 from metrics import wait_quiet  # noqa: E402
 from stack import Stack, raise_nofile  # noqa: E402
 
-BENCHMARKS = ("sse", "rps", "logins", "token", "soak", "signin")
+BENCHMARKS = ("sse", "rps", "logins", "token", "soak", "signin", "peer")
 
 GOALS = {
     "sse_p50": 10.0,  # ms, confirm sent → event received
@@ -58,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         action="append",
         default=[],
-        help="run only these benchmarks: sse, rps, logins, token, soak, signin (comma-separated, repeatable)",
+        help="run only these benchmarks: sse, rps, logins, token, soak, signin, peer (comma-separated, repeatable)",
     )
     p.add_argument(
         "--quick", action="store_true", help="small sizes and short runs (smoke test, < 1 minute)"
@@ -124,6 +125,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.02,
         help="seconds between the browser's POST /api/qrcode (default 0.02)",
     )
+    g = p.add_argument_group("peer: the OIDC endpoints side by side with oidc-provider (npm)")
+    g.add_argument(
+        "--peer-seconds", type=float, help="seconds per endpoint and side (default 3; quick 2)"
+    )
+    g.add_argument("--peer-rounds", type=int, help="alternating rounds (default 2; quick 1)")
+    g.add_argument("--peer-connections", type=int, default=32, help="concurrency (default 32)")
     p.add_argument(
         "--wait-quiet",
         type=float,
@@ -166,6 +173,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     default("soak_seconds", 600.0, 30.0)
     default("soak_interval", 30.0, 5.0)
     default("signin_storm", 200, 60)
+    default("peer_seconds", 3.0, 2.0)
+    default("peer_rounds", 2, 1)
     return args
 
 
@@ -375,6 +384,20 @@ def table_rows(results: dict, args: argparse.Namespace) -> list[dict]:
                 )
                 row(b, f"{alg}: errors", x["errors"], "", "0", x["errors"] == 0)
                 cpu_rows(b, x["cpu_cores"], alg)
+    if "peer" in results:
+        r = results["peer"]
+        b = "7. OIDC vs oidc-provider (portal/peer)"
+        if "error" in r or "skipped" in r:
+            row(b, "skipped" if "skipped" in r else "error", r.get("skipped") or r["error"],
+                met=None if "skipped" in r else False)  # fmt: skip
+        else:
+            for endpoint, s in r["summary"].items():
+                row(b, f"{endpoint}: req/s ratio", f"{s['rps_ratio']} ({s['portal_rps']:.0f} / "
+                    f"{s['peer_rps']:.0f} /s)", "", "≥ 1.2", _met(s["rps_ratio"], 1.2, at_most=False))  # fmt: skip
+                row(b, f"{endpoint}: worker CPU ratio", f"{s['cpu_ratio']} ({s['portal_worker_cpu_us']:.0f}"
+                    f" / {s['peer_worker_cpu_us']:.0f} µs per request)", "", "≥ 1.2",
+                    _met(s["cpu_ratio"], 1.2, at_most=False))  # fmt: skip
+                row(b, f"{endpoint}: errors", s["errors"], "", "0", s["errors"] == 0)
     if "soak" in results:
         r = results["soak"]
         b = f"5. Soak ({r.get('seconds', args.soak_seconds):.0f} s mixed traffic)"
@@ -549,6 +572,13 @@ def main(argv: list[str] | None = None) -> int:
                                 interval=args.signin_interval,
                                 baseline=3.0 if args.quick else 10.0,
                             )
+                        )
+                    elif name == "peer":
+                        results["peer"] = bench_peer.run(
+                            stack,
+                            connections=args.peer_connections,
+                            seconds=args.peer_seconds,
+                            rounds=args.peer_rounds,
                         )
                     elif name == "token":
                         results["token"] = run_async(
