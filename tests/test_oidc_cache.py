@@ -6,6 +6,7 @@ import asyncio
 
 from starlette.responses import JSONResponse
 
+from portal.oidc import tokens
 from portal.tenants import keys, pools
 from tests.support import run_portal
 from tests.test_oidc import (  # noqa: F401  (setup and browser are fixtures)
@@ -191,3 +192,45 @@ async def test_a_refresh_for_a_blocked_user_is_refused_and_ends_the_token(
     # The refused refresh spent the token (as before): it is a replay now.
     r = await token_request(browser, setup, body, auth)
     assert r.status_code == 400 and "already used" in r.json()["error_description"]
+
+
+async def test_a_logout_while_a_refresh_holds_the_token_leaves_no_live_successor(
+    setup,  # noqa: F811
+    browser,  # noqa: F811
+    apex,
+    portal,
+    db,
+):
+    """A login ended (logout, block, replay) while a refresh of its token is under
+    way: the refresh holds the old token's lock and stores a successor the
+    revocation's UPDATE cannot see. The family is marked first and the refresh
+    checks the mark, so no refresh token of that login stays alive."""
+    code, verifier = await code_for(
+        setup, browser, apex, setup["rp"], scope="openid offline_access"
+    )
+    auth = rp_auth(setup)
+    first = (await token_request(browser, setup, code_grant(code, verifier), auth)).json()
+    family = await db.fetchval("SELECT family_id FROM refresh_tokens")
+    # The successor's INSERT takes half a second: the refresh holds the lock meanwhile.
+    await db.execute(
+        """CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql
+           AS $$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$;
+           CREATE TRIGGER slow BEFORE INSERT ON refresh_tokens
+           FOR EACH ROW EXECUTE FUNCTION slow_insert();"""
+    )
+    try:
+        body = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+        refresh = asyncio.create_task(token_request(browser, setup, body, auth))
+        await asyncio.sleep(0.2)
+        async with db.acquire() as conn:
+            await tokens.revoke_family(conn, portal.state["redis"], setup["acme"].pool, str(family))
+        r = await refresh
+    finally:
+        await db.execute("DROP TRIGGER slow ON refresh_tokens; DROP FUNCTION slow_insert();")
+    live = await db.fetchval(
+        """SELECT count(*) FROM refresh_tokens
+           WHERE family_id = $1 AND revoked_at IS NULL AND rotated_at IS NULL""",
+        family,
+    )
+    assert live == 0, r.text
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text

@@ -276,6 +276,15 @@ async def _refresh(request: Request, form: FormData, client: Client) -> dict:
     user = rotation.user
     if user is None or user["blocked"]:
         raise InvalidGrantError(description="The user can no longer log in.")
+    if rotation.refresh_token and await tokens.family_revoked(
+        request.state.mux, str(rotation.family_id)
+    ):
+        # Ended (logout, block, a replay) while this refresh held the old token's
+        # lock: that revocation could not see the successor stored here.
+        await tokens.revoke_family(
+            request.state.db, request.state.redis, pool, str(rotation.family_id)
+        )
+        raise InvalidGrantError(description="The refresh token has been revoked.")
     issued = await tokens.issue(
         request.state.db,
         **_issue_args(request, client, user, rotation.scope, rotation.auth_time),

@@ -411,14 +411,25 @@ def _revoked_jti_key(jti: str) -> str:
 
 async def revoke_family(conn, redis, pool: Pool, family_id: str) -> int:
     """Revoke every refresh token of a login and deny its access tokens until
-    they would have expired anyway. Returns the refresh tokens revoked."""
+    they would have expired anyway. Returns the refresh tokens revoked.
+
+    The family is marked first, then its rows revoked. A refresh that held the
+    old token's lock while this ran stores a successor this UPDATE cannot see
+    (its snapshot predates the successor's commit); that refresh checks the
+    mark after its statement (``family_revoked``). Whichever comes second
+    catches it: the mark is there, or the successor is in the snapshot."""
+    await redis.set(_revoked_family_key(family_id), "1", ex=pool.access_token_ttl + 60)
     result = await conn.execute(
         "UPDATE refresh_tokens SET revoked_at = now() WHERE pool_id = $1 AND family_id = $2 AND revoked_at IS NULL",
         pool.id,
         uuid.UUID(family_id),
     )
-    await redis.set(_revoked_family_key(family_id), "1", ex=pool.access_token_ttl + 60)
     return int(result.split()[-1])
+
+
+async def family_revoked(mux, family_id: str) -> bool:
+    """Whether ``revoke_family`` has marked this login (over the shared connection)."""
+    return bool(await mux.execute("EXISTS", _revoked_family_key(family_id)))
 
 
 async def revoke_access_token(redis, claims: dict[str, Any]) -> None:
