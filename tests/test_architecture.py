@@ -17,11 +17,28 @@ PACKAGE = Path(portal.__file__).resolve().parent
 # Lowest first. A module's layer is that of its longest matching prefix.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("portal.errors", "portal.settings"),  # the vocabulary every layer shares
-    ("portal.stores",),  # PostgreSQL, Redis, pub/sub, limits, secrets at rest
+    # PostgreSQL, Redis, pub/sub, limits, secrets at rest; background jobs and the outbox
+    ("portal.stores", "portal.jobs"),
     ("portal.web", "portal.obs", "portal.wechat"),  # HTTP plumbing, observability, WeChat's API
-    ("portal.tenants",),  # pools, clients, admins, signing keys
-    ("portal.scan", "portal.oidc", "portal.console"),  # the features
-    ("portal.app", "portal.asgi", "portal.cli", "portal.local", "portal.dev", "portal.__main__"),
+    ("portal.tenants", "portal.audit"),  # pools, clients, admins, signing keys, audit trail
+    # the features
+    (
+        "portal.scan",
+        "portal.oidc",
+        "portal.console",
+        "portal.webhooks",
+        "portal.mgmt",
+        "portal.privacy",
+    ),
+    (
+        "portal.app",
+        "portal.asgi",
+        "portal.cli",
+        "portal.local",
+        "portal.dev",
+        "portal.worker",
+        "portal.__main__",
+    ),
 )
 
 
