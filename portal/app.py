@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from portal.console import routes as console_routes
 from portal.dev.tools import dev_routes
 from portal.errors import PortalError
+from portal.mgmt import routes as mgmt_routes
 from portal.obs import metrics
 from portal.obs.metrics import MetricsAccess
 from portal.obs.middleware import Observability
@@ -316,6 +317,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         *avatars.routes(),
         *authorize.routes(),
         *endpoints.routes(),
+        *mgmt_routes(),  # the management API, /api/v1
         Route("/logo", pool_logo),
         Route("/q/{ticket}", qpage.scan_outside_wechat),
         *common,

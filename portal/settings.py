@@ -56,6 +56,7 @@ DEFAULT_RATE_TOKEN = Limit(600, 60)
 DEFAULT_RATE_QR_POOL = Limit(6000, 60)  # tickets per pool, from every address together
 DEFAULT_RATE_QR_IMAGE = Limit(120, 60)  # QR images rendered per client IP and pool
 DEFAULT_RATE_WXACODE = Limit(1000, 60)  # mini-program codes per pool (WeChat: 5000/min per AppID)
+DEFAULT_RATE_MGMT = Limit(600, 60)  # management API calls per management client
 DEFAULT_WAITERS_PER_IP = 100  # open SSE streams and long polls per client IP, per process
 
 
@@ -84,6 +85,7 @@ class Settings:
     rate_qr_pool: Limit = DEFAULT_RATE_QR_POOL
     rate_qr_image: Limit = DEFAULT_RATE_QR_IMAGE
     rate_wxacode: Limit = DEFAULT_RATE_WXACODE
+    rate_mgmt: Limit = DEFAULT_RATE_MGMT
     waiters_per_ip: int = DEFAULT_WAITERS_PER_IP  # 0: no cap
     # Seconds a request body may take to arrive at a route that reads one; then 408.
     body_timeout: float = 30.0
@@ -167,6 +169,7 @@ class Settings:
             ("rate_qr_pool", "PORTAL_RATE_QR_POOL", Limit.parse),
             ("rate_qr_image", "PORTAL_RATE_QR_IMAGE", Limit.parse),
             ("rate_wxacode", "PORTAL_RATE_WXACODE", Limit.parse),
+            ("rate_mgmt", "PORTAL_RATE_MGMT", Limit.parse),
             ("waiters_per_ip", "PORTAL_WAITERS_PER_IP", integer),
         ):
             if var in env:

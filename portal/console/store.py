@@ -252,11 +252,14 @@ async def update_client(
     post_logout_redirect_uris: list[str],
     web_origins: list[str],
     scopes: list[str] | None = None,
+    management_scopes: list[str] | None = None,
 ) -> None:
-    """``scopes``: None leaves them as they are."""
+    """``scopes``, ``management_scopes`` (a management client's): None leaves
+    them as they are."""
     result = await conn.execute(
         """UPDATE clients SET name = $3, redirect_uris = $4, post_logout_redirect_uris = $5,
-                  web_origins = $6, scopes = coalesce($7, scopes), updated_at = now()
+                  web_origins = $6, scopes = coalesce($7, scopes),
+                  management_scopes = coalesce($8, management_scopes), updated_at = now()
            WHERE pool_id = $1 AND client_id = $2""",
         pool_id,
         client_id,
@@ -265,6 +268,7 @@ async def update_client(
         post_logout_redirect_uris,
         web_origins,
         scopes,
+        management_scopes,
     )
     if result.endswith(" 0"):
         raise NotFound()
@@ -317,11 +321,8 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def search_users(
-    conn: asyncpg.Pool | asyncpg.Connection, pool_id: int, q: str, page: int
-) -> tuple[list[dict], bool]:
-    """A page of users, newest first, and whether there are more. ``q``: a user id,
-    digits of a phone number, or part of a nickname."""
+def _user_search(pool_id: int, q: str) -> tuple[str, list[Any]]:
+    """The WHERE clause of a user search (the console's and the management API's)."""
     q = q.strip()
     where, args = "pool_id = $1", [pool_id]
     if q:
@@ -335,6 +336,15 @@ async def search_users(
         else:
             where += " AND nickname ILIKE $2"
             args.append(f"%{_like(q)}%")
+    return where, args
+
+
+async def search_users(
+    conn: asyncpg.Pool | asyncpg.Connection, pool_id: int, q: str, page: int
+) -> tuple[list[dict], bool]:
+    """A page of users, newest first, and whether there are more. ``q``: a user id,
+    digits of a phone number, or part of a nickname."""
+    where, args = _user_search(pool_id, q)
     rows = await conn.fetch(
         f"""SELECT id, nickname, avatar_url, phone_number, blocked, created_at, last_login_at
             FROM users WHERE {where} ORDER BY created_at DESC, id
@@ -342,6 +352,135 @@ async def search_users(
         *args,
     )
     return [dict(r) for r in rows[:USER_PAGE]], len(rows) > USER_PAGE
+
+
+USER_FIELDS = """id, nickname, avatar_url, phone_number, phone_country_code, blocked,
+    created_at, updated_at, last_login_at"""
+
+
+async def users_after(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    pool_id: int,
+    q: str,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> tuple[list[dict], bool]:
+    """A search as ``search_users``, newest first, by keyset: the ``limit`` users
+    after ``after`` (the created_at and id of the last one of the previous page),
+    and whether there are more. Page 1000 costs what page 1 does."""
+    where, args = _user_search(pool_id, q)
+    if after is not None:
+        args += list(after)
+        where += f" AND (created_at, id) < (${len(args) - 1}, ${len(args)})"
+    rows = await conn.fetch(
+        f"""SELECT {USER_FIELDS} FROM users WHERE {where}
+            ORDER BY created_at DESC, id DESC LIMIT {int(limit) + 1}""",
+        *args,
+    )
+    return [dict(r) for r in rows[:limit]], len(rows) > limit
+
+
+# What an admin or a management client may change of a user's profile.
+PROFILE_FIELDS = ("nickname", "avatar_url", "phone_number", "phone_country_code")
+
+
+async def create_user(conn: asyncpg.Connection, pool_id: int, profile: dict[str, Any]) -> dict:
+    """A user made by hand (no WeChat identity yet: with ``link_by_phone`` their
+    first scan with that phone number becomes theirs). ``profile``: validated."""
+    unknown = set(profile) - set(PROFILE_FIELDS)
+    if unknown:
+        raise ValueError(f"not a profile field: {sorted(unknown)}")
+    row = await conn.fetchrow(
+        f"""INSERT INTO users (pool_id, nickname, avatar_url, phone_number, phone_country_code)
+            VALUES ($1, $2, $3, $4, $5) RETURNING {USER_FIELDS}""",
+        pool_id,
+        profile.get("nickname"),
+        profile.get("avatar_url"),
+        profile.get("phone_number"),
+        profile.get("phone_country_code") or ("86" if profile.get("phone_number") else None),
+    )
+    return dict(row)
+
+
+async def update_user(
+    conn: asyncpg.Connection, pool_id: int, user_id: uuid.UUID, changes: dict[str, Any]
+) -> tuple[dict, dict]:
+    """Changes profile fields (validated by the caller) in one transaction;
+    returns the user before and after. NotFound when the pool has no such user."""
+    unknown = set(changes) - set(PROFILE_FIELDS)
+    if unknown:
+        raise ValueError(f"not a profile field: {sorted(unknown)}")
+    async with conn.transaction():
+        before = await conn.fetchrow(
+            f"SELECT {USER_FIELDS} FROM users WHERE pool_id = $1 AND id = $2 FOR UPDATE",
+            pool_id,
+            user_id,
+        )
+        if before is None:
+            raise NotFound("No such user.", error="user_not_found")
+        if not changes:
+            return dict(before), dict(before)
+        columns = sorted(changes)
+        assignments = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(columns))
+        after = await conn.fetchrow(
+            f"""UPDATE users SET {assignments}, updated_at = now()
+                WHERE pool_id = $1 AND id = $2 RETURNING {USER_FIELDS}""",
+            pool_id,
+            user_id,
+            *(changes[c] for c in columns),
+        )
+    return dict(before), dict(after)
+
+
+async def delete_user(
+    conn: asyncpg.Connection, redis: aioredis.Redis, pool: Pool, user_id: uuid.UUID
+) -> None:
+    """Deletes a user: their logins are ended (every refresh token family revoked,
+    its access tokens denied), their identities and refresh tokens go with the
+    row; their login events stay with no user. NotFound when there is none."""
+    async with conn.transaction():
+        families = await conn.fetch(
+            """SELECT DISTINCT family_id FROM refresh_tokens
+               WHERE pool_id = $1 AND user_id = $2 AND revoked_at IS NULL""",
+            pool.id,
+            user_id,
+        )
+        for row in families:
+            await tokens.revoke_family(conn, redis, pool, str(row["family_id"]))
+        result = await conn.execute(
+            "DELETE FROM users WHERE pool_id = $1 AND id = $2", pool.id, user_id
+        )
+        if result.endswith(" 0"):
+            raise NotFound("No such user.", error="user_not_found")
+
+
+async def identities_of(
+    conn: asyncpg.Pool | asyncpg.Connection, pool_id: int, user_id: uuid.UUID
+) -> list[dict]:
+    rows = await conn.fetch(
+        """SELECT id, appid, openid, unionid, created_at, last_login_at FROM wechat_identities
+           WHERE pool_id = $1 AND user_id = $2 ORDER BY created_at, id""",
+        pool_id,
+        user_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def unlink_identity(
+    conn: asyncpg.Connection, pool_id: int, user_id: uuid.UUID, identity_id: int
+) -> dict:
+    """Removes one WeChat identity from a user (their next scan with it registers
+    or links anew); returns it. NotFound when the user has no such identity."""
+    row = await conn.fetchrow(
+        """DELETE FROM wechat_identities WHERE pool_id = $1 AND user_id = $2 AND id = $3
+           RETURNING id, appid, openid, unionid, created_at, last_login_at""",
+        pool_id,
+        user_id,
+        identity_id,
+    )
+    if row is None:
+        raise NotFound("No such identity.", error="identity_not_found")
+    return dict(row)
 
 
 async def user_detail(

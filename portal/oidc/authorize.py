@@ -181,7 +181,7 @@ async def authorize(request: Request) -> Response:
         if client_id and len(client_id) <= 64
         else None
     )
-    if client is None:
+    if client is None or client.is_management:  # a management client logs nobody in
         return _page_error(request, "unknown_client")
     if not params.get("redirect_uri"):
         # Required (OIDC Core §3.1.2.1), even for a client with one registered URI:

@@ -70,7 +70,7 @@ def _metadata(iss: str, pool: Pool) -> dict:
         "scopes_supported": list(SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post", "web_message"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": list(GRANTS),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algs,
         "token_endpoint_auth_methods_supported": list(clientauth.METHODS),
@@ -162,7 +162,15 @@ async def token(request: Request) -> Response:
     client = await clientauth.authenticate(request, form)
     cors.check(request, client)  # a browser (the SDK's PKCE exchange): the client's origins only
     grant_type = form.get("grant_type")
-    if grant_type == "authorization_code":
+    if client.is_management != (grant_type == "client_credentials") and grant_type in GRANTS:
+        # A management client only ever gets management tokens; an application
+        # client never does (RFC 6749 §5.2).
+        raise UnauthorizedClientError(
+            description=f"This client may not use the {grant_type} grant."
+        )
+    if grant_type == "client_credentials":
+        body = await _client_credentials(request, form, client)
+    elif grant_type == "authorization_code":
         body = await _authorization_code(request, form, client)
     elif grant_type == "refresh_token":
         body = await _refresh(request, form, client)
@@ -172,10 +180,29 @@ async def token(request: Request) -> Response:
         unsupported = UnsupportedGrantTypeError(quoted(str(grant_type)))
         unsupported.description = (
             f"The grant type {quoted(str(grant_type))} is not offered here; "
-            "use authorization_code or refresh_token."
+            "use authorization_code, refresh_token or client_credentials."
         )
         raise unsupported
     return JSONResponse(body, headers=NO_STORE)
+
+
+GRANTS = ("authorization_code", "refresh_token", "client_credentials")
+
+
+async def _client_credentials(request: Request, form: FormData, client: Client) -> dict:
+    """A management API token (docs/api.md, "Management API"): the scopes asked,
+    all of them registered for the client, or all it has when none are asked."""
+    asked = str(form.get("scope") or "").split()
+    if any(s not in client.management_scopes for s in asked):
+        raise InvalidScopeError(description="The client is not registered for that scope.")
+    scope = " ".join(s for s in client.management_scopes if not asked or s in asked)
+    return await tokens.issue_client_token(
+        request.state.keys,
+        request.state.pool,
+        issuer=issuer(request),
+        client_id=client.client_id,
+        scope=scope,
+    )
 
 
 _MISMATCH = {

@@ -401,6 +401,40 @@ async def rotate_refresh(
     )
 
 
+def api_audience(issuer: str) -> str:
+    """The audience of a pool's management API tokens: never a client id, so no
+    OpenID Connect access token passes for one, and no management token for an
+    OpenID Connect one (``verify_access_token``)."""
+    return f"{issuer}/api/v1"
+
+
+async def issue_client_token(
+    key_cache: KeyCache, pool: Pool, *, issuer: str, client_id: str, scope: str
+) -> dict[str, Any]:
+    """An access token of the client credentials grant (RFC 6749 §4.4) for the
+    pool's management API, typed ``at+jwt`` (RFC 9068): ``sub`` and ``client_id``
+    are the client, ``aud`` the API (``api_audience``). No refresh token."""
+    key = await key_cache.get(pool.id)
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "sub": client_id,
+        "aud": api_audience(issuer),
+        "client_id": client_id,
+        "iat": now,
+        "exp": now + pool.access_token_ttl,
+        "jti": secrets.token_urlsafe(16),
+        "scope": scope,
+    }
+    header = {"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}
+    return {
+        "access_token": jwt.encode(header, claims, key.key, algorithms=[key.alg]),
+        "token_type": "Bearer",
+        "expires_in": pool.access_token_ttl,
+        "scope": scope,
+    }
+
+
 def _revoked_family_key(family_id: str) -> str:
     return f"revoked:sid:{family_id}"
 
@@ -442,8 +476,12 @@ class InvalidToken(Exception):
     pass
 
 
-async def verify_access_token(key_set, redis, *, issuer: str, token: str) -> dict[str, Any]:
-    """Claims of a valid, unexpired, unrevoked access token of this issuer."""
+async def verify_access_token(
+    key_set, redis, *, issuer: str, token: str, audience: str | None = None
+) -> dict[str, Any]:
+    """Claims of a valid, unexpired, unrevoked access token of this issuer.
+    ``audience`` None: an OpenID Connect access token (its audience is a client,
+    never the management API); else exactly that audience."""
     from joserfc.errors import JoseError
 
     try:
@@ -460,6 +498,9 @@ async def verify_access_token(key_set, redis, *, issuer: str, token: str) -> dic
         or claims["exp"] <= now
     ):
         raise InvalidToken("wrong issuer or expired")
+    api = api_audience(issuer)
+    if (claims.get("aud") != audience) if audience else (claims.get("aud") == api):
+        raise InvalidToken("wrong audience")
     revoked = await redis.exists(
         _revoked_jti_key(str(claims.get("jti"))), _revoked_family_key(str(claims.get("sid")))
     )

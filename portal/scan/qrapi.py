@@ -63,7 +63,7 @@ async def create_qrcode(request: Request) -> Response:
         client = await request.state.clients.get(pool.id, client_id)
     else:
         client = await request.state.clients.default(pool.id)
-    if client is None:
+    if client is None or client.is_management:  # a management client logs nobody in
         raise InvalidClient()
     cors.check(request, client)  # from a website: only one of the client's web origins
     new = await request.state.tickets.create(

@@ -29,6 +29,10 @@ class Client:
     # What the client may be granted (sql/0005): `openid` always, `offline_access`
     # (refresh tokens) only if confidential.
     scopes: tuple[str, ...] = ("openid", "profile", "phone")
+    # A management client (sql/0009) calls the pool's management API with the
+    # client credentials grant and holds these scopes (MANAGEMENT_SCOPES) instead.
+    is_management: bool = False
+    management_scopes: tuple[str, ...] = ()
 
     def granted(self, asked: Iterable[str]) -> str:
         """The scope to grant for ``asked``: only what the registration allows,
@@ -44,14 +48,31 @@ class Client:
 # Every scope a client of a pool can be registered for, in the order tokens name them.
 SCOPES = ("openid", "profile", "phone", "offline_access")
 DEFAULT_SCOPES = ("openid", "profile", "phone")
+# What a management client may be registered for (docs/api.md, "Management API").
+MANAGEMENT_SCOPES = (
+    "users:read",
+    "users:write",
+    "clients:read",
+    "clients:write",
+    "logins:read",
+    "webhooks:write",
+    "settings:write",
+)
 
 _COLUMNS = """id, pool_id, client_id, name, is_public, is_default, redirect_uris,
-    post_logout_redirect_uris, web_origins, secret_hash, scopes"""
+    post_logout_redirect_uris, web_origins, secret_hash, scopes, is_management,
+    management_scopes"""
 
 
 def _client(row: asyncpg.Record) -> Client:
     data = dict(row)
-    for key in ("redirect_uris", "post_logout_redirect_uris", "web_origins", "scopes"):
+    for key in (
+        "redirect_uris",
+        "post_logout_redirect_uris",
+        "web_origins",
+        "scopes",
+        "management_scopes",
+    ):
         data[key] = tuple(data[key])
     return Client(**data)
 
@@ -121,6 +142,43 @@ async def create(
         redirects,
         logouts,
         origins,
+        granted,
+    )
+    return _client(row), secret
+
+
+def management_scopes(asked: Iterable[str]) -> list[str]:
+    """The management scopes to register, in MANAGEMENT_SCOPES order: at least one,
+    none unknown."""
+    wanted = set(asked)
+    unknown = wanted - set(MANAGEMENT_SCOPES)
+    if unknown:
+        raise ValidationError(f"Unknown scope: {sorted(unknown)[0][:40]}.", error="invalid_scope")
+    if not wanted:
+        raise ValidationError(
+            "A management client needs at least one scope.", error="invalid_scope"
+        )
+    return [s for s in MANAGEMENT_SCOPES if s in wanted]
+
+
+async def create_management(
+    conn: asyncpg.Connection, box: SecretBox, *, pool_id: int, name: str, scopes: Iterable[str]
+) -> tuple[Client, str]:
+    """A management client and its secret (stored only as a hash: shown this once).
+    It has no redirect URIs and no OpenID Connect scope but ``openid``: it can
+    never log a person in, only obtain management tokens."""
+    name = validation.display_name(name)
+    granted = management_scopes(scopes)
+    secret = secrets.token_urlsafe(32)
+    row = await conn.fetchrow(
+        f"""INSERT INTO clients (pool_id, client_id, name, secret_hash, is_public, scopes,
+                                 is_management, management_scopes)
+            VALUES ($1, $2, $3, $4, false, '{{openid}}', true, $5)
+            RETURNING {_COLUMNS}""",
+        pool_id,
+        new_client_id(),
+        name,
+        box.hash_secret(secret),
         granted,
     )
     return _client(row), secret

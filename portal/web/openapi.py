@@ -805,7 +805,10 @@ def _paths() -> dict[str, dict]:
                 "Token endpoint: authorization_code (PKCE S256) and refresh_token (rotating)",
                 oidc,
                 {
-                    "200": _json(_ref("TokenResponse"), "Tokens."),
+                    "200": _json(
+                        {"anyOf": [_ref("TokenResponse"), _ref("ClientToken")]},
+                        "Tokens (`client_credentials`: an access token only).",
+                    ),
                     **_errors(
                         _merge(
                             OAUTH_CLIENT,
@@ -830,10 +833,14 @@ def _paths() -> dict[str, dict]:
                 "revokes its whole login. A code is spent only by a request that matches it "
                 "(client, `redirect_uri`, `code_verifier`). Scopes are cut to what the client "
                 "is registered for; `refresh_token` grants are for confidential clients "
-                "registered for `offline_access` (else 400 `unauthorized_client`).",
+                "registered for `offline_access` (else 400 `unauthorized_client`). "
+                "`client_credentials` is for management clients only (and they for it only): "
+                "a management API token with the `scope` asked, or all the client's.",
                 body=_form_body(
                     {
-                        "grant_type": {"enum": ["authorization_code", "refresh_token"]},
+                        "grant_type": {
+                            "enum": ["authorization_code", "refresh_token", "client_credentials"]
+                        },
                         "code": STRING,
                         "redirect_uri": STRING,
                         "code_verifier": {"type": "string", "minLength": 43, "maxLength": 128},
@@ -952,6 +959,7 @@ def _paths() -> dict[str, dict]:
                 op_id="oidcIntrospect",
             )
         },
+        **_mgmt_paths(),
         "/healthz": {
             "servers": [{"$ref": "apex"}, {"$ref": "pool"}],
             "get": _op(
@@ -1008,6 +1016,467 @@ def _paths() -> dict[str, dict]:
                 ops,
                 {"200": _json({"type": "object", "required": ["openapi"]}, "OpenAPI 3.1.")},
                 op_id="openapi",
+            ),
+        },
+    }
+
+
+# --- the management API (docs/api.md, "Management API"; portal/mgmt) ----------------
+
+MGMT_SCHEMAS: dict[str, Schema] = {
+    "ClientToken": _object(
+        {
+            "access_token": {
+                "type": "string",
+                "description": "a JWT typed at+jwt, audience `{pool url}/api/v1`",
+            },
+            "token_type": {"const": "Bearer"},
+            "expires_in": SECONDS,
+            "scope": {"type": "string", "description": "the management scopes granted"},
+        }
+    ),
+    "ManagedUser": _object(
+        {
+            "id": {"type": "string", "format": "uuid"},
+            "nickname": _nullable(STRING),
+            "avatar_url": _nullable(STRING),
+            "phone_number": _nullable({"type": "string", "description": "digits, national"}),
+            "phone_country_code": _nullable(STRING),
+            "blocked": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "last_login_at": _nullable({"type": "string", "format": "date-time"}),
+        },
+        {
+            "identities": {"type": "array", "items": _ref("Identity")},
+            "active_tokens": {
+                "type": "integer",
+                "description": "live refresh tokens (logins that can still refresh)",
+            },
+        },
+    ),
+    "UserProfile": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "nickname": _nullable({"type": "string", "maxLength": 64}),
+            "avatar_url": _nullable({"type": "string", "format": "uri", "maxLength": 500}),
+            "phone_number": _nullable({"type": "string", "pattern": "^[0-9]{5,15}$"}),
+            "phone_country_code": _nullable({"type": "string", "pattern": "^[0-9]{1,3}$"}),
+        },
+    },
+    "Identity": _object(
+        {
+            "id": INTEGER,
+            "appid": STRING,
+            "openid": STRING,
+            "unionid": _nullable(STRING),
+            "created_at": {"type": "string", "format": "date-time"},
+            "last_login_at": _nullable({"type": "string", "format": "date-time"}),
+        }
+    ),
+    "ManagedClient": _object(
+        {
+            "client_id": STRING,
+            "name": STRING,
+            "type": {"enum": ["application", "management"]},
+            "public": {"type": "boolean"},
+            "default": {"type": "boolean"},
+            "scopes": {"type": "array", "items": STRING},
+        },
+        {
+            "redirect_uris": {"type": "array", "items": STRING},
+            "post_logout_redirect_uris": {"type": "array", "items": STRING},
+            "web_origins": {"type": "array", "items": STRING},
+            "client_secret": {
+                "type": "string",
+                "description": "only when created or rotated: shown once, stored as a hash",
+            },
+        },
+    ),
+    "ClientInput": {
+        "type": "object",
+        "properties": {
+            "type": {"enum": ["application", "management"], "default": "application"},
+            "name": {"type": "string", "minLength": 1, "maxLength": 100},
+            "public": {"type": "boolean", "description": "application clients only"},
+            "scopes": {
+                "type": "array",
+                "items": STRING,
+                "description": "application: openid, profile, phone, offline_access; "
+                "management: the management scopes",
+            },
+            "redirect_uris": {"type": "array", "items": STRING, "maxItems": 50},
+            "post_logout_redirect_uris": {"type": "array", "items": STRING, "maxItems": 50},
+            "web_origins": {"type": "array", "items": STRING, "maxItems": 50},
+        },
+    },
+    "LoginEvent": _object(
+        {
+            "id": INTEGER,
+            "created_at": {"type": "string", "format": "date-time"},
+            "result": {
+                "type": "string",
+                "description": "`success`, `signup`, or the error code that refused it",
+            },
+            "user_id": _nullable(STRING),
+            "client_id": _nullable(STRING),
+            "appid": _nullable(STRING),
+            "openid": _nullable(STRING),
+            "ip": _nullable(STRING),
+            "user_agent": _nullable(STRING),
+        }
+    ),
+    "PoolSettings": _object(
+        {
+            "slug": STRING,
+            "url": {"type": "string", "format": "uri"},
+            "name": STRING,
+            "callback_url": _nullable(STRING),
+            "phone_required": {"type": "boolean"},
+            "login_only": {"type": "boolean"},
+            "link_by_phone": {"type": "boolean"},
+            "qr_fallback": {"type": "boolean"},
+            "id_token_alg": {"enum": ["RS256", "ES256"]},
+            "qr_type": {"enum": ["link", "wxacode"]},
+            "scan_reveal": {"enum": ["none", "avatar", "profile"]},
+            "logo_shape": {"enum": ["square", "round"]},
+            "qr_lifetime": INTEGER,
+            "id_token_ttl": INTEGER,
+            "access_token_ttl": INTEGER,
+            "refresh_token_ttl": INTEGER,
+            "mp_appid": _nullable(STRING),
+        }
+    ),
+    "SettingsInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 100},
+            "callback_url": _nullable(STRING),
+            "phone_required": {"type": "boolean"},
+            "login_only": {"type": "boolean"},
+            "link_by_phone": {"type": "boolean"},
+            "qr_fallback": {"type": "boolean"},
+            "id_token_alg": {"enum": ["RS256", "ES256"]},
+            "qr_type": {"enum": ["link", "wxacode"]},
+            "scan_reveal": {"enum": ["none", "avatar", "profile"]},
+            "logo_shape": {"enum": ["square", "round"]},
+            "qr_lifetime": {"type": "integer", "minimum": 30, "maximum": 600},
+            "id_token_ttl": {"type": "integer", "minimum": 60, "maximum": 86400},
+            "access_token_ttl": {"type": "integer", "minimum": 60, "maximum": 86400},
+            "refresh_token_ttl": {"type": "integer", "minimum": 3600, "maximum": 31536000},
+            "mp_appid": _nullable({"type": "string", "pattern": "^wx[0-9a-zA-Z]{16}$"}),
+            "mp_secret": {
+                "type": "string",
+                "pattern": "^[0-9A-Za-z]{16,64}$",
+                "description": "write-only: checked with WeChat, stored encrypted, never shown",
+            },
+        },
+    },
+}
+
+# Every management call: a bearer token of the pool's client credentials grant.
+MGMT_AUTH = {401: ["invalid_token"], 403: ["insufficient_scope"], **RATE}
+
+
+def _mgmt_op(
+    summary: str,
+    scope: str,
+    ok: dict[str, dict],
+    codes: dict[int, list[str]],
+    *,
+    op_id: str,
+    parameters: list | None = None,
+    body: Schema | None = None,
+    description: str = "",
+) -> dict:
+    responses = {**ok, **_errors(_merge(MGMT_AUTH, codes, POOL_HOST, STORES))}
+    responses["401"]["headers"] = {
+        "WWW-Authenticate": {"description": 'Bearer realm="<issuer>", error=...', "schema": STRING}
+    }
+    return _op(
+        summary,
+        ["Management API"],
+        responses,
+        description=(description + " " if description else "") + f"Scope: `{scope}`.",
+        parameters=parameters,
+        body={"required": True, "content": {"application/json": {"schema": body}}}
+        if body
+        else None,
+        security=[{"managementToken": [scope]}],
+        op_id=op_id,
+    )
+
+
+def _mgmt_paths() -> dict[str, dict]:
+    user = {"name": "user_id", "in": "path", "required": True, "schema": STRING}
+    client = {"name": "client_id", "in": "path", "required": True, "schema": STRING}
+    identity = {"name": "identity_id", "in": "path", "required": True, "schema": STRING}
+    cursor = {
+        "name": "cursor",
+        "in": "query",
+        "schema": STRING,
+        "description": "`next_cursor` of the previous page (absent: the first page)",
+    }
+    no_user = {404: ["user_not_found", "not_found"]}
+    no_client = {404: ["client_not_found", "not_found"]}
+    deleted = {"204": {"description": "Done."}}
+
+    def page(name: str, item: str) -> Schema:
+        return _object(
+            {
+                name: {"type": "array", "items": _ref(item)},
+                "next_cursor": _nullable(STRING),
+            }
+        )
+
+    return {
+        "/api/v1/users": {
+            "get": _mgmt_op(
+                "List and search users, newest first",
+                "users:read",
+                {"200": _json(page("users", "ManagedUser"), "A page of users.")},
+                {400: ["invalid_request", "invalid_cursor"]},
+                parameters=[
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "schema": {"type": "string", "maxLength": 100},
+                        "description": "a user id, digits of a phone number, or part of a nickname",
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+                    },
+                    cursor,
+                ],
+                op_id="mgmtListUsers",
+            ),
+            "post": _mgmt_op(
+                "Create a user (no WeChat identity yet)",
+                "users:write",
+                {"201": _json(_ref("ManagedUser"), "Created.")},
+                JSON_BODY,
+                body=_ref("UserProfile"),
+                description="With `link_by_phone`, the first scan of the person with this "
+                "phone number logs in as this user.",
+                op_id="mgmtCreateUser",
+            ),
+        },
+        "/api/v1/users/{user_id}": {
+            "parameters": [user],
+            "get": _mgmt_op(
+                "A user, with their WeChat identities",
+                "users:read",
+                {"200": _json(_ref("ManagedUser"), "The user.")},
+                no_user,
+                op_id="mgmtGetUser",
+            ),
+            "patch": _mgmt_op(
+                "Update a user's profile (null clears a field)",
+                "users:write",
+                {"200": _json(_ref("ManagedUser"), "The user as now.")},
+                _merge(JSON_BODY, no_user),
+                body=_ref("UserProfile"),
+                op_id="mgmtUpdateUser",
+            ),
+            "delete": _mgmt_op(
+                "Delete a user",
+                "users:write",
+                deleted,
+                no_user,
+                description="Their logins end (refresh tokens revoked, access tokens denied).",
+                op_id="mgmtDeleteUser",
+            ),
+        },
+        "/api/v1/users/{user_id}/block": {
+            "parameters": [user],
+            "post": _mgmt_op(
+                "Block a user: their logins end, and they cannot log in",
+                "users:write",
+                {"200": _json(_ref("ManagedUser"), "The user as now.")},
+                no_user,
+                op_id="mgmtBlockUser",
+            ),
+        },
+        "/api/v1/users/{user_id}/unblock": {
+            "parameters": [user],
+            "post": _mgmt_op(
+                "Unblock a user",
+                "users:write",
+                {"200": _json(_ref("ManagedUser"), "The user as now.")},
+                no_user,
+                op_id="mgmtUnblockUser",
+            ),
+        },
+        "/api/v1/users/{user_id}/export": {
+            "parameters": [user],
+            "get": _mgmt_op(
+                "Everything kept about a user, as JSON (access and portability)",
+                "users:read",
+                {
+                    "200": _json(
+                        _object(
+                            {
+                                "pool": STRING,
+                                "user": _ref("ManagedUser"),
+                                "login_events": {"type": "array", "items": _ref("LoginEvent")},
+                            }
+                        ),
+                        "The user's data.",
+                    )
+                },
+                no_user,
+                op_id="mgmtExportUser",
+            ),
+        },
+        "/api/v1/users/{user_id}/identities": {
+            "parameters": [user],
+            "get": _mgmt_op(
+                "A user's WeChat identities",
+                "users:read",
+                {
+                    "200": _json(
+                        _object({"identities": {"type": "array", "items": _ref("Identity")}}),
+                        "The identities.",
+                    )
+                },
+                no_user,
+                op_id="mgmtListIdentities",
+            ),
+        },
+        "/api/v1/users/{user_id}/identities/{identity_id}": {
+            "parameters": [user, identity],
+            "delete": _mgmt_op(
+                "Unlink a WeChat identity from a user",
+                "users:write",
+                deleted,
+                {404: ["identity_not_found", "user_not_found", "not_found"]},
+                description="The next scan with that identity registers (or links) anew.",
+                op_id="mgmtUnlinkIdentity",
+            ),
+        },
+        "/api/v1/clients": {
+            "get": _mgmt_op(
+                "The pool's clients, application and management",
+                "clients:read",
+                {
+                    "200": _json(
+                        _object({"clients": {"type": "array", "items": _ref("ManagedClient")}}),
+                        "The clients.",
+                    )
+                },
+                {},
+                op_id="mgmtListClients",
+            ),
+            "post": _mgmt_op(
+                "Register a client; its secret is in this answer only",
+                "clients:write",
+                {"201": _json(_ref("ManagedClient"), "Created, with `client_secret`.")},
+                _merge(JSON_BODY, {400: ["invalid_scope"]}),
+                body=_ref("ClientInput"),
+                op_id="mgmtCreateClient",
+            ),
+        },
+        "/api/v1/clients/{client_id}": {
+            "parameters": [client],
+            "get": _mgmt_op(
+                "A client",
+                "clients:read",
+                {"200": _json(_ref("ManagedClient"), "The client.")},
+                no_client,
+                op_id="mgmtGetClient",
+            ),
+            "patch": _mgmt_op(
+                "Update a client (fields left out stay)",
+                "clients:write",
+                {"200": _json(_ref("ManagedClient"), "The client as now.")},
+                _merge(JSON_BODY, no_client, {400: ["invalid_scope", "callback_kept"]}),
+                body=_ref("ClientInput"),
+                op_id="mgmtUpdateClient",
+            ),
+            "delete": _mgmt_op(
+                "Delete a client (not the pool's default client)",
+                "clients:write",
+                deleted,
+                _merge(no_client, {409: ["default_client"]}),
+                op_id="mgmtDeleteClient",
+            ),
+        },
+        "/api/v1/clients/{client_id}/secret": {
+            "parameters": [client],
+            "post": _mgmt_op(
+                "Rotate a client's secret: the old one stops working at once",
+                "clients:write",
+                {"200": _json(_ref("ManagedClient"), "The client, with its new `client_secret`.")},
+                _merge(no_client, {409: ["public_client"]}),
+                op_id="mgmtRotateClientSecret",
+            ),
+        },
+        "/api/v1/logins": {
+            "get": _mgmt_op(
+                "The login log, newest first",
+                "logins:read",
+                {"200": _json(page("login_events", "LoginEvent"), "A page of 50 events.")},
+                {400: ["invalid_request", "invalid_cursor"]},
+                parameters=[
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "schema": {"type": "string", "format": "date"},
+                        "description": "first day (UTC), included",
+                    },
+                    {
+                        "name": "until",
+                        "in": "query",
+                        "schema": {"type": "string", "format": "date"},
+                        "description": "last day (UTC), included",
+                    },
+                    {"name": "user_id", "in": "query", "schema": STRING},
+                    {"name": "client_id", "in": "query", "schema": STRING},
+                    {
+                        "name": "result",
+                        "in": "query",
+                        "schema": STRING,
+                        "description": "`ok` (success, signup), `refused`, or one result code",
+                    },
+                    cursor,
+                ],
+                op_id="mgmtListLogins",
+            ),
+        },
+        "/api/v1/settings": {
+            "get": _mgmt_op(
+                "The pool's settings (the AppSecret is never shown)",
+                "settings:write",
+                {"200": _json(_ref("PoolSettings"), "The settings.")},
+                {},
+                op_id="mgmtGetSettings",
+            ),
+            "patch": _mgmt_op(
+                "Change the pool's settings (fields left out stay)",
+                "settings:write",
+                {"200": _json(_ref("PoolSettings"), "The settings as now.")},
+                _merge(
+                    JSON_BODY,
+                    {
+                        400: [
+                            "invalid_appid",
+                            "invalid_secret",
+                            "mp_appid_reserved",
+                            "mp_secret_refused",
+                            "secret_required",
+                        ],
+                        409: ["mp_appid_taken"],
+                    },
+                    WECHAT,
+                ),
+                body=_ref("SettingsInput"),
+                description="A private mini program (`mp_appid` with `mp_secret`) is saved "
+                "only when WeChat accepts the AppSecret, as in the console.",
+                op_id="mgmtUpdateSettings",
             ),
         },
     }
@@ -1074,10 +1543,15 @@ def _document(scheme: str, apex: str) -> dict[str, Any]:
             {"name": "Mini-program API", "description": "The WeChat side of a scan login."},
             {"name": "OpenID Connect", "description": "Issuer = the pool URL."},
             {"name": "Operations", "description": "Probes and this document."},
+            {
+                "name": "Management API",
+                "description": "A pool's users, clients, login log and settings, for a "
+                "management client (client credentials).",
+            },
         ],
         "paths": _resolve_servers(_paths(), servers),
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **MGMT_SCHEMAS},
             "securitySchemes": {
                 "mpSession": {
                     "type": "http",
@@ -1093,6 +1567,26 @@ def _document(scheme: str, apex: str) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "an access token from `/oidc/token` or the ticket exchange",
+                },
+                "managementToken": {
+                    "type": "oauth2",
+                    "description": "a management client's token: `grant_type=client_credentials` "
+                    "at the pool's `/oidc/token` (docs/api.md, section Management API)",
+                    "flows": {
+                        "clientCredentials": {
+                            "tokenUrl": "/oidc/token",
+                            "scopes": {
+                                "users:read": "read users, their identities and exports",
+                                "users:write": "create, update, block, unblock, delete users; "
+                                "unlink identities",
+                                "clients:read": "read clients",
+                                "clients:write": "create, update, rotate, delete clients",
+                                "logins:read": "read the login log",
+                                "webhooks:write": "manage webhook endpoints and deliveries",
+                                "settings:write": "read and change the pool's settings",
+                            },
+                        }
+                    },
                 },
             },
         },

@@ -132,6 +132,7 @@ def error_response(request: Request, status_code: int, error: str, description: 
 async def portal_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PortalError)
     response = error_response(request, exc.status_code, exc.error, exc.description)
+    response.headers.update(getattr(exc, "headers", None) or {})  # e.g. a Bearer challenge
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         response.headers["retry-after"] = str(retry_after)

@@ -1,0 +1,669 @@
+"""The management API's handlers (docs/api.md, "Management API").
+
+Thin: check the caller (``auth.caller``, with the scope the route needs), parse,
+call the console's store functions (one implementation of each write for the
+console and the API), record the change in the audit trail in the same
+transaction, answer JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from portal import audit
+from portal.console import store
+from portal.console.views_pool import LIMITS
+from portal.errors import NotFound, ValidationError
+from portal.mgmt.auth import Caller, caller
+from portal.tenants import clients, keys, pools
+from portal.tenants.pools import APPID_RE, APPSECRET_RE, Pool
+from portal.web import validation
+from portal.web.jsonapi import read_json
+
+NO_STORE = {"cache-control": "no-store"}
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 50
+MAX_URIS = 50
+_PHONE_RE = re.compile(r"^[0-9]{5,15}$")
+_COUNTRY_RE = re.compile(r"^[0-9]{1,3}$")
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    return value
+
+
+def answer(content: Any, status_code: int = 200) -> Response:
+    return JSONResponse(_json(content), status_code=status_code, headers=NO_STORE)
+
+
+def _pool(request: Request) -> Pool:
+    return request.state.pool
+
+
+def _actor(request: Request, who: Caller) -> audit.Actor:
+    return audit.Actor.client(who.client_id, request)
+
+
+async def _announce(request: Request) -> None:
+    """Every process drops its cached pool, clients and keys (as the console does)."""
+    await pools.announce_change(request.state.hub, _pool(request).slug)
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit", "")
+    if not raw:
+        return DEFAULT_LIMIT
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ValidationError(f"limit must be a whole number from 1 to {MAX_LIMIT}.")
+    return int(raw)
+
+
+def _query(request: Request, name: str, max_len: int = 100) -> str:
+    value = request.query_params.get(name, "")
+    if len(value) > max_len or "\x00" in value:
+        raise ValidationError(f"{name} must be at most {max_len} characters.")
+    return value
+
+
+# --- users -----------------------------------------------------------------
+
+
+def _user_cursor(row: dict) -> str:
+    raw = f"{row['created_at'].isoformat()}~{row['id']}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_user_cursor(value: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        when, _, ident = raw.partition("~")
+        moment = datetime.fromisoformat(when)
+        user_id = store.parse_uuid(ident)
+        if moment.tzinfo is None or user_id is None:
+            raise ValueError(value)
+        return moment, user_id
+    except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError):
+        raise ValidationError("cursor is not one this API gave.", error="invalid_cursor") from None
+
+
+def _user_id(request: Request) -> uuid.UUID:
+    user_id = store.parse_uuid(request.path_params["user_id"])
+    if user_id is None:
+        raise NotFound("No such user.", error="user_not_found")
+    return user_id
+
+
+async def list_users(request: Request) -> Response:
+    await caller(request, "users:read")
+    q = _query(request, "q")
+    cursor = request.query_params.get("cursor")
+    after = _parse_user_cursor(cursor[:200]) if cursor else None
+    limit = _limit(request)
+    rows, more = await store.users_after(request.state.db, _pool(request).id, q, after, limit)
+    return answer({"users": rows, "next_cursor": _user_cursor(rows[-1]) if more else None})
+
+
+async def get_user(request: Request) -> Response:
+    await caller(request, "users:read")
+    user = await store.user_detail(request.state.db, _pool(request).id, _user_id(request))
+    if user is None:
+        raise NotFound("No such user.", error="user_not_found")
+    user.pop("logins", None)  # the login log has its own route
+    user["identities"] = await store.identities_of(request.state.db, _pool(request).id, user["id"])
+    return answer(user)
+
+
+def _profile(data: dict[str, Any]) -> dict[str, Any]:
+    """The profile fields present in ``data``, validated (null clears one)."""
+    unknown = set(data) - set(store.PROFILE_FIELDS)
+    if unknown:
+        raise ValidationError(f"Unknown field: {sorted(unknown)[0][:40]}.")
+    out: dict[str, Any] = {}
+    for name in store.PROFILE_FIELDS:
+        if name not in data:
+            continue
+        value = data[name]
+        if value is None or value == "":
+            out[name] = None
+            continue
+        if not isinstance(value, str) or "\x00" in value:
+            raise ValidationError(f"{name} must be a string.")
+        if name == "nickname":
+            if len(value.strip()) > 64:
+                raise ValidationError("nickname must be at most 64 characters.")
+            out[name] = value.strip() or None
+        elif name == "avatar_url":
+            if len(value) > 500:
+                raise ValidationError("avatar_url must be at most 500 characters.")
+            out[name] = validation.redirect_uri(value, field="avatar_url")
+        elif name == "phone_number":
+            if not _PHONE_RE.match(value):
+                raise ValidationError("phone_number must be 5 to 15 digits (no country code).")
+            out[name] = value
+        elif name == "phone_country_code":
+            if not _COUNTRY_RE.match(value):
+                raise ValidationError("phone_country_code must be 1 to 3 digits (86 for China).")
+            out[name] = value
+    return out
+
+
+async def create_user(request: Request) -> Response:
+    who = await caller(request, "users:write")
+    profile = _profile(await read_json(request, optional=True))
+    pool = _pool(request)
+    async with request.state.db.acquire() as conn, conn.transaction():
+        user = await store.create_user(conn, pool.id, profile)
+        await audit.record(
+            conn,
+            pool_id=pool.id,
+            actor=_actor(request, who),
+            action="user.create",
+            target=str(user["id"]),
+            after=profile,
+        )
+    return answer(user, 201)
+
+
+async def update_user(request: Request) -> Response:
+    who = await caller(request, "users:write")
+    user_id = _user_id(request)
+    changes = _profile(await read_json(request))
+    pool = _pool(request)
+    async with request.state.db.acquire() as conn, conn.transaction():
+        before, after = await store.update_user(conn, pool.id, user_id, changes)
+        await audit.record(
+            conn,
+            pool_id=pool.id,
+            actor=_actor(request, who),
+            action="user.update",
+            target=str(user_id),
+            before={k: before[k] for k in changes},
+            after={k: after[k] for k in changes},
+        )
+    return answer(after)
+
+
+async def _set_blocked(request: Request, blocked: bool) -> Response:
+    who = await caller(request, "users:write")
+    user_id = _user_id(request)
+    pool = _pool(request)
+    async with request.state.db.acquire() as conn, conn.transaction():
+        try:
+            await store.set_blocked(conn, request.state.redis, pool, user_id, blocked)
+        except NotFound:
+            raise NotFound("No such user.", error="user_not_found") from None
+        await audit.record(
+            conn,
+            pool_id=pool.id,
+            actor=_actor(request, who),
+            action="user.block" if blocked else "user.unblock",
+            target=str(user_id),
+            after={"blocked": blocked},
+        )
+        user = await store.user_detail(conn, pool.id, user_id)
+    assert user is not None
+    user.pop("logins", None)
+    return answer(user)
+
+
+async def block_user(request: Request) -> Response:
+    return await _set_blocked(request, True)
+
+
+async def unblock_user(request: Request) -> Response:
+    return await _set_blocked(request, False)
+
+
+async def delete_user(request: Request) -> Response:
+    who = await caller(request, "users:write")
+    user_id = _user_id(request)
+    pool = _pool(request)
+    async with request.state.db.acquire() as conn, conn.transaction():
+        await store.delete_user(conn, request.state.redis, pool, user_id)
+        await audit.record(
+            conn,
+            pool_id=pool.id,
+            actor=_actor(request, who),
+            action="user.delete",
+            target=str(user_id),
+        )
+    return Response(status_code=204, headers=NO_STORE)
+
+
+async def export_user(request: Request) -> Response:
+    """Everything the pool keeps about one person, as JSON (PIPL's right of access
+    and portability)."""
+    await caller(request, "users:read")
+    pool = _pool(request)
+    user_id = _user_id(request)
+    db = request.state.db
+    user = await store.user_detail(db, pool.id, user_id)
+    if user is None:
+        raise NotFound("No such user.", error="user_not_found")
+    user.pop("logins", None)
+    events: list[dict] = []
+    async with db.acquire() as conn, conn.transaction():
+        flt = store.LoginFilter(user_id=user_id)
+        async for row in store.iter_login_events(conn, pool.id, flt):
+            event = dict(row)
+            event.pop("nickname", None)
+            events.append(event)
+    user["identities"] = await store.identities_of(db, pool.id, user_id)
+    return answer({"pool": pool.slug, "user": user, "login_events": events})
+
+
+# --- identities --------------------------------------------------------------
+
+
+async def list_identities(request: Request) -> Response:
+    await caller(request, "users:read")
+    pool = _pool(request)
+    user_id = _user_id(request)
+    if await store.user_detail(request.state.db, pool.id, user_id) is None:
+        raise NotFound("No such user.", error="user_not_found")
+    return answer({"identities": await store.identities_of(request.state.db, pool.id, user_id)})
+
+
+async def unlink_identity(request: Request) -> Response:
+    who = await caller(request, "users:write")
+    user_id = _user_id(request)
+    raw = request.path_params["identity_id"]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise NotFound("No such identity.", error="identity_not_found")
+    pool = _pool(request)
+    async with request.state.db.acquire() as conn, conn.transaction():
+        gone = await store.unlink_identity(conn, pool.id, user_id, int(raw))
+        await audit.record(
+            conn,
+            pool_id=pool.id,
+            actor=_actor(request, who),
+            action="user.unlink_identity",
+            target=str(user_id),
+            before={"identity_id": gone["id"], "appid": gone["appid"]},
+        )
+    return Response(status_code=204, headers=NO_STORE)
+
+
+# --- clients -------------------------------------------------------------------
+
+
+def _client_json(client: clients.Client) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "client_id": client.client_id,
+        "name": client.name,
+        "type": "management" if client.is_management else "application",
+        "public": client.is_public,
+        "default": client.is_default,
+    }
+    if client.is_management:
+        out["scopes"] = list(client.management_scopes)
+    else:
+        out.update(
+            scopes=list(client.scopes),
+            redirect_uris=list(client.redirect_uris),
+            post_logout_redirect_uris=list(client.post_logout_redirect_uris),
+            web_origins=list(client.web_origins),
+        )
+    return out
+
+
+async def _client(request: Request) -> clients.Client:
+    client_id = request.path_params["client_id"]
+    client = None
+    if len(client_id) <= 64 and "\x00" not in client_id:
+        client = await clients.get(request.state.db, _pool(request).id, client_id)
+    if client is None:
+        raise NotFound("No such client.", error="client_not_found")
+    return client
+
+
+def _strings(data: dict[str, Any], name: str, check) -> list[str] | None:
+    if name not in data:
+        return None
+    values = data[name]
+    if values is None:
+        return []
+    if not isinstance(values, list) or len(values) > MAX_URIS:
+        raise ValidationError(f"{name} must be a list of at most {MAX_URIS} strings.")
+    out = []
+    for value in values:
+        if not isinstance(value, str) or len(value) > 2000 or "\x00" in value:
+            raise ValidationError(f"{name} must be a list of strings.")
+        out.append(check(value))
+    return list(dict.fromkeys(out))
+
+
+def _scopes(data: dict[str, Any]) -> list[str] | None:
+    if "scopes" not in data:
+        return None
+    values = data["scopes"]
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ValidationError("scopes must be a list of strings.")
+    return values
+
+
+def _uri_checks(request: Request) -> dict[str, Any]:
+    allow_http = request.state.settings.is_dev
+    return {
+        "redirect_uris": lambda v: validation.redirect_uri(v, allow_http=allow_http),
+        "post_logout_redirect_uris": lambda v: validation.redirect_uri(
+            v, field="post_logout_redirect_uri", allow_http=allow_http
+        ),
+        "web_origins": lambda v: validation.web_origin(v, allow_http=allow_http),
+    }
+
+
+async def list_clients(request: Request) -> Response:
+    await caller(request, "clients:read")
+    found = await store.list_clients(request.state.db, _pool(request).id)
+    return answer({"clients": [_client_json(c) for c in found]})
+
+
+async def get_client(request: Request) -> Response:
+    await caller(request, "clients:read")
+    return answer(_client_json(await _client(request)))
+
+
+async def create_client(request: Request) -> Response:
+    who = await caller(request, "clients:write")
+    data = await read_json(request)
+    pool = _pool(request)
+    kind = data.get("type", "application")
+    name = data.get("name")
+    if not isinstance(name, str):
+        raise ValidationError("name is required.")
+    scopes = _scopes(data)
+    async with request.state.db.acquire() as conn, conn.transaction():
+        if kind == "management":
+            if set(data) - {"type", "name", "scopes"}:
+                raise ValidationError("A management client has a name and scopes only.")
+            client, secret = await clients.create_management(
+                conn, request.state.box, pool_id=pool.id, name=name, scopes=scopes or []
+            )
+        elif kind == "application":
+            public = data.get("public", False)
+            if not isinstance(public, bool):
+                raise ValidationError("public must be true or false.")
+            checks = _uri_checks(request)
+            uris = {k: _strings(data, k, check) or [] for k, check in checks.items()}
+            client, secret = await clients.create(
+                conn,
+                request.state.box,
+                pool_id=pool.id,
+                name=name,
+                public=public,
+                allow_http=request.state.settings.is_dev,
+                scopes=scopes,
+                **uris,
+            )
+        else:
+            raise ValidationError("type must be application or management.")
+        await audit.record(
+            conn,
+            pool_id=pool.id,
+            actor=_actor(request, who),
+            action="client.create",
+            target=client.client_id,
+            after=_client_json(client),
+        )
+    await _announce(request)
+    body = _client_json(client)
+    if secret:
+        body["client_secret"] = secret  # shown this once
+    return answer(body, 201)
+
+
+async def update_client(request: Request) -> Response:
+    who = await caller(request, "clients:write")
+    client = await _client(request)
+    data = await read_json(request)
+    pool = _pool(request)
+    name = data.get("name", client.name)
+    if not isinstance(name, str):
+        raise ValidationError("name must be a string.")
+    scopes = _scopes(data)
+    fields: dict[str, Any] = {"name": validation.display_name(name)}
+    if client.is_management:
+        if set(data) - {"name", "scopes"}:
+            raise ValidationError("A management client has a name and scopes only.")
+        fields.update(redirect_uris=[], post_logout_redirect_uris=[], web_origins=[])
+        if scopes is not None:
+            fields["management_scopes"] = clients.management_scopes(scopes)
+    else:
+        allowed = {"name", "scopes", *_uri_checks(request)}
+        if set(data) - allowed:
+            raise ValidationError(f"Unknown field: {sorted(set(data) - allowed)[0][:40]}.")
+        for key, check in _uri_checks(request).items():
+            given = _strings(data, key, check)
+            fields[key] = list(getattr(client, key)) if given is None else given
+        if scopes is not None:
+            fields["scopes"] = clients.registered_scopes(scopes, public=client.is_public)
+        if (
+            client.is_default
+            and pool.callback_url
+            and pool.callback_url not in fields["redirect_uris"]
+        ):
+            raise ValidationError(
+                "The default client keeps the pool's callback URL among its redirect URIs.",
+                error="callback_kept",
+            )
+    async with request.state.db.acquire() as conn, conn.transaction():
+        await store.update_client(conn, pool.id, client.client_id, **fields)
+        updated = await clients.get(conn, pool.id, client.client_id)
+        assert updated is not None
+        await audit.record(
+            conn,
+            pool_id=pool.id,
+            actor=_actor(request, who),
+            action="client.update",
+            target=client.client_id,
+            before=_client_json(client),
+            after=_client_json(updated),
+        )
+    await _announce(request)
+    return answer(_client_json(updated))
+
+
+async def rotate_client_secret(request: Request) -> Response:
+    who = await caller(request, "clients:write")
+    client = await _client(request)
+    pool = _pool(request)
+    async with request.state.db.acquire() as conn, conn.transaction():
+        secret = await store.rotate_client_secret(
+            conn, request.state.box, pool.id, client.client_id
+        )
+        await audit.record(
+            conn,
+            pool_id=pool.id,
+            actor=_actor(request, who),
+            action="client.rotate_secret",
+            target=client.client_id,
+        )
+    await _announce(request)
+    return answer({**_client_json(client), "client_secret": secret})
+
+
+async def delete_client(request: Request) -> Response:
+    who = await caller(request, "clients:write")
+    client = await _client(request)
+    pool = _pool(request)
+    async with request.state.db.acquire() as conn, conn.transaction():
+        await store.delete_client(conn, pool.id, client.client_id)
+        await audit.record(
+            conn,
+            pool_id=pool.id,
+            actor=_actor(request, who),
+            action="client.delete",
+            target=client.client_id,
+            before=_client_json(client),
+        )
+    await _announce(request)
+    return Response(status_code=204, headers=NO_STORE)
+
+
+# --- login events -----------------------------------------------------------------
+
+
+async def list_logins(request: Request) -> Response:
+    await caller(request, "logins:read")
+    params = request.query_params
+    days = {}
+    for name in ("since", "until"):
+        raw = params.get(name, "")
+        if raw:
+            day = store.parse_day(raw[:20])
+            if day is None:
+                raise ValidationError(f"{name} must be a day, YYYY-MM-DD (UTC).")
+            days[name] = day
+    user_id = None
+    if params.get("user_id"):
+        user_id = store.parse_uuid(params["user_id"])
+        if user_id is None:
+            raise ValidationError("user_id is not a user id.")
+    result = _query(request, "result", 64)
+    flt = store.LoginFilter(
+        result=result,
+        client_id=_query(request, "client_id", 64),
+        user_id=user_id,
+        since=days.get("since"),
+        until=days.get("until"),
+    )
+    before = None
+    if params.get("cursor"):
+        before = store.parse_cursor(params["cursor"][:100])
+        if before is None:
+            raise ValidationError("cursor is not one this API gave.", error="invalid_cursor")
+    rows, more = await store.login_events(request.state.db, _pool(request).id, flt, before)
+    for row in rows:
+        row.pop("nickname", None)
+    return answer({"login_events": rows, "next_cursor": more})
+
+
+# --- settings -----------------------------------------------------------------------
+
+_BOOLEANS = ("phone_required", "login_only", "link_by_phone", "qr_fallback")
+_CHOICES = {
+    "id_token_alg": keys.ALGORITHMS,
+    "qr_type": pools.QR_TYPES,
+    "scan_reveal": pools.SCAN_REVEALS,
+    "logo_shape": ("square", "round"),
+}
+
+
+def _settings_json(request: Request, pool: Pool) -> dict[str, Any]:
+    return {
+        "slug": pool.slug,
+        "url": request.state.settings.pool_url(pool.slug),
+        "name": pool.name,
+        "callback_url": pool.callback_url,
+        **{k: getattr(pool, k) for k in _BOOLEANS},
+        **{k: getattr(pool, k) for k in _CHOICES},
+        **{k: getattr(pool, k) for k in LIMITS},
+        # The AppSecret is write-only: never shown, only whether one is set.
+        "mp_appid": pool.mp_appid,
+    }
+
+
+async def get_settings(request: Request) -> Response:
+    await caller(request, "settings:write")
+    return answer(_settings_json(request, _pool(request)))
+
+
+def _setting_changes(request: Request, data: dict[str, Any]) -> dict[str, Any]:
+    """The pool settings in ``data``, validated as the console's form is."""
+    changes: dict[str, Any] = {}
+    allowed = {"name", "callback_url", *_BOOLEANS, *_CHOICES, *LIMITS, "mp_appid", "mp_secret"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ValidationError(f"Unknown or read-only field: {sorted(unknown)[0][:40]}.")
+    if "name" in data:
+        if not isinstance(data["name"], str):
+            raise ValidationError("name must be a string.")
+        changes["name"] = validation.display_name(data["name"])
+    if "callback_url" in data:
+        url = data["callback_url"]
+        if url in (None, ""):
+            changes["callback_url"] = None
+        elif isinstance(url, str) and len(url) <= 2000:
+            changes["callback_url"] = validation.redirect_uri(
+                url, field="callback_url", allow_http=request.state.settings.is_dev
+            )
+        else:
+            raise ValidationError("callback_url must be a URL.")
+    for flag in _BOOLEANS:
+        if flag in data:
+            if not isinstance(data[flag], bool):
+                raise ValidationError(f"{flag} must be true or false.")
+            changes[flag] = data[flag]
+    for name, options in _CHOICES.items():
+        if name in data:
+            if data[name] not in options:
+                raise ValidationError(f"{name} must be one of: {', '.join(options)}.")
+            changes[name] = data[name]
+    for name, (low, high) in LIMITS.items():
+        if name in data:
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValidationError(f"{name} must be a whole number from {low} to {high}.")
+            changes[name] = value
+    return changes
+
+
+async def update_settings(request: Request) -> Response:
+    who = await caller(request, "settings:write")
+    data = await read_json(request)
+    changes = _setting_changes(request, data)
+    pool = _pool(request)
+    state = request.state
+    mp = "mp_appid" in data or "mp_secret" in data
+    appid = data.get("mp_appid", pool.mp_appid) if mp else None
+    secret = data.get("mp_secret") if mp else None
+    if mp:
+        if appid is not None and (not isinstance(appid, str) or not APPID_RE.match(appid)):
+            raise ValidationError("mp_appid is not a mini program's AppID.", error="invalid_appid")
+        if secret is not None and (not isinstance(secret, str) or not APPSECRET_RE.match(secret)):
+            raise ValidationError("mp_secret is not an AppSecret.", error="invalid_secret")
+        if appid is not None and secret is not None:
+            # As the console: not the platform's, and WeChat accepts the AppSecret.
+            pools.validate_mini_program(
+                appid, secret, default_appid=state.settings.default_mp_appid
+            )
+            await pools.prove_mini_program(state.wechat, appid, secret)
+    before = _settings_json(request, pool)
+    async with state.db.acquire() as conn, conn.transaction():
+        updated = await store.update_pool(conn, state.box, pool, changes)
+        if mp:
+            await store.set_mini_program(conn, state.box, updated, appid, secret)
+            updated = await pools.get_by_id(conn, pool.id) or updated
+        after = _settings_json(request, updated)
+        changed = [k for k in after if after[k] != before[k]]
+        await audit.record(
+            conn,
+            pool_id=pool.id,
+            actor=_actor(request, who),
+            action="settings.update",
+            target=pool.slug,
+            before={k: before[k] for k in changed},
+            after={
+                **{k: after[k] for k in changed},
+                **({"mp_secret": "set"} if secret is not None else {}),
+            },
+        )
+    await _announce(request)
+    return answer(after)
