@@ -120,6 +120,16 @@ async def _prove_mini_program(settings: Settings, appid: str, secret: str) -> No
         await redis.aclose()
 
 
+async def _audit(conn, pool_id: int | None, action: str, target: str, **changes) -> None:
+    """The audit trail's row for a command's change (in its transaction): the
+    actor is "cli", whoever has the server's shell (docs/architecture.md)."""
+    from portal import audit
+
+    await audit.record(
+        conn, pool_id=pool_id, actor=audit.Actor.cli(), action=action, target=target, **changes
+    )
+
+
 async def _pool_or_fail(conn, slug: str):
     from portal.tenants import pools
 
@@ -186,18 +196,22 @@ def cmd_pool_create(args: argparse.Namespace) -> int:
             asyncio.run(_prove_mini_program(settings, args.mp_appid, mp_secret))
 
         async def run(conn):
-            return await pools.create(
-                conn,
-                box,
-                slug=args.slug,
-                name=args.name,
-                callback_url=args.callback_url,
-                mp_appid=args.mp_appid,
-                mp_secret=mp_secret,
-                allow_http=settings.is_dev,
-                qr_type=args.qr_type,
-                default_mp_appid=settings.default_mp_appid,
-            )
+            async with conn.transaction():
+                created = await pools.create(
+                    conn,
+                    box,
+                    slug=args.slug,
+                    name=args.name,
+                    callback_url=args.callback_url,
+                    mp_appid=args.mp_appid,
+                    mp_secret=mp_secret,
+                    allow_http=settings.is_dev,
+                    qr_type=args.qr_type,
+                    default_mp_appid=settings.default_mp_appid,
+                )
+                after = {"slug": args.slug, "name": created.pool.name, "mp_appid": args.mp_appid}
+                await _audit(conn, created.pool.id, "pool.create", args.slug, after=after)
+            return created
 
         created = asyncio.run(_with_conn(settings, run))
         asyncio.run(_announce(settings, created.pool.slug))
@@ -211,12 +225,69 @@ def cmd_pool_set(args: argparse.Namespace) -> int:
     with stores(dict(os.environ), dev=False) as settings:
 
         async def run(conn):
-            await _pool_or_fail(conn, args.slug)
-            return await pools.set_qr_type(conn, args.slug, args.qr_type, args.qr_fallback)
+            old = await _pool_or_fail(conn, args.slug)
+            async with conn.transaction():
+                new = await pools.set_qr_type(conn, args.slug, args.qr_type, args.qr_fallback)
+                await _audit(
+                    conn,
+                    old.id,
+                    "pool.update",
+                    args.slug,
+                    before={"qr_type": old.qr_type, "qr_fallback": old.qr_fallback},
+                    after={"qr_type": new.qr_type, "qr_fallback": new.qr_fallback},
+                )
+            return new
 
         pool = asyncio.run(_with_conn(settings, run))
         asyncio.run(_announce(settings, args.slug))
     _print_json({"slug": pool.slug, "qr_type": pool.qr_type, "qr_fallback": pool.qr_fallback})
+    return 0
+
+
+def cmd_pool_retention(args: argparse.Namespace) -> int:
+    """A pool's retention periods (docs/privacy.md); what is not given stays."""
+    from portal import audit, privacy
+
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn):
+            pool = await _pool_or_fail(conn, args.slug)
+            login_days = args.login_days or pool.login_retention_days
+            ip_days = args.ip_days or pool.ip_retention_days
+            await privacy.set_retention(conn, pool, login_days, ip_days, audit.Actor.cli())
+            return login_days, ip_days
+
+        login_days, ip_days = asyncio.run(_with_conn(settings, run))
+        asyncio.run(_announce(settings, args.slug))
+    _print_json(
+        {"slug": args.slug, "login_retention_days": login_days, "ip_retention_days": ip_days}
+    )
+    return 0
+
+
+def cmd_retention_run(args: argparse.Namespace) -> int:
+    """Applies the retention periods now (the worker does it daily)."""
+    from portal import privacy
+
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn):
+            pool_id = (await _pool_or_fail(conn, args.pool)).id if args.pool else None
+            return await privacy.apply_retention(conn, pool_id=pool_id)
+
+        results = asyncio.run(_with_conn(settings, run))
+    _print_json(
+        {
+            "pools": [
+                {
+                    "slug": r.slug,
+                    "events_deleted": r.events_deleted,
+                    "events_blanked": r.events_blanked,
+                }
+                for r in results
+            ]
+        }
+    )
     return 0
 
 
@@ -229,7 +300,7 @@ def cmd_client_create(args: argparse.Namespace) -> int:
         async def run(conn):
             pool = await _pool_or_fail(conn, args.slug)
             async with conn.transaction():
-                return await clients.create(
+                made = await clients.create(
                     conn,
                     box,
                     pool_id=pool.id,
@@ -240,6 +311,18 @@ def cmd_client_create(args: argparse.Namespace) -> int:
                     public=args.public,
                     allow_http=settings.is_dev,
                 )
+                client, secret = made
+                after = {
+                    "name": client.name,
+                    "public": client.is_public,
+                    "redirect_uris": client.redirect_uris,
+                    "post_logout_redirect_uris": client.post_logout_redirect_uris,
+                    "web_origins": client.web_origins,
+                    "scopes": client.scopes,
+                    "secret": secret,
+                }
+                await _audit(conn, pool.id, "client.create", client.client_id, after=after)
+                return made
 
         client, secret = asyncio.run(_with_conn(settings, run))
     out: dict[str, Any] = {
@@ -275,13 +358,17 @@ def cmd_admin_create(args: argparse.Namespace) -> int:
     with stores(dict(os.environ), dev=False) as settings:
 
         async def run(conn):
-            return await admins.create(
-                conn,
-                email=args.email,
-                password=password,
-                superadmin=args.superadmin,
-                pool_slugs=args.pool,
-            )
+            async with conn.transaction():
+                admin, slugs = await admins.create(
+                    conn,
+                    email=args.email,
+                    password=password,
+                    superadmin=args.superadmin,
+                    pool_slugs=args.pool,
+                )
+                after = {"superadmin": admin.is_superadmin, "pools": slugs, "password": password}
+                await _audit(conn, None, "admin.create", admin.email, after=after)
+            return admin, slugs
 
         admin, slugs = asyncio.run(_with_conn(settings, run))
     _print_json(
@@ -298,12 +385,102 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
         async def run(conn):
             pool = await _pool_or_fail(conn, args.slug)
-            return await keys.rotate(conn, box, pool.id)
+            async with conn.transaction():
+                key = await keys.rotate(conn, box, pool.id)
+                await _audit(conn, pool.id, "pool.key_rotate", args.slug, after={"kid": key.kid})
+            return key
 
         key = asyncio.run(_with_conn(settings, run))
         asyncio.run(_announce(settings, args.slug))
     _print_json({"pool": args.slug, "kid": key.kid, "alg": key.alg})
     return 0
+
+
+async def _with_wechat(settings: Settings, fn):
+    """``fn(conn, box, wechat)`` with a database connection and a WeChat client."""
+    from portal.stores import redis as redisconn
+    from portal.wechat.client import WeChatClient
+
+    box = SecretBox(settings.secret_key)
+    redis = redisconn.connect(settings.redis_url, max_connections=2, socket_connect_timeout=3)
+    wechat = WeChatClient(settings.wechat_api_base, redis)
+    try:
+        return await _with_conn(settings, lambda conn: fn(conn, box, wechat))
+    finally:
+        await wechat.aclose()
+        await redis.aclose()
+
+
+def cmd_mp_verify_file(args: argparse.Namespace) -> int:
+    """The link rule's verification file WeChat handed out, served by every process."""
+    from portal.tenants import linkrules, mpsetup
+
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn, box, wechat):
+            mp = await mpsetup.resolve(conn, settings, box, args.pool)
+            file = await linkrules.set_file(conn, mp.appid, args.name, args.content)
+            return mpsetup.describe(mp, file)
+
+        _print_json(asyncio.run(_with_wechat(settings, run)))
+    return 0
+
+
+def cmd_mp_prefix(args: argparse.Namespace) -> int:
+    """A private mini program's link-rule prefix (its pool host's /q/ by default)."""
+    from portal.tenants import linkrules
+
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn):
+            pool = await _pool_or_fail(conn, args.slug)
+            value = None if args.clear else args.prefix
+            if value is None and not args.clear:
+                raise CommandError("give PREFIX or --clear", error="invalid_arguments")
+            return pool, await linkrules.set_prefix(conn, settings, pool, value)
+
+        pool, prefix = asyncio.run(_with_conn(settings, run))
+        asyncio.run(_announce(settings, args.slug))
+    _print_json({"slug": pool.slug, "mp_appid": pool.mp_appid, "prefix": prefix})
+    return 0
+
+
+def cmd_mp_publish_rule(args: argparse.Namespace) -> int:
+    """Add and publish the mini program's link rule through WeChat's API."""
+    from portal.tenants import mpsetup
+    from portal.wechat.errors import WeChatError
+
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn, box, wechat):
+            mp = await mpsetup.resolve(conn, settings, box, args.pool)
+            try:
+                return await mpsetup.publish_rule(conn, wechat, mp)
+            except WeChatError as exc:
+                raise CommandError(
+                    f"WeChat refused ({exc.errcode}): {exc.errmsg}", error="wechat_refused"
+                ) from None
+
+        _print_json(asyncio.run(_with_wechat(settings, run)))
+    return 0
+
+
+def cmd_mp_check(args: argparse.Namespace) -> int:
+    """Checks a deployment's mini program; exit status 1 when something is to fix."""
+    from portal.tenants import mpsetup
+
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn, box, wechat):
+            mp = await mpsetup.resolve(conn, settings, box, args.pool)
+            return await mpsetup.check(conn, settings, wechat, mp)
+
+        report = asyncio.run(_with_wechat(settings, run))
+    _print_json(report.json())
+    for c in report.checks:
+        if not c.ok:
+            print(f"portal: to fix: {c.name}: {c.detail}; {c.fix}", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def cmd_fake_wechat(args: argparse.Namespace) -> int:
@@ -408,6 +585,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the link QR when WeChat cannot make a mini-program code (default: unchanged)",
     )
     p.set_defaults(func=cmd_pool_set)
+    p = pool.add_parser("retention", help="how long a pool keeps login events, IPs and UAs")
+    p.add_argument("slug")
+    p.add_argument("--login-days", type=int, help="login events (default 180; unchanged if absent)")
+    p.add_argument("--ip-days", type=int, help="their IP address and user agent (default 30)")
+    p.set_defaults(func=cmd_pool_retention)
+
+    retention = sub.add_parser("retention", help="personal data retention").add_subparsers(
+        dest="action", required=True
+    )
+    p = retention.add_parser("run", help="delete and blank what is past its retention now")
+    p.add_argument("--pool", help="one pool's slug (default: every pool)")
+    p.set_defaults(func=cmd_retention_run)
 
     client = sub.add_parser("client", help="application clients").add_subparsers(
         dest="action", required=True

@@ -169,7 +169,7 @@ def clean(
     and users' personal data redacted (a changed secret shows as changed, never
     its value)."""
     if before is not None and after is not None:
-        changed = [k for k in {**before, **after} if before.get(k) != after.get(k)]
+        changed = [k for k in {**before, **after} if _value(before.get(k)) != _value(after.get(k))]
         before = {k: before.get(k) for k in changed}
         after = {k: after.get(k) for k in changed}
     out_before = {str(k): _field(str(k), v) for k, v in before.items()} if before else None
@@ -187,7 +187,7 @@ RETURNING id
 
 
 async def record(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection | asyncpg.Pool,
     *,
     pool_id: int | None,
     actor: Actor,

@@ -15,9 +15,12 @@ from starlette.routing import Route
 
 from portal.console import (
     messages,  # noqa: F401  (registers the console's texts)
+    messages_privacy,  # noqa: F401  (the audit trail's and personal data's texts)
+    views_audit,
     views_auth,
     views_clients,
     views_pool,
+    views_privacy,
     views_users,
 )
 from portal.console.common import Ctx, NotSignedIn, context, login_redirect
@@ -84,6 +87,17 @@ def routes() -> list[Route]:
         # logins
         Route(p + "/logins", guarded(views_users.logins_get), methods=get),
         Route(p + "/logins.csv", guarded(views_users.logins_csv), methods=get),
+        # audit trail and personal data (issue 19, parts 4 and 5)
+        Route(p + "/audit", guarded(views_audit.audit_get), methods=get),
+        Route(p + "/audit.csv", guarded(views_audit.audit_csv), methods=get),
+        Route("/console/audit", guarded(views_audit.platform_audit_get, pool=False), methods=get),
+        Route(
+            "/console/audit.csv", guarded(views_audit.platform_audit_csv, pool=False), methods=get
+        ),
+        Route(p + "/users/{user_id}/delete", guarded(views_privacy.user_delete), methods=post),
+        Route(p + "/users/{user_id}/export", guarded(views_privacy.user_export), methods=post),
+        Route(p + "/retention", guarded(views_privacy.retention_post), methods=post),
+        Route(p + "/delete", guarded(views_privacy.pool_delete), methods=post),
     ]
 
 

@@ -18,6 +18,7 @@ from portal.console.common import (
     security_headers,
     sessions,
 )
+from portal.console.trail import audited
 from portal.errors import PortalError
 from portal.tenants import admins, pools
 from portal.web import i18n
@@ -147,6 +148,14 @@ async def create_pool(request: Request, ctx: Ctx) -> Response:
                 "INSERT INTO pool_admins (pool_id, admin_id) VALUES ($1, $2)",
                 created.pool.id,
                 ctx.admin.id,
+            )
+            await audited(
+                conn,
+                ctx,
+                "pool.create",
+                created.pool.slug,
+                after={"slug": created.pool.slug, "name": created.pool.name},
+                pool_id=created.pool.id,
             )
     except PortalError as exc:
         _ = i18n.translator(i18n.pick(request)[0])

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from portal.console import store
 from portal.console.common import Ctx, done, lines, page, pool_path
+from portal.console.trail import audited
 from portal.errors import PortalError
 from portal.tenants import clients, pools
 from portal.web import i18n, validation
@@ -99,7 +100,7 @@ async def create_post(request: Request, ctx: Ctx) -> Response:
     clean, entered, errors = _parse(request, ctx.form)
     if errors:
         return await _list_page(ctx, values=entered, errors=errors, status=400)
-    async with request.state.db.acquire() as conn:
+    async with request.state.db.acquire() as conn, conn.transaction():
         client, secret = await clients.create(
             conn,
             request.state.box,
@@ -111,6 +112,13 @@ async def create_post(request: Request, ctx: Ctx) -> Response:
             public=entered["public"],
             allow_http=request.state.settings.is_dev,
             scopes=clean["scopes"],
+        )
+        await audited(
+            conn,
+            ctx,
+            "client.create",
+            client.client_id,
+            after={**clean, "public": entered["public"], "secret": secret},
         )
     await pools.announce_change(request.state.hub, ctx.pool.slug)
     _store_secret(ctx, client.client_id, secret)
@@ -200,8 +208,10 @@ async def edit_post(request: Request, ctx: Ctx) -> Response:
         )
     if errors:
         return await _detail_page(ctx, client, values=entered, errors=errors, status=400)
-    async with request.state.db.acquire() as conn:
+    async with request.state.db.acquire() as conn, conn.transaction():
         await store.update_client(conn, ctx.pool.id, client.client_id, **clean)
+        old = {k: getattr(client, k, None) for k in clean}
+        await audited(conn, ctx, "client.update", client.client_id, before=old, after=clean)
     await pools.announce_change(request.state.hub, ctx.pool.slug)
     return await done(
         ctx, pool_path(ctx.pool, f"/clients/{client.client_id}"), "ok", "console.flash.saved"
@@ -232,10 +242,11 @@ async def rotate_post(request: Request, ctx: Ctx) -> Response:
         )
     if ctx.form.get("confirm") != "yes":  # not from the confirmation page: ask there
         return await rotate_get(request, ctx)
-    async with request.state.db.acquire() as conn:
+    async with request.state.db.acquire() as conn, conn.transaction():
         secret = await store.rotate_client_secret(
             conn, request.state.box, ctx.pool.id, client.client_id
         )
+        await audited(conn, ctx, "client.rotate_secret", client.client_id, after={"secret": secret})
     await pools.announce_change(request.state.hub, ctx.pool.slug)
     _store_secret(ctx, client.client_id, secret)
     return await done(
@@ -250,8 +261,9 @@ async def delete_post(request: Request, ctx: Ctx) -> Response:
         return await done(
             ctx, pool_path(ctx.pool, f"/clients/{client.client_id}"), "error", "console.err.default"
         )
-    async with request.state.db.acquire() as conn:
+    async with request.state.db.acquire() as conn, conn.transaction():
         await store.delete_client(conn, ctx.pool.id, client.client_id)
+        await audited(conn, ctx, "client.delete", client.client_id, before={"name": client.name})
     await pools.announce_change(request.state.hub, ctx.pool.slug)
     return await done(
         ctx, pool_path(ctx.pool, "/clients"), "ok", "console.flash.client_deleted", name=client.name

@@ -5,6 +5,7 @@ every process drops its cached pool, clients and keys at once."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from typing import Any
 
@@ -15,9 +16,9 @@ from starlette.responses import Response
 
 from portal.console import store
 from portal.console.common import MAX_FILE_BYTES, Ctx, Forbidden, done, page, pool_path
+from portal.console.trail import audited
 from portal.errors import PortalError
 from portal.scan import qrimage
-from portal.tenants import admins, keys, pools
 from portal.tenants.pools import APPID_RE, APPSECRET_RE, Pool
 from portal.web import i18n, validation
 from portal.wechat.client import WeChatError, WeChatUnavailable
@@ -150,8 +151,10 @@ async def settings_post(request: Request, ctx: Ctx) -> Response:
     changes, entered, errors = _parse_settings(request, ctx.form)
     if errors:
         return await _settings_page(ctx, values=entered, errors=errors, status=400)
-    async with request.state.db.acquire() as conn:
+    async with request.state.db.acquire() as conn, conn.transaction():
         await store.update_pool(conn, request.state.box, ctx.pool, changes)
+        old = {k: getattr(ctx.pool, k) for k in changes}
+        await audited(conn, ctx, "pool.update", ctx.pool.slug, before=old, after=changes)
     await pools.announce_change(request.state.hub, ctx.pool.slug)
     return await done(ctx, pool_path(ctx.pool), "ok", "console.flash.saved")
 
@@ -179,14 +182,33 @@ async def logo_post(request: Request, ctx: Ctx) -> Response:
             await store.set_logo(conn, ctx.pool.id, png)
         if shape != ctx.pool.logo_shape:
             await store.update_pool(conn, request.state.box, ctx.pool, {"logo_shape": shape})
+        await audited(
+            conn,
+            ctx,
+            "pool.logo_set",
+            ctx.pool.slug,
+            before={"logo_sha256": ctx.pool.logo_sha256, "logo_shape": ctx.pool.logo_shape},
+            after={
+                "logo_sha256": hashlib.sha256(png).hexdigest() if png else ctx.pool.logo_sha256,
+                "logo_shape": shape,
+            },
+        )
     await pools.announce_change(request.state.hub, ctx.pool.slug)
     return await done(ctx, pool_path(ctx.pool) + "#logo", "ok", "console.flash.logo_saved")
 
 
 async def logo_delete(request: Request, ctx: Ctx) -> Response:
     assert ctx.pool is not None
-    async with request.state.db.acquire() as conn:
+    async with request.state.db.acquire() as conn, conn.transaction():
         await store.set_logo(conn, ctx.pool.id, None)
+        await audited(
+            conn,
+            ctx,
+            "pool.logo_remove",
+            ctx.pool.slug,
+            before={"logo_sha256": ctx.pool.logo_sha256},
+            after={"logo_sha256": None},
+        )
     await pools.announce_change(request.state.hub, ctx.pool.slug)
     return await done(ctx, pool_path(ctx.pool) + "#logo", "ok", "console.flash.logo_removed")
 
@@ -274,8 +296,16 @@ async def mp_post(request: Request, ctx: Ctx) -> Response:
                 appid, secret, default_appid=state.settings.default_mp_appid
             )
             await pools.prove_mini_program(state.wechat, appid, secret)
-        async with state.db.acquire() as conn:
+        async with state.db.acquire() as conn, conn.transaction():
             await store.set_mini_program(conn, state.box, ctx.pool, appid, secret)
+            await audited(
+                conn,
+                ctx,
+                "pool.mini_program_set",
+                ctx.pool.slug,
+                before={"mp_appid": ctx.pool.mp_appid},
+                after={"mp_appid": appid, **({"mp_secret": secret} if secret else {})},
+            )
     except PortalError as exc:
         return await _settings_page(
             ctx, mp=entered, errors=_mp_error(request, exc), status=exc.status_code
@@ -322,8 +352,9 @@ async def mp_test(request: Request, ctx: Ctx) -> Response:
 
 async def rotate_key(request: Request, ctx: Ctx) -> Response:
     assert ctx.pool is not None
-    async with request.state.db.acquire() as conn:
+    async with request.state.db.acquire() as conn, conn.transaction():
         key = await keys.rotate(conn, request.state.box, ctx.pool.id)
+        await audited(conn, ctx, "pool.key_rotate", ctx.pool.slug, after={"kid": key.kid})
     await pools.announce_change(request.state.hub, ctx.pool.slug)
     return await done(
         ctx, pool_path(ctx.pool) + "#keys", "ok", "console.flash.key_rotated", kid=key.kid
@@ -338,8 +369,11 @@ async def add_admin(request: Request, ctx: Ctx) -> Response:
     email = str(ctx.form.get("email") or "").strip()
     password = str(ctx.form.get("password") or "")
     try:
-        async with request.state.db.acquire() as conn:
+        async with request.state.db.acquire() as conn, conn.transaction():
             created = await store.add_pool_admin(conn, ctx.pool.id, email, password or None)
+            await audited(
+                conn, ctx, "pool.admin_add", email.lower(), after={"new_account": created}
+            )
     except PortalError as exc:
         key = {
             "invalid_email": "console.err.email",
@@ -366,6 +400,7 @@ async def remove_admin(request: Request, ctx: Ctx) -> Response:
         raise HTTPException(404)
     if not ctx.admin.is_superadmin:
         raise Forbidden()
-    async with request.state.db.acquire() as conn:
-        await store.remove_pool_admin(conn, ctx.pool.id, int(raw))
+    async with request.state.db.acquire() as conn, conn.transaction():
+        if await store.remove_pool_admin(conn, ctx.pool.id, int(raw)):
+            await audited(conn, ctx, "pool.admin_remove", f"admin:{int(raw)}")
     return await done(ctx, pool_path(ctx.pool) + "#admins", "ok", "console.flash.admin_removed")

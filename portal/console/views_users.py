@@ -15,6 +15,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from portal.console import chart, store
 from portal.console.common import Ctx, done, mask_phone, page, pool_path, security_headers
+from portal.console.trail import audited
 from portal.web import i18n
 
 
@@ -59,8 +60,11 @@ async def detail_get(request: Request, ctx: Ctx) -> Response:
 async def _set_blocked(request: Request, ctx: Ctx, blocked: bool) -> Response:
     assert ctx.pool is not None
     user_id = await _user_id(request)
-    async with request.state.db.acquire() as conn:
+    async with request.state.db.acquire() as conn, conn.transaction():
         revoked = await store.set_blocked(conn, request.state.redis, ctx.pool, user_id, blocked)
+        action = "user.block" if blocked else "user.unblock"
+        after = {"blocked": blocked, "logins_ended": revoked}
+        await audited(conn, ctx, action, str(user_id), after=after)
     key = "console.flash.blocked" if blocked else "console.flash.unblocked"
     return await done(ctx, pool_path(ctx.pool, f"/users/{user_id}"), "ok", key, revoked=revoked)
 
