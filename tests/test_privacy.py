@@ -316,3 +316,31 @@ async def test_deleting_a_pool_takes_everything_in_it(pc, apex, db, portal, acme
 
         await asyncio.sleep(0.02)
     assert r.status_code == 404
+
+
+async def test_the_worker_applies_retention(db, acme, settings_factory):
+    """The periodic task (portal/privacy/tasks.py) as a worker runs it."""
+    from portal import jobs
+    from portal.privacy import tasks as privacy_tasks
+
+    await db.execute("TRUNCATE procrastinate_jobs RESTART IDENTITY CASCADE")
+    await _event(db, acme.pool.id, 200, "old")
+    await _event(db, acme.pool.id, 40, "middle")
+    settings = settings_factory()
+    async with db.acquire() as conn:
+        await jobs.defer(conn, "privacy.retention", queue="periodic", timestamp=0)
+    app = jobs.create_app(settings, privacy_tasks.tasks, pool_size=2)
+    jobs.set_resources(jobs.Resources(settings=settings, db=db))
+    try:
+        async with app.open_async():
+            await app.run_worker_async(
+                wait=False, install_signal_handlers=False, listen_notify=False, queues=["periodic"]
+            )
+    finally:
+        jobs.set_resources(None)
+    rows = await db.fetch("SELECT openid, ip FROM login_events")
+    assert [(r["openid"], r["ip"]) for r in rows] == [("middle", None)]
+    status = await db.fetchval(
+        "SELECT status FROM procrastinate_jobs WHERE task_name = 'privacy.retention'"
+    )
+    assert status == "succeeded"
