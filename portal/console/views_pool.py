@@ -19,6 +19,7 @@ from portal.console.common import MAX_FILE_BYTES, Ctx, Forbidden, done, page, po
 from portal.console.trail import audited
 from portal.errors import PortalError
 from portal.scan import qrimage
+from portal.tenants import admins, keys, pools
 from portal.tenants.pools import APPID_RE, APPSECRET_RE, Pool
 from portal.web import i18n, validation
 from portal.wechat.client import WeChatError, WeChatUnavailable
