@@ -306,6 +306,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         *mpapi.routes(),
         *avatars.routes(),
         *console_routes(),
+        *qpage.apex_routes(),  # the default mini program's link rule and its file
     ]
     if settings.is_dev:  # in production every /dev/* path is a 404
         apex += dev_routes()
@@ -319,8 +320,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
         *endpoints.routes(),
         *mgmt_routes(),  # the management API, /api/v1
         Route("/logo", pool_logo),
-        Route("/q/{ticket}", qpage.scan_outside_wechat),
         *common,
+        *qpage.pool_routes(),  # /q/{ticket}, a private mini program's verification file
     ]
     # A host with no portal behind it still gets its error page's stylesheet and icon.
     errors = [

@@ -396,6 +396,93 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _with_wechat(settings: Settings, fn):
+    """``fn(conn, box, wechat)`` with a database connection and a WeChat client."""
+    from portal.stores import redis as redisconn
+    from portal.wechat.client import WeChatClient
+
+    box = SecretBox(settings.secret_key)
+    redis = redisconn.connect(settings.redis_url, max_connections=2, socket_connect_timeout=3)
+    wechat = WeChatClient(settings.wechat_api_base, redis)
+    try:
+        return await _with_conn(settings, lambda conn: fn(conn, box, wechat))
+    finally:
+        await wechat.aclose()
+        await redis.aclose()
+
+
+def cmd_mp_verify_file(args: argparse.Namespace) -> int:
+    """The link rule's verification file WeChat handed out, served by every process."""
+    from portal.tenants import linkrules, mpsetup
+
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn, box, wechat):
+            mp = await mpsetup.resolve(conn, settings, box, args.pool)
+            file = await linkrules.set_file(conn, mp.appid, args.name, args.content)
+            return mpsetup.describe(mp, file)
+
+        _print_json(asyncio.run(_with_wechat(settings, run)))
+    return 0
+
+
+def cmd_mp_prefix(args: argparse.Namespace) -> int:
+    """A private mini program's link-rule prefix (its pool host's /q/ by default)."""
+    from portal.tenants import linkrules
+
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn):
+            pool = await _pool_or_fail(conn, args.slug)
+            value = None if args.clear else args.prefix
+            if value is None and not args.clear:
+                raise CommandError("give PREFIX or --clear", error="invalid_arguments")
+            return pool, await linkrules.set_prefix(conn, settings, pool, value)
+
+        pool, prefix = asyncio.run(_with_conn(settings, run))
+        asyncio.run(_announce(settings, args.slug))
+    _print_json({"slug": pool.slug, "mp_appid": pool.mp_appid, "prefix": prefix})
+    return 0
+
+
+def cmd_mp_publish_rule(args: argparse.Namespace) -> int:
+    """Add and publish the mini program's link rule through WeChat's API."""
+    from portal.tenants import mpsetup
+    from portal.wechat.errors import WeChatError
+
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn, box, wechat):
+            mp = await mpsetup.resolve(conn, settings, box, args.pool)
+            try:
+                return await mpsetup.publish_rule(conn, wechat, mp)
+            except WeChatError as exc:
+                raise CommandError(
+                    f"WeChat refused ({exc.errcode}): {exc.errmsg}", error="wechat_refused"
+                ) from None
+
+        _print_json(asyncio.run(_with_wechat(settings, run)))
+    return 0
+
+
+def cmd_mp_check(args: argparse.Namespace) -> int:
+    """Checks a deployment's mini program; exit status 1 when something is to fix."""
+    from portal.tenants import mpsetup
+
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn, box, wechat):
+            mp = await mpsetup.resolve(conn, settings, box, args.pool)
+            return await mpsetup.check(conn, settings, wechat, mp)
+
+        report = asyncio.run(_with_wechat(settings, run))
+    _print_json(report.json())
+    for c in report.checks:
+        if not c.ok:
+            print(f"portal: to fix: {c.name}: {c.detail}; {c.fix}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
 def cmd_fake_wechat(args: argparse.Namespace) -> int:
     from portal.wechat import fake
 
@@ -539,6 +626,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("slug")
     p.set_defaults(func=cmd_keys_rotate)
+
+    mp = sub.add_parser("mp", help="mini programs: link rules, checks").add_subparsers(
+        dest="action", required=True
+    )
+    pool_help = "a pool's private mini program (default: the platform's)"
+    p = mp.add_parser("verify-file", help="set the link rule's verification file")
+    p.add_argument("name", help="the file's name as WeChat gives it, e.g. abc123.txt")
+    p.add_argument("--content", required=True, help="the file's content")
+    p.add_argument("--pool", help=pool_help)
+    p.set_defaults(func=cmd_mp_verify_file)
+    p = mp.add_parser("prefix", help="a private mini program's link-rule prefix")
+    p.add_argument("slug")
+    p.add_argument("prefix", nargs="?", help="https://HOST/q/ (default: the pool host's)")
+    p.add_argument("--clear", action="store_true", help="back to the pool host's /q/")
+    p.set_defaults(func=cmd_mp_prefix)
+    p = mp.add_parser("publish-rule", help="add and publish the link rule with WeChat's API")
+    p.add_argument("--pool", help=pool_help)
+    p.set_defaults(func=cmd_mp_publish_rule)
+    p = mp.add_parser("check", help="check the mini program's setup and print what to fix")
+    p.add_argument("--pool", help=pool_help)
+    p.set_defaults(func=cmd_mp_check)
 
     p = sub.add_parser("fake-wechat", help="run the fake WeChat API alone")
     p.add_argument("--host", default="127.0.0.1")

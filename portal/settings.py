@@ -89,6 +89,9 @@ class Settings:
     waiters_per_ip: int = DEFAULT_WAITERS_PER_IP  # 0: no cap
     # Seconds a request body may take to arrive at a route that reads one; then 408.
     body_timeout: float = 30.0
+    # The default mini program's one link rule is {qr_base}/q/ (issue 17); empty: the apex.
+    qr_base: str = ""
+    qr_origin: str = field(init=False)  # qr_base normalized, or the apex's base_url
     scheme: str = field(init=False)
     apex_host: str = field(init=False)
     port: int | None = field(init=False)
@@ -111,6 +114,17 @@ class Settings:
         object.__setattr__(self, "apex_host", parts.hostname.lower())
         object.__setattr__(self, "port", parts.port)
         object.__setattr__(self, "base_url", f"{parts.scheme}://{self.apex_netloc}")
+        qr = urlsplit(self.qr_base or self.base_url)
+        if (
+            qr.scheme not in ("http", "https")
+            or not qr.hostname
+            or qr.path not in ("", "/")
+            or qr.query
+            or qr.fragment
+        ):
+            raise ConfigError(f"PORTAL_QR_BASE must be http(s)://host[:port], got {self.qr_base!r}")
+        qr_netloc = qr.hostname.lower() + ("" if qr.port is None else f":{qr.port}")
+        object.__setattr__(self, "qr_origin", f"{qr.scheme}://{qr_netloc}")
 
     @property
     def apex_netloc(self) -> str:
@@ -123,6 +137,17 @@ class Settings:
     def pool_url(self, slug: str) -> str:
         """The issuer and home of a pool: same scheme and port, on ``slug.<apex>``."""
         return f"{self.scheme}://{slug}.{self.apex_netloc}"
+
+    @property
+    def qr_host(self) -> str:
+        """The host of the default mini program's link rule (served like the apex)."""
+        return urlsplit(self.qr_origin).hostname or self.apex_host
+
+    @property
+    def qr_prefix(self) -> str:
+        """The default mini program's one link rule: every pool it serves puts
+        ``{qr_prefix}{ticket}`` in its QR codes."""
+        return f"{self.qr_origin}/q/"
 
     def replace(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -140,6 +165,7 @@ class Settings:
             "wechat_api_base": env.get("WECHAT_API_BASE", DEFAULT_WECHAT_API_BASE),
             "default_mp_appid": env.get("PORTAL_DEFAULT_MP_APPID", ""),
             "default_mp_secret": env.get("PORTAL_DEFAULT_MP_SECRET", ""),
+            "qr_base": env.get("PORTAL_QR_BASE", ""),
             "trusted_proxies": parse_networks(env.get("PORTAL_TRUSTED_PROXIES", "")),
         }
 

@@ -40,7 +40,7 @@ pytest_unconfigure = leakcheck.pytest_unconfigure
 
 TABLES = (
     "avatars, login_events, pool_admins, admins, refresh_tokens, wechat_identities, users, "
-    "signing_keys, clients, pools"
+    "signing_keys, clients, pools, mp_verify_files"
 )
 
 # The audit trail refuses TRUNCATE (append-only, sql/0010_audit_privacy.sql): only

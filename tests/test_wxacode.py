@@ -173,7 +173,7 @@ async def test_wechat_errors_fall_back_to_the_link_qr(pc, control, portal, case,
     assert r.status_code == 200, r.text
     assert "x-qr-type" not in r.headers
     assert decode(r.content) == t["qrcode"]["content"]
-    assert t["qrcode"]["content"] == f"http://acme.localhost:{portal.port}/q/{t['ticket']}"
+    assert t["qrcode"]["content"] == f"http://localhost:{portal.port}/q/{t['ticket']}"
     # The refusal is remembered for the ticket: the next image does not ask WeChat again.
     calls = await wxacode_calls(control)
     assert (await pc.get(f"/api/qrcode/{t['ticket']}.svg")).status_code == 200

@@ -19,7 +19,7 @@ from portal.console.common import MAX_FILE_BYTES, Ctx, Forbidden, done, page, po
 from portal.console.trail import audited
 from portal.errors import PortalError
 from portal.scan import qrimage
-from portal.tenants import admins, keys, pools
+from portal.tenants import admins, keys, linkrules, pools
 from portal.tenants.pools import APPID_RE, APPSECRET_RE, Pool
 from portal.web import i18n, validation
 from portal.wechat.client import WeChatError, WeChatUnavailable
@@ -231,7 +231,7 @@ async def qr_preview(request: Request, ctx: Ctx) -> Response:
     assert ctx.pool is not None
     pool = ctx.pool
     png = await _pool_logo(request, pool)
-    content = f"{request.state.settings.pool_url(pool.slug)}/q/console-preview-sample-ticket"
+    content = linkrules.content(request.state.settings, pool, "console-preview-sample-ticket")
     image = await asyncio.to_thread(qrimage.render_png, content, png, logo_shape=pool.logo_shape)
     return Response(image, media_type="image/png", headers={"cache-control": "private, no-cache"})
 

@@ -32,6 +32,7 @@ from portal.oidc.endpoints import issuer
 from portal.scan import users
 from portal.scan.qrapi import TICKET_RE
 from portal.scan.tickets import RETENTION_S
+from portal.tenants import linkrules
 from portal.tenants.clients import Client
 from portal.tenants.pools import Pool
 from portal.web import i18n, jsonapi
@@ -280,7 +281,7 @@ def _hosted_page(
             "secret": secret,
             "expires_in": expires_in,
             "png_url": f"{base}/api/qrcode/{ticket}.png",
-            "content_url": f"{base}/q/{ticket}",
+            "content_url": linkrules.content(request.state.settings, request.state.pool, ticket),
             "in_wechat": "MicroMessenger" in ua and not desktop_wechat,
             "on_phone": any(m in ua for m in ("Mobile", "Android", "iPhone"))
             and not desktop_wechat,

@@ -19,6 +19,7 @@ from portal.oidc import tokens
 from portal.scan import qrcache, users
 from portal.scan.tickets import FINAL, TicketNotFound, TicketState, dumps
 from portal.scan.waiters import Waiter
+from portal.tenants import linkrules
 from portal.tenants.pools import Pool
 from portal.web import cors
 from portal.web.jsonapi import FastJSONResponse, optional_str, read_json, required_str
@@ -36,7 +37,7 @@ class InvalidClient(PortalError):
 
 
 def content_url(request: Request, ticket: str) -> str:
-    return f"{request.state.settings.pool_url(request.state.pool.slug)}/q/{ticket}"
+    return linkrules.content(request.state.settings, request.state.pool, ticket)
 
 
 async def _state_of_pool(request: Request, ticket: str, *, recent: bool = False) -> TicketState:
@@ -73,20 +74,20 @@ async def create_qrcode(request: Request) -> Response:
         address=request.state.client_ip,
     )
     base = request.state.settings.pool_url(pool.slug)
+    content = linkrules.content(request.state.settings, pool, new.ticket)  # issue 17
     body = {
         "ticket": new.ticket,
         "secret": new.secret,
         "expires_in": new.expires_in,
         "qrcode": {
-            "content": f"{base}/q/{new.ticket}",
+            "content": content,
             "png": f"{base}/api/qrcode/{new.ticket}.png",
             "svg": f"{base}/api/qrcode/{new.ticket}.svg",
         },
     }
     settings = request.state.settings
     if settings.is_dev:  # never in production: the phone simulator with this code filled in
-        content = quote(f"{base}/q/{new.ticket}", safe="")
-        body["dev_phone_url"] = f"{settings.base_url}/dev/phone?url={content}"
+        body["dev_phone_url"] = f"{settings.base_url}/dev/phone?url={quote(content, safe='')}"
     return FastJSONResponse(body, status_code=201, headers={"cache-control": "no-store"})
 
 

@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from portal.scan import qrimage
 from portal.scan.tickets import TicketState
+from portal.tenants import linkrules
 from portal.tenants.pools import Pool
 
 MEDIA = {"png": "image/png", "svg": "image/svg+xml"}
@@ -113,7 +114,7 @@ async def _render(request: Request, state: TicketState, fmt: str) -> bytes:
     pool: Pool = s.pool
     await s.limits.check("qr_image", f"{pool.id}:{s.client_ip}", s.settings.rate_qr_image)
     logo = await s.logos.get(request, pool)
-    content = f"{s.settings.pool_url(pool.slug)}/q/{state.ticket}"
+    content = linkrules.content(s.settings, pool, state.ticket)
     # Rendering is CPU work: keep it off the event loop so waiters stay prompt.
     if fmt == "png":
         return await asyncio.to_thread(

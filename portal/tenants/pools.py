@@ -57,6 +57,7 @@ class Pool:
     qr_type: str = "link"  # QR_TYPES: a link QR (segno) or a mini-program code (wxacode)
     qr_fallback: bool = True  # a failed mini-program code falls back to the link QR
     scan_reveal: str = "none"  # SCAN_REVEALS: what the PC page learns before confirmation
+    mp_qr_prefix: str | None = None  # a private mini program's custom link-rule prefix
     # sql/0010_audit_privacy.sql: how long login events are kept, and their IP and user agent
     login_retention_days: int = 180
     ip_retention_days: int = 30
@@ -68,7 +69,7 @@ class Pool:
 
 _COLUMNS = """id, slug, name, logo_sha256, logo_shape, callback_url, mp_appid, phone_required,
     login_only, link_by_phone, qr_lifetime, id_token_ttl, access_token_ttl, refresh_token_ttl,
-    id_token_alg, updated_at, qr_type, qr_fallback, scan_reveal"""
+    id_token_alg, updated_at, qr_type, qr_fallback, scan_reveal, mp_qr_prefix"""
 # Issue 19 (sql/0010_audit_privacy.sql): the retention periods of login events.
 _COLUMNS += ", login_retention_days, ip_retention_days"
 

@@ -126,6 +126,10 @@ DEV_PHONE = Policy(
     form_action=("'self'",),
 )
 
+# /q/{ticket}: on the apex (the default mini program's link rule, issue 17) it
+# shows the ticket's pool's logo from the pool's host.
+Q_PAGE = Policy("q_page", img=("'self'", "{pools}", "{apex}"))
+
 # The admin console: its own forms and images (logo, QR preview), no script.
 CONSOLE = Policy("console", form_action=("'self'",))
 
@@ -135,6 +139,7 @@ _BY_TEMPLATE = {
     "oidc_web_message.html": WEB_MESSAGE,
     "oidc_logout_confirm.html": LOGOUT_CONFIRM,
     "dev_phone.html": DEV_PHONE,
+    "scan_outside_wechat.html": Q_PAGE,
 }
 
 

@@ -89,6 +89,8 @@ class HostRouter:
         self.app = app
         self.settings = settings
         self.apex = settings.apex_host
+        # PORTAL_QR_BASE's host (the default mini program's link rule) is served as the apex.
+        self.qr_host = settings.qr_host
         self.trusted = settings.trusted_proxies
         self._trusted = TrustedPeers(settings.trusted_proxies)
         self._names: dict[str, str | None] = {}  # Host header → parse_host's answer
@@ -155,7 +157,7 @@ class HostRouter:
             return "host_error", ValidationError(
                 "The Host header is missing or malformed.", error="invalid_host"
             )
-        if name == self.apex:
+        if name == self.apex or name == self.qr_host:
             return "apex", None
         if name.endswith("." + self.apex):
             label = name[: -len(self.apex) - 1]

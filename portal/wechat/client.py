@@ -183,6 +183,36 @@ class WeChatClient:
             appid, secret, "/wxa/getwxacodeunlimit", body, image=True
         )
 
+    # -- link rules (扫普通链接二维码打开小程序, issue 17) --------------------
+
+    async def link_rules(self, appid: str, secret: str) -> dict[str, Any]:
+        """``qrcodejumpget``: the mini program's link rules (``rule_list``: prefix,
+        path, state 1 unpublished / 2 published)."""
+        return await self._call_with_token(appid, secret, "/cgi-bin/wxopen/qrcodejumpget", {})
+
+    async def link_verify_file(self, appid: str, secret: str) -> tuple[str, str]:
+        """``qrcodejumpdownload``: the verification file's name and content."""
+        data = await self._call_with_token(appid, secret, "/cgi-bin/wxopen/qrcodejumpdownload", {})
+        return data["file_name"], data["file_content"]
+
+    async def link_rule_add(self, appid: str, secret: str, prefix: str, path: str) -> None:
+        """``qrcodejumpadd``: a rule opening ``path`` for QR links under ``prefix``
+        (85071 if the mini program has it already, 85072 another has it, 85073 full)."""
+        body = {"prefix": prefix, "path": path, "open_version": "3", "permit_sub_rule": "1",
+                "is_edit": 0, "debug_url": []}  # fmt: skip
+        await self._call_with_token(appid, secret, "/cgi-bin/wxopen/qrcodejumpadd", body)
+
+    async def link_rule_publish(self, appid: str, secret: str, prefix: str) -> None:
+        """``qrcodejumppublish``: WeChat fetches the verification file (85069 if absent)."""
+        await self._call_with_token(
+            appid, secret, "/cgi-bin/wxopen/qrcodejumppublish", {"prefix": prefix}
+        )
+
+    async def request_domains(self, appid: str, secret: str) -> dict[str, Any]:
+        """``modify_domain`` with ``action: get``: the server domains (``requestdomain``,
+        ``uploaddomain``, ...) the mini program may call."""
+        return await self._call_with_token(appid, secret, "/wxa/modify_domain", {"action": "get"})
+
     # -- access token ----------------------------------------------------
 
     async def access_token(self, appid: str, secret: str, *, force: bool = False) -> str:

@@ -33,6 +33,18 @@ class ErrCode(IntEnum):
     DAILY_QUOTA = 45009
     MINUTE_QUOTA = 45011
     DATA_FORMAT = 47001
+    # Link rules ("扫普通链接二维码打开小程序", qrcodejumpadd / qrcodejumppublish)
+    LINK_INVALID = 85066  # not a URL a rule can have
+    LINK_VERIFY_FAILED = 85069  # the verification file is not served under the prefix
+    LINK_EXISTS = 85071  # this mini program already has the rule
+    LINK_TAKEN = 85072  # another mini program has the prefix
+    LINK_RULES_FULL = 85073  # the mini program's rules are capped
+    RISKY_CONTENT = 87014  # content security: risky content
+
+
+# The getPhoneNumber button's ``errno`` (not a server errcode) when the mini
+# program's phone-number quota is spent: "该功能使用次数已达当前小程序上限".
+PHONE_QUOTA_ERRNO = 1400001
 
 
 ERRMSG: dict[int, str] = {
@@ -56,6 +68,12 @@ ERRMSG: dict[int, str] = {
     ErrCode.DAILY_QUOTA: "reach max api daily quota limit",
     ErrCode.MINUTE_QUOTA: "api minute-quota reach limit  mustslower  retry next minute",
     ErrCode.DATA_FORMAT: "data format error",
+    ErrCode.LINK_INVALID: "链接错误 (invalid prefix)",
+    ErrCode.LINK_VERIFY_FAILED: "校验文件失败 (verification file not found under the prefix)",
+    ErrCode.LINK_EXISTS: "已添加该链接，请勿重复添加",
+    ErrCode.LINK_TAKEN: "该链接已被占用 (the prefix belongs to another mini program)",
+    ErrCode.LINK_RULES_FULL: "二维码规则已满",
+    ErrCode.RISKY_CONTENT: "risky content",
 }
 
 

@@ -93,6 +93,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import segno
 import uvicorn
 from starlette.applications import Starlette
@@ -119,7 +120,24 @@ TOKEN = "/cgi-bin/token"
 PHONE_NUMBER = "/wxa/business/getuserphonenumber"
 WXACODE_UNLIMIT = "/wxa/getwxacodeunlimit"
 WXACODE_MINUTE_QUOTA = 5000  # per AppID (WeChat's getUnlimitedQRCode documentation)
-API_PATHS = (JSCODE2SESSION, STABLE_TOKEN, TOKEN, PHONE_NUMBER, WXACODE_UNLIMIT)
+# Link rules ("扫普通链接二维码打开小程序"), managed by API as in the mini program's admin.
+LINK_ADD = "/cgi-bin/wxopen/qrcodejumpadd"
+LINK_PUBLISH = "/cgi-bin/wxopen/qrcodejumppublish"
+LINK_GET = "/cgi-bin/wxopen/qrcodejumpget"
+LINK_DELETE = "/cgi-bin/wxopen/qrcodejumpdelete"
+LINK_DOWNLOAD = "/cgi-bin/wxopen/qrcodejumpdownload"
+LINK_RULES_MAX = 100  # rules per mini program ("about 100"; then 85073)
+MODIFY_DOMAIN = "/wxa/modify_domain"  # the mini program's server domains
+# https (wss) only, as at WeChat; http for localhost names too, as the devtools allow.
+_DOMAIN = re.compile(
+    r"^(?:(?:https|wss)://[a-z0-9.-]+|http://(?:[a-z0-9-]+\.)*localhost(?::\d+)?)$"
+)
+DOMAIN_KINDS = ("requestdomain", "wsrequestdomain", "uploaddomain", "downloaddomain")
+API_PATHS = (
+    JSCODE2SESSION, STABLE_TOKEN, TOKEN, PHONE_NUMBER, WXACODE_UNLIMIT,
+    LINK_ADD, LINK_PUBLISH, LINK_GET, LINK_DELETE, LINK_DOWNLOAD, MODIFY_DOMAIN,
+)  # fmt: skip
+_LINK_PREFIX = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/\S*$")
 
 _USER_CODE = re.compile(r"([A-Za-z0-9_]{1,64})(?:\..*)?", re.DOTALL)
 _PHONE_CODE = re.compile(r"([0-9]{1,20})(?:\..*)?", re.DOTALL)
@@ -154,6 +172,25 @@ class _Minted:
     subject: str  # the user (wx.login) or the phone number (phone code)
     openid: str | None  # the phone code's owner, if minted for one
     at: float
+
+
+@dataclass
+class _LinkRule:
+    appid: str
+    prefix: str
+    path: str
+    published: bool = False
+
+
+def verify_file_for(appid: str) -> tuple[str, str]:
+    """The verification file (name, content) WeChat hands ``appid``'s admin for
+    its link rules (the fake's: derived from the AppID)."""
+    digest = hashlib.sha256(f"linkrule:{appid}".encode()).hexdigest()
+    return f"{digest[:10]}.txt", digest[10:42]
+
+
+def _link_match(content: str, prefix: str) -> bool:
+    return content.startswith(prefix)
 
 
 @dataclass(frozen=True)
@@ -209,6 +246,10 @@ class _FakeWeChat:
         self.wxacodes_made = 0
         self.wxacode_minute_quota = WXACODE_MINUTE_QUOTA
         self.wxacode_minutes: dict[str, tuple[int, int]] = {}  # appid -> (minute, made in it)
+        # Link rules: prefix -> rule; a prefix belongs to one mini program.
+        self.link_rules: dict[str, _LinkRule] = {}
+        self.link_rules_max = LINK_RULES_MAX
+        self.domains: dict[str, dict[str, list[str]]] = {}  # appid -> kind -> https origins
 
     def now(self) -> float:
         return time.time() + self.clock_offset
@@ -397,6 +438,123 @@ class _FakeWeChat:
         self.wxacodes_made += 1
         return Response(_qr_png(scene, min(max(width, 280), 1280)), media_type="image/png")
 
+    # -- link rules (扫普通链接二维码打开小程序) ----------------------------
+
+    async def link_add(self, request: Request) -> dict[str, Any]:
+        appid = self._check_token(request)
+        body = await self._body(request)
+        prefix, path = body.get("prefix"), body.get("path", "")
+        if not isinstance(prefix, str) or not _LINK_PREFIX.match(prefix):
+            raise _Refusal(ErrCode.LINK_INVALID)
+        if not isinstance(path, str) or (path and path.split("?")[0] not in self.pages):
+            raise _Refusal(ErrCode.INVALID_PAGE)
+        rule = self.link_rules.get(prefix)
+        if rule is not None and rule.appid != appid:
+            raise _Refusal(ErrCode.LINK_TAKEN)
+        if rule is not None and not body.get("is_edit"):
+            raise _Refusal(ErrCode.LINK_EXISTS)
+        if rule is None:
+            mine = sum(1 for r in self.link_rules.values() if r.appid == appid)
+            if mine >= self.link_rules_max:
+                raise _Refusal(ErrCode.LINK_RULES_FULL)
+            self.link_rules[prefix] = _LinkRule(appid, prefix, path)
+        else:
+            rule.path, rule.published = path, False
+        return {"errcode": 0, "errmsg": "ok"}
+
+    def _own_rule(self, appid: str, prefix: Any) -> _LinkRule:
+        rule = self.link_rules.get(prefix) if isinstance(prefix, str) else None
+        if rule is None or rule.appid != appid:
+            raise _Refusal(ErrCode.LINK_INVALID)
+        return rule
+
+    async def link_publish(self, request: Request) -> dict[str, Any]:
+        """Publishing checks the verification file: under the rule's last path
+        segment, or at the host's root, as WeChat fetches it."""
+        appid = self._check_token(request)
+        rule = self._own_rule(appid, (await self._body(request)).get("prefix"))
+        name, expected = verify_file_for(appid)
+        directory = rule.prefix.rsplit("/", 1)[0] + "/"
+        root = "/".join(rule.prefix.split("/", 3)[:3]) + "/"
+        for url in dict.fromkeys((directory + name, root + name)):
+            if await _fetch_text(url) == expected:
+                rule.published = True
+                return {"errcode": 0, "errmsg": "ok"}
+        raise _Refusal(ErrCode.LINK_VERIFY_FAILED)
+
+    async def link_get(self, request: Request) -> dict[str, Any]:
+        appid = self._check_token(request)
+        rules = [r for r in self.link_rules.values() if r.appid == appid]
+        return {
+            "errcode": 0,
+            "errmsg": "ok",
+            "rule_list": [
+                {
+                    "prefix": r.prefix,
+                    "path": r.path,
+                    "state": 2 if r.published else 1,
+                    "open_version": 3,
+                    "permit_sub_rule": 1,
+                    "debug_url": [],
+                }
+                for r in rules
+            ],
+            "qrcodejump_open": 1,
+            "list_size": len(rules),
+            "qrcodejump_max": self.link_rules_max,
+        }
+
+    async def link_delete(self, request: Request) -> dict[str, Any]:
+        appid = self._check_token(request)
+        rule = self._own_rule(appid, (await self._body(request)).get("prefix"))
+        del self.link_rules[rule.prefix]
+        return {"errcode": 0, "errmsg": "ok"}
+
+    async def link_download(self, request: Request) -> dict[str, Any]:
+        name, content = verify_file_for(self._check_token(request))
+        return {"errcode": 0, "errmsg": "ok", "file_name": name, "file_content": content}
+
+    async def modify_domain(self, request: Request) -> dict[str, Any]:
+        """``action`` get / set / add / delete of the server domains (https only)."""
+        appid = self._check_token(request)
+        body = await self._body(request)
+        action = body.get("action", "get")
+        mine = self.domains.setdefault(appid, {kind: [] for kind in DOMAIN_KINDS})
+        if action != "get":
+            for kind in DOMAIN_KINDS:
+                values = body.get(kind, [])
+                if not isinstance(values, list) or not all(
+                    isinstance(v, str) and _DOMAIN.match(v) for v in values
+                ):
+                    raise _Refusal(ErrCode.INVALID_ARGS)
+                if action == "set":
+                    mine[kind] = list(dict.fromkeys(values))
+                elif action == "add":
+                    mine[kind] = list(dict.fromkeys([*mine[kind], *values]))
+                elif action == "delete":
+                    mine[kind] = [v for v in mine[kind] if v not in values]
+                else:
+                    raise _Refusal(ErrCode.INVALID_ARGS)
+        return {"errcode": 0, "errmsg": "ok", **{k: list(v) for k, v in mine.items()}}
+
+    def open_for(self, content: str) -> tuple[_LinkRule | None, str]:
+        """What WeChat's scanner does with a link QR: the published rule (the
+        longest prefix) that opens a mini program, or None and why not."""
+        rules = [r for r in self.link_rules.values() if _link_match(content, r.prefix)]
+        if not rules:
+            return None, (
+                "No mini program has a link rule for this QR code's prefix: WeChat shows it "
+                "as a web link, it does not open the mini program."
+            )
+        rule = max(rules, key=lambda r: len(r.prefix))
+        if not rule.published:
+            return None, (
+                f"The link rule {rule.prefix} of mini program {rule.appid} is not published "
+                "(its verification file was never checked): WeChat does not open the mini "
+                "program for it."
+            )
+        return rule, ""
+
     def endpoint(
         self,
         handler: Callable[[Request], Awaitable[dict[str, Any] | Response]],
@@ -536,6 +694,53 @@ class _FakeWeChat:
         self.minted_phone[code] = _Minted(body["appid"], body["phone"], openid, self.now())
         return JSONResponse({"code": code})
 
+    async def linkrules_control(self, request: Request) -> Response:
+        """``{"appid", "prefix", "path"?, "published"?: true}`` adds (and publishes) a
+        rule as its admin would by hand; ``{"max": N}`` caps rules per mini program."""
+        try:
+            body = json.loads(await request.body())
+            if not isinstance(body, dict):
+                raise TypeError
+            if "max" in body:
+                if not isinstance(body["max"], int) or body["max"] < 0:
+                    raise TypeError
+                self.link_rules_max = body["max"]
+            if "prefix" in body:
+                appid, prefix = str(body["appid"]), body["prefix"]
+                if not isinstance(prefix, str) or not _LINK_PREFIX.match(prefix):
+                    raise TypeError
+                rule = self.link_rules.get(prefix)
+                if rule is not None and rule.appid != appid:
+                    return JSONResponse(_errbody(ErrCode.LINK_TAKEN, ERRMSG[ErrCode.LINK_TAKEN]))
+                self.link_rules[prefix] = _LinkRule(
+                    appid, prefix, str(body.get("path", "pages/login/index")),
+                    bool(body.get("published", True)),
+                )  # fmt: skip
+        except (ValueError, TypeError, KeyError):
+            return _bad_request(
+                'expected {"appid", "prefix", "path"?, "published"?} and/or {"max": N}'
+            )
+        rules = [
+            {"appid": r.appid, "prefix": r.prefix, "path": r.path, "published": r.published}
+            for r in self.link_rules.values()
+        ]
+        return JSONResponse({"rules": rules, "max": self.link_rules_max})
+
+    async def scan(self, request: Request) -> Response:
+        """``{"content"}``: what WeChat's scanner does with a link QR code. →
+        ``{"appid", "path", "q", "scancode_time"}`` (the page's options), or 404
+        ``{"error": "no_rule", "error_description": why}``."""
+        body = await self._control_body(request, "content")
+        if body is None:
+            return _bad_request('expected {"content"}')
+        rule, why = self.open_for(body["content"])
+        if rule is None:
+            return JSONResponse({"error": "no_rule", "error_description": why}, status_code=404)
+        return JSONResponse(
+            {"appid": rule.appid, "path": rule.path, "q": body["content"],
+             "scancode_time": int(self.now())}
+        )  # fmt: skip
+
     async def ipwhitelist(self, request: Request) -> Response:
         body = await self._control_body(request, "appid")
         ips = body.get("ips") if body else None
@@ -548,6 +753,24 @@ class _FakeWeChat:
         else:
             self.ip_whitelist[body["appid"]] = frozenset(ips)
         return JSONResponse({"appid": body["appid"], "ips": ips})
+
+
+async def _fetch_text(url: str) -> str | None:
+    """GET ``url`` as WeChat's checker does (``localhost`` names are loopback, as
+    RFC 6761 says, where the resolver does not know them); None on any failure."""
+    parts = httpx.URL(url)
+    host = parts.host
+    target = (
+        parts.copy_with(host="127.0.0.1")
+        if host == "localhost" or host.endswith(".localhost")
+        else parts
+    )
+    try:
+        async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
+            r = await client.get(target, headers={"host": parts.netloc.decode()})
+    except httpx.HTTPError:
+        return None
+    return r.text.strip() if r.status_code == 200 else None
 
 
 def _bad_request(message: str) -> Response:
@@ -578,6 +801,14 @@ def create_fake_wechat_app(
         Route(TOKEN, api(fake.token), methods=["GET"]),
         Route(PHONE_NUMBER, api(fake.phone_number), methods=["POST"]),
         Route(WXACODE_UNLIMIT, api(fake.wxacode_unlimit), methods=["POST"]),
+        Route(LINK_ADD, api(fake.link_add), methods=["POST"]),
+        Route(LINK_PUBLISH, api(fake.link_publish), methods=["POST"]),
+        Route(LINK_GET, api(fake.link_get), methods=["POST"]),
+        Route(LINK_DELETE, api(fake.link_delete), methods=["POST"]),
+        Route(LINK_DOWNLOAD, api(fake.link_download), methods=["POST"]),
+        Route(MODIFY_DOMAIN, api(fake.modify_domain), methods=["POST"]),
+        Route("/_fake/linkrules", fake.linkrules_control, methods=["POST"]),
+        Route("/_fake/scan", fake.scan, methods=["POST"]),
         Route("/_fake/faults", fake.add_fault, methods=["POST"]),
         Route("/_fake/stats", fake.stats, methods=["GET"]),
         Route("/_fake/reset", fake.reset_endpoint, methods=["POST"]),

@@ -141,7 +141,7 @@ async def read_qr(page: Page, dev_portal) -> str:
     )
     assert len(found) == 1, [(str(f.format), f.text) for f in found]
     content = found[0].text
-    match = re.fullmatch(re.escape(dev_portal.pool_url("/q/")) + r"([A-Za-z0-9_-]{22,32})", content)
+    match = re.fullmatch(re.escape(dev_portal.url("/q/")) + r"([A-Za-z0-9_-]{22,32})", content)
     assert match, content
     ticket = match[1]
     # The page follows the very ticket it shows.

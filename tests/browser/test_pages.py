@@ -43,7 +43,7 @@ async def page_url(dev_portal, which: str) -> str:
     if which == "pool":
         return dev_portal.pool_url("/")
     ticket = await dev_portal.create_ticket()
-    assert ticket["qrcode"]["content"] == dev_portal.pool_url(f"/q/{ticket['ticket']}")
+    assert ticket["qrcode"]["content"] == dev_portal.url(f"/q/{ticket['ticket']}")
     return ticket["qrcode"]["content"]
 
 

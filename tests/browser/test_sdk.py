@@ -80,7 +80,7 @@ async def read_qr(img: Locator, dev_portal) -> str:
     )
     assert len(found) == 1, [f.text for f in found]
     match = re.fullmatch(
-        re.escape(dev_portal.pool_url("/q/")) + r"([A-Za-z0-9_-]{22,32})", found[0].text
+        re.escape(dev_portal.url("/q/")) + r"([A-Za-z0-9_-]{22,32})", found[0].text
     )
     assert match, found[0].text
     return match[1]
