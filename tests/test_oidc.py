@@ -648,7 +648,7 @@ async def test_discovery(setup, browser):
     for name in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri",
                  "revocation_endpoint", "introspection_endpoint", "end_session_endpoint"):  # fmt: skip
         assert meta[name].startswith(setup["issuer"] + "/oidc/")
-    assert meta["response_modes_supported"] == ["query", "form_post", "web_message"]
+    assert meta["response_modes_supported"] == ["query", "fragment", "form_post", "web_message"]
 
 
 # --- Issue 16: the outside review ---------------------------------------------------

@@ -64,6 +64,7 @@ class Observability:
         self._trusted_peer = TrustedPeers(settings.trusted_proxies)
         self._observe = metrics.REQUEST_DURATION
         self._always = headers.always(settings)
+        self._always_framable = headers.always(settings, framable=True)
         self.on_error = on_error if on_error is not None else server_error_handler
         self._tally = metrics.TALLY
 
@@ -93,7 +94,10 @@ class Observability:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), header, *always]}
+                # A framable response (scope flag set by its handler): frame-ancestors
+                # in its CSP instead of X-Frame-Options.
+                extra = self._always_framable if scope.get("portal_framable") else always
+                message = {**message, "headers": [*message.get("headers", ()), header, *extra]}
             await send(message)
 
         start = time.perf_counter()

@@ -26,19 +26,19 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from portal.errors import PortalError
-from portal.oidc import sessions
+from portal.oidc import sessions, tokens
 from portal.oidc.codes import AuthRequest, CodeGrant, peek_request, save_request, take_request
 from portal.oidc.endpoints import issuer
 from portal.scan import users
 from portal.scan.qrapi import TICKET_RE
 from portal.scan.tickets import RETENTION_S
-from portal.tenants import linkrules
+from portal.tenants import clients, linkrules
 from portal.tenants.clients import Client
 from portal.tenants.pools import Pool
 from portal.web import i18n, jsonapi
 from portal.web.pages import lang_switch_url, render
 
-RESPONSE_MODES = ("query", "form_post", "web_message")
+RESPONSE_MODES = ("query", "fragment", "form_post", "web_message")
 _CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43,128}$")
 _MAX_PARAM = 2000
 
@@ -66,20 +66,33 @@ def respond(request: Request, req: AuthRequest, params: dict[str, str]) -> Respo
     if req.state is not None:
         params["state"] = req.state
     headers = {"cache-control": "no-store", "referrer-policy": "no-referrer"}
+    if req.response_mode in ("form_post", "web_message"):
+        # Silent authentication (prompt=none in a hidden iframe of the client's
+        # site): this page may be framed by exactly the redirect URI's origin,
+        # the one place the response is for (frame-ancestors; docs/security.md).
+        request.scope["portal_framable"] = True
     if req.response_mode == "form_post":
         response = render(
             request,
             "oidc_form_post.html",
             {"action": req.redirect_uri, "params": params},
             form_target=req.redirect_uri,  # form-action: exactly this origin
+            frame_ancestor=req.redirect_uri,
         )
         response.headers.update(headers)
         return response
     if req.response_mode == "web_message":
         context = {"target_origin": origin_of(req.redirect_uri), "params": params}
-        response = render(request, "oidc_web_message.html", context)
+        response = render(
+            request, "oidc_web_message.html", context, frame_ancestor=req.redirect_uri
+        )
         response.headers.update(headers)
         return response
+    if req.response_mode == "fragment":
+        # The default for responses with an ID token: never sent to the client's server.
+        return RedirectResponse(
+            req.redirect_uri + "#" + urlencode(params), status_code=303, headers=headers
+        )
     sep = "&" if urlsplit(req.redirect_uri).query else "?"
     return RedirectResponse(
         req.redirect_uri + sep + urlencode(params), status_code=303, headers=headers
@@ -95,11 +108,16 @@ def _param(params: dict[str, str], name: str) -> str | None:
 
 def _validate(params: dict[str, str], client: Client) -> tuple[AuthRequest, str | None]:
     """The authorization request (after client and redirect_uri checked), and ``prompt``."""
-    mode = params.get("response_mode") or "query"
+    response_type = clients.response_type(params.get("response_type") or "")
+    # OAuth 2.0 Multiple Response Types §5: an ID token goes in the fragment by
+    # default, and never in the query (OIDC Core §3.3.2.5).
+    default_mode = "query" if response_type in ("code", None) else "fragment"
+    mode = params.get("response_mode") or default_mode
     redirect_uri = params["redirect_uri"]
     # From here the redirect URI is trusted; errors use it, in the asked mode if valid.
+    usable = mode in RESPONSE_MODES and not (mode == "query" and default_mode == "fragment")
     partial = AuthRequest(client.client_id, redirect_uri, "", _param(params, "state"), None, None,
-                          mode if mode in RESPONSE_MODES else "query")  # fmt: skip
+                          mode if usable else default_mode)  # fmt: skip
     try:
         if mode not in RESPONSE_MODES:
             raise AuthError(
@@ -110,8 +128,25 @@ def _validate(params: dict[str, str], client: Client) -> tuple[AuthRequest, str 
             raise AuthError("request_uri_not_supported", "request_uri is not supported.")
         if params.get("request"):
             raise AuthError("request_not_supported", "Request objects are not supported.")
-        if params.get("response_type") != "code":
-            raise AuthError("unsupported_response_type", "Only response_type=code is supported.")
+        if response_type is None:
+            raise AuthError(
+                "unsupported_response_type",
+                "response_type must be code, id_token or code id_token.",
+            )
+        if response_type not in client.response_types:
+            raise AuthError(
+                "unauthorized_client",
+                f"This client is not registered for response_type={response_type}.",
+            )
+        if not usable:
+            raise AuthError(
+                "invalid_request",
+                "An ID token is never sent in the query: use fragment or form_post.",
+            )
+        nonce = _param(params, "nonce")
+        if "id_token" in response_type and not nonce:
+            # OIDC Core §3.2.2.1: an ID token from the front channel must be tied to the request.
+            raise AuthError("invalid_request", "nonce is required when an ID token is asked for.")
         asked = (params.get("scope") or "").split()
         if "openid" not in asked:
             raise AuthError("invalid_scope", "The openid scope is required.")
@@ -125,7 +160,7 @@ def _validate(params: dict[str, str], client: Client) -> tuple[AuthRequest, str 
                 raise AuthError("invalid_request", "Only code_challenge_method=S256 is supported.")
             if not _CHALLENGE_RE.match(challenge):
                 raise AuthError("invalid_request", "code_challenge is malformed.")
-        elif client.is_public:
+        elif client.is_public and "code" in response_type:
             raise AuthError(
                 "invalid_request", "PKCE (code_challenge with S256) is required for this client."
             )
@@ -147,15 +182,50 @@ def _validate(params: dict[str, str], client: Client) -> tuple[AuthRequest, str 
         redirect_uri=redirect_uri,
         scope=scope,
         state=partial.state,
-        nonce=_param(params, "nonce"),
-        code_challenge=challenge,
+        nonce=nonce,
+        code_challenge=challenge if "code" in response_type else None,
         response_mode=mode,
         max_age=int(max_age) if max_age is not None else None,
+        response_type=response_type,
     )
     return req, prompt
 
 
-async def _issue_code(request: Request, req: AuthRequest, user_id: str, auth_time: int) -> str:
+async def _answer(
+    request: Request, req: AuthRequest, user_id: str, auth_time: int, user: dict | None = None
+) -> tuple[dict[str, str], str]:
+    """The successful response's parameters for ``req.response_type``: a code, an
+    ID token (with the code's ``c_hash`` in the hybrid flow), or both; and the
+    new login's id (``sid``: the token family), which the pool's session keeps
+    for logout."""
+    family_id = str(uuid.uuid4())
+    params: dict[str, str] = {}
+    types = req.response_type.split()
+    if "code" in types:
+        params["code"] = await _issue_code(request, req, user_id, auth_time, family_id)
+    if "id_token" in types:
+        pool: Pool = request.state.pool
+        if user is None:
+            user = await users.get(request.state.db, pool.id, user_id)
+        client = await request.state.clients.get(pool.id, req.client_id)
+        params["id_token"] = await tokens.front_id_token(
+            request.state.keys,
+            issuer=issuer(request),
+            pool=pool,
+            client_id=req.client_id,
+            user=user or {"id": user_id},
+            scope=client.granted(req.scope.split()) if client else "openid",
+            auth_time=auth_time,
+            nonce=req.nonce or "",
+            family_id=family_id,
+            code=params.get("code"),
+        )
+    return params, family_id
+
+
+async def _issue_code(
+    request: Request, req: AuthRequest, user_id: str, auth_time: int, family_id: str
+) -> str:
     grant = CodeGrant(
         client_id=req.client_id,
         redirect_uri=req.redirect_uri,
@@ -164,7 +234,7 @@ async def _issue_code(request: Request, req: AuthRequest, user_id: str, auth_tim
         code_challenge=req.code_challenge,
         user_id=user_id,
         auth_time=auth_time,
-        family_id=str(uuid.uuid4()),
+        family_id=family_id,
     )
     return await request.state.codes.issue(request.state.pool.id, grant)
 
@@ -217,8 +287,9 @@ async def _login_or_page(
     if session and "login" not in prompts and not too_old:
         user = await users.get(request.state.db, pool.id, session.user_id)
         if user is not None and not user["blocked"]:
-            code = await _issue_code(request, req, session.user_id, session.auth_time)
-            return respond(request, req, {"code": code})
+            answer, sid = await _answer(request, req, session.user_id, session.auth_time, user)
+            await sessions.add_login(request, req.client_id, sid)
+            return respond(request, req, answer)
     if "none" in prompts:
         # OIDC Core §3.1.2.1: a login older than max_age must be redone, and
         # prompt=none forbids showing the page that would redo it.
@@ -320,9 +391,11 @@ async def complete(request: Request) -> Response:
         user = await users.get(request.state.db, pool.id, won.user_id)
         response = render(request, "oidc_message.html", {"kind": "logged_in", "user": user})
     else:
-        code = await _issue_code(request, req, won.user_id, won.auth_time)
-        response = respond(request, req, {"code": code})
-    await sessions.start(request, response, won.user_id, won.auth_time)
+        answer, login = await _answer(request, req, won.user_id, won.auth_time)
+        response = respond(request, req, answer)
+    sid = await sessions.start(request, response, won.user_id, won.auth_time)
+    if req.redirect_uri:
+        await sessions.add_login(request, req.client_id, login, cookie=sid)
     return response
 
 

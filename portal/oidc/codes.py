@@ -70,6 +70,7 @@ class AuthRequest:
     response_mode: str
     max_age: int | None = None
     browser: str | None = None  # sessions.browser_binding: the browser that opened the page
+    response_type: str = "code"  # or "id_token", "code id_token" (issue 18)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ class Codes:
 
     def _keys(self, pool_id: int, code: str) -> tuple[str, str]:
         h = self.box.hash_secret(code)
-        return f"code:{pool_id}:{h}", f"codespent:{pool_id}:{h}"
+        # One hash tag for both (the redeem script touches both): one cluster slot.
+        return f"code:{{{pool_id}:{h}}}", f"codespent:{{{pool_id}:{h}}}"
 
     async def issue(self, pool_id: int, grant: CodeGrant) -> str:
         code = secrets.token_urlsafe(32)

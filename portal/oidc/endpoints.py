@@ -68,8 +68,9 @@ def _metadata(iss: str, pool: Pool) -> dict:
         "introspection_endpoint": f"{iss}/oidc/introspect",
         "end_session_endpoint": f"{iss}/oidc/logout",
         "scopes_supported": list(SCOPES),
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query", "form_post", "web_message"],
+        # Per client: its registration's response_types (never `token`, RFC 9700 §2.1.2).
+        "response_types_supported": ["code", "id_token", "code id_token"],
+        "response_modes_supported": ["query", "fragment", "form_post", "web_message"],
         "grant_types_supported": list(GRANTS),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algs,

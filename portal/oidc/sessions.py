@@ -70,26 +70,67 @@ async def current(request: Request) -> Session | None:
     return Session(**json.loads(raw)) if raw else None
 
 
+def _same_site(request: Request) -> str:
+    """Silent authentication (``prompt=none`` in a hidden iframe of a client's
+    site) needs the session cookie in a cross-site frame: ``SameSite=None``,
+    which browsers take only with ``Secure``, so over https alone. Over plain
+    http (dev) it stays ``Lax``: silent renewal then works only from a site
+    that is same-site with the pool (docs/security.md)."""
+    return "none" if request.state.settings.scheme == "https" else "lax"
+
+
 async def start(
     request: Request, response: Response, user_id: str, auth_time: int | None = None
-) -> None:
+) -> str:
+    """Start a session; returns its cookie value (for ``add_login``)."""
     sid = random_token(32)
     data = Session(user_id=user_id, auth_time=auth_time or int(time.time()))
     await request.state.redis.set(_key(request, sid), json.dumps(data.__dict__), ex=TTL)
     response.set_cookie(
-        cookie_name(request, COOKIE), sid, max_age=TTL, httponly=True, samesite="lax",
+        cookie_name(request, COOKIE), sid, max_age=TTL, httponly=True,
+        samesite=_same_site(request),  # type: ignore[arg-type]
         secure=request.state.settings.scheme == "https", path="/",
     )  # fmt: skip
+    return sid
 
 
-async def end(request: Request, response: Response) -> None:
+def _logins_key(request: Request, sid: str) -> str:
+    return f"ssologins:{request.state.pool.id}:{request.state.box.hash_secret(sid)}"
+
+
+async def add_login(
+    request: Request, client_id: str, login: str, cookie: str | None = None
+) -> None:
+    """Remember that this session logged ``client_id`` in as ``login`` (the ``sid``
+    of its tokens): logout ends each (back- and front-channel logout)."""
+    cookie = cookie or _sid(request)
+    if cookie is None:
+        return
+    key = _logins_key(request, cookie)
+    async with request.state.redis.pipeline(transaction=False) as pipe:
+        pipe.hset(key, login, client_id)
+        pipe.expire(key, TTL)
+        await pipe.execute()
+
+
+async def end(request: Request, response: Response) -> dict[str, str]:
+    """End this browser's session; returns its logins (``sid`` → client id)."""
     sid = _sid(request)
+    logins: dict[str, str] = {}
     if sid is not None:
-        await request.state.redis.delete(_key(request, sid))
+        raw = await request.state.redis.hgetall(_logins_key(request, sid))
+        logins = {_text(k): _text(v) for k, v in raw.items()}
+        await request.state.redis.delete(_key(request, sid), _logins_key(request, sid))
     response.delete_cookie(
-        cookie_name(request, COOKIE), path="/", httponly=True, samesite="lax",
+        cookie_name(request, COOKIE), path="/", httponly=True,
+        samesite=_same_site(request),  # type: ignore[arg-type]
         secure=request.state.settings.scheme == "https",
     )  # fmt: skip
+    return logins
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def logout_token(request: Request) -> str | None:

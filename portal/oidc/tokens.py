@@ -198,6 +198,42 @@ def user_claims(user: dict[str, Any], scopes: set[str]) -> dict[str, Any]:
     return claims
 
 
+async def front_id_token(
+    key_cache: KeyCache,
+    *,
+    issuer: str,
+    pool: Pool,
+    client_id: str,
+    user: dict[str, Any],
+    scope: str,
+    auth_time: int,
+    nonce: str,
+    family_id: str,
+    code: str | None = None,
+) -> str:
+    """An ID token sent from the authorization endpoint (``response_type`` with
+    ``id_token``, OIDC Core §3.2.2.10 and §3.3.2.11): no access token goes with
+    it, so no ``at_hash``; with a code (hybrid), its ``c_hash``. The user's
+    claims are in it, as no userinfo call may follow (OIDC Core §5.4)."""
+    key = await key_cache.get(pool.id)
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": str(user["id"]),
+        "aud": client_id,
+        "iat": now,
+        "exp": now + pool.id_token_ttl,
+        "auth_time": auth_time,
+        "amr": AMR,
+        "sid": family_id,
+        "nonce": nonce,
+        **user_claims(user, set(scope.split())),
+    }
+    if code is not None:
+        claims["c_hash"] = _half_hash(code)
+    return jwt.encode({"alg": key.alg, "kid": key.kid}, claims, key.key, algorithms=[key.alg])
+
+
 @dataclass(frozen=True)
 class TokenSet:
     id_token: str

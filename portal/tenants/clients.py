@@ -29,6 +29,13 @@ class Client:
     # What the client may be granted (sql/0005): `openid` always, `offline_access`
     # (refresh tokens) only if confidential.
     scopes: tuple[str, ...] = ("openid", "profile", "phone")
+    # Issue 18 (sql/0013): what else a relying party registers.
+    response_types: tuple[str, ...] = ("code",)
+    require_par: bool = False
+    jwks: dict | None = field(default=None, repr=False)
+    jwks_uri: str | None = None
+    backchannel_logout_uri: str | None = None
+    frontchannel_logout_uri: str | None = None
     # A management client (sql/0009) calls the pool's management API with the
     # client credentials grant and holds these scopes (MANAGEMENT_SCOPES) instead.
     is_management: bool = False
@@ -61,7 +68,8 @@ MANAGEMENT_SCOPES = (
 
 _COLUMNS = """id, pool_id, client_id, name, is_public, is_default, redirect_uris,
     post_logout_redirect_uris, web_origins, secret_hash, scopes, is_management,
-    management_scopes"""
+    management_scopes,
+    response_types, require_par, jwks, jwks_uri, backchannel_logout_uri, frontchannel_logout_uri"""
 
 
 def _client(row: asyncpg.Record) -> Client:
@@ -74,6 +82,7 @@ def _client(row: asyncpg.Record) -> Client:
         "management_scopes",
     ):
         data[key] = tuple(data[key])
+    data["response_types"] = tuple(data["response_types"])  # sql/0013
     return Client(**data)
 
 
@@ -114,9 +123,11 @@ async def create(
     is_default: bool = False,
     allow_http: bool = False,
     scopes: Iterable[str] | None = None,
+    registration: dict | None = None,
 ) -> tuple[Client, str | None]:
     """Returns the client and its secret (None for a public client). The secret
-    is stored only as a hash: this is the one time anyone sees it."""
+    is stored only as a hash: this is the one time anyone sees it.
+    ``registration``: ``register``'s keyword arguments (sql/0013), if any."""
     name = validation.display_name(name)
     redirects = _unique([validation.redirect_uri(u, allow_http=allow_http) for u in redirect_uris])
     origins = _unique([validation.web_origin(o, allow_http=allow_http) for o in web_origins or []])
@@ -144,7 +155,117 @@ async def create(
         origins,
         granted,
     )
-    return _client(row), secret
+    client = _client(row)
+    if registration:
+        client = await register(conn, client, allow_http=allow_http, **registration)
+    return client, secret
+
+
+# Response types a client may be registered for (OAuth 2.0 Multiple Response
+# Types): never one with `token` (RFC 9700 §2.1.2: no access token in the front channel).
+RESPONSE_TYPES = ("code", "id_token", "code id_token")
+
+
+def response_type(value: str) -> str | None:
+    """``value`` in its registered spelling (the order of its words does not
+    matter, OAuth 2.0 Multiple Response Types §3), or None if not offered."""
+    words = value.split()
+    if len(set(words)) != len(words):
+        return None
+    normal = " ".join(sorted(words))  # "code" sorts before "id_token"
+    return normal if normal in RESPONSE_TYPES else None
+
+
+def _jwks(value: object) -> dict:
+    """A public JWK Set: importable, and no private key in it."""
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValidationError("jwks must be a JSON object with a keys array.") from None
+    keys = value.get("keys") if isinstance(value, dict) else None
+    if not isinstance(keys, list) or not keys or len(keys) > 10:
+        raise ValidationError("jwks must be a JSON object with 1 to 10 keys.")
+    private = {"d", "p", "q", "dp", "dq", "qi", "k"}
+    if any(not isinstance(k, dict) or private & set(k) for k in keys):
+        raise ValidationError("jwks must hold public keys only (no private or symmetric keys).")
+    try:
+        KeySet.import_key_set({"keys": keys})
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise ValidationError("jwks holds a key that cannot be read.") from None
+    return {"keys": keys}
+
+
+_UNSET = object()
+
+
+async def register(
+    conn: asyncpg.Connection,
+    client: Client,
+    *,
+    allow_http: bool = False,
+    response_types: Iterable[str] | None = None,
+    require_par: bool | None = None,
+    jwks: object = _UNSET,
+    jwks_uri: object = _UNSET,
+    backchannel_logout_uri: object = _UNSET,
+    frontchannel_logout_uri: object = _UNSET,
+) -> Client:
+    """Set what a relying party registers beyond its URIs (sql/0013); what is not
+    passed stays. ``None`` or ``""`` clears a key source or a logout URI."""
+
+    def url(value: object, name: str) -> str | None:
+        if value in (None, ""):
+            return None
+        return validation.redirect_uri(str(value), field=name, allow_http=allow_http)
+
+    types = list(client.response_types)
+    if response_types is not None:
+        asked = list(response_types)
+        normal = [response_type(t) for t in asked]
+        if not asked or None in normal:
+            bad = next((t for t, n in zip(asked, normal, strict=True) if n is None), "")
+            raise ValidationError(
+                f"Unknown response type {bad[:40]!r}: use {', '.join(RESPONSE_TYPES)}."
+            )
+        types = [t for t in RESPONSE_TYPES if t in normal]
+    new_jwks = client.jwks if jwks is _UNSET else (_jwks(jwks) if jwks not in (None, "") else None)
+    new_uri = client.jwks_uri if jwks_uri is _UNSET else url(jwks_uri, "jwks_uri")
+    if jwks is not _UNSET and new_jwks is not None and jwks_uri is _UNSET:
+        new_uri = None  # one key source: the one given now
+    if jwks_uri is not _UNSET and new_uri is not None and jwks is _UNSET:
+        new_jwks = None
+    if new_jwks is not None and new_uri is not None:
+        raise ValidationError("Register jwks or jwks_uri, not both.")
+    back = (
+        client.backchannel_logout_uri
+        if backchannel_logout_uri is _UNSET
+        else url(backchannel_logout_uri, "backchannel_logout_uri")
+    )
+    front = (
+        client.frontchannel_logout_uri
+        if frontchannel_logout_uri is _UNSET
+        else url(frontchannel_logout_uri, "frontchannel_logout_uri")
+    )
+    row = await conn.fetchrow(
+        f"""UPDATE clients SET response_types = $3, require_par = $4, jwks = $5, jwks_uri = $6,
+                   backchannel_logout_uri = $7, frontchannel_logout_uri = $8
+            WHERE pool_id = $1 AND id = $2 RETURNING {_COLUMNS}""",
+        client.pool_id,
+        client.id,
+        types,
+        client.require_par if require_par is None else bool(require_par),
+        new_jwks,
+        new_uri,
+        back,
+        front,
+    )
+    return _client(row)
 
 
 def management_scopes(asked: Iterable[str]) -> list[str]:

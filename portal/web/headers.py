@@ -16,12 +16,16 @@ Two layers:
   nothing without it runs, so an injected tag or inline handler is inert. No
   policy has ``'unsafe-inline'`` or ``'unsafe-eval'``.
 
-Nothing is framable: no flow of the portal renders in a frame. The popup login
+Nothing is framable but an authorization response. The popup login
 (``response_mode=web_message``) is a top-level window talking to its opener;
 the embedded ``<portal-login>`` component and ``Portal.qrLogin`` draw in the
-site's own page; the SDK has no silent iframe flow (and could not have one:
-the pool's login session cookie is ``SameSite=Lax``, so a cross-site frame
-would never carry it). So every page sends ``frame-ancestors 'none'``.
+site's own page. Silent authentication (``prompt=none`` in a client's hidden
+iframe, issue 18; over https the pool's session cookie is ``SameSite=None``)
+renders the ``form_post`` or ``web_message`` response in that frame: those
+two pages name exactly the origin of the request's registered redirect URI in
+``frame-ancestors`` and go without ``X-Frame-Options`` (which cannot name an
+origin). Every other page, the hosted login page included, sends
+``frame-ancestors 'none'``.
 
 ``form-action`` is checked by Chromium on every redirect that follows a form
 submission too, so a page whose form leads (through a 303) to the client's
@@ -181,8 +185,16 @@ def _expand(sources: tuple[str, ...], settings: Settings) -> list[str]:
     return out
 
 
-def csp(policy: Policy, nonce: str, settings: Settings, form_target: str | None = None) -> str:
-    """The Content-Security-Policy of one response of this kind."""
+def csp(
+    policy: Policy,
+    nonce: str,
+    settings: Settings,
+    form_target: str | None = None,
+    frame_ancestor: str | None = None,
+) -> str:
+    """The Content-Security-Policy of one response of this kind. ``frame_ancestor``:
+    the one origin (of this URI) that may frame it, for an authorization response
+    in a client's hidden iframe (silent authentication); otherwise none."""
     forms = _expand(policy.form_action, settings)
     if policy.form_target and form_target:
         source = origin_source(form_target)
@@ -197,7 +209,7 @@ def csp(policy: Policy, nonce: str, settings: Settings, form_target: str | None 
         "object-src 'none'",
         "base-uri 'none'",
         "form-action " + (" ".join(forms) or "'none'"),
-        "frame-ancestors 'none'",
+        "frame-ancestors " + ((frame_ancestor and origin_source(frame_ancestor)) or "'none'"),
     ]
     return "; ".join(directives)
 
@@ -209,19 +221,29 @@ def referrer_for(policy: Policy, path: str) -> str:
 
 
 def page_headers(
-    policy: Policy, nonce: str, settings: Settings, path: str, form_target: str | None = None
+    policy: Policy,
+    nonce: str,
+    settings: Settings,
+    path: str,
+    form_target: str | None = None,
+    frame_ancestor: str | None = None,
 ) -> dict[str, str]:
     """The page-only headers of one HTML response (the always-headers come from
     the middleware)."""
     return {
-        "content-security-policy": csp(policy, nonce, settings, form_target),
+        "content-security-policy": csp(policy, nonce, settings, form_target, frame_ancestor),
         "referrer-policy": referrer_for(policy, path),
     }
 
 
-def always(settings: Settings) -> tuple[tuple[bytes, bytes], ...]:
-    """The raw headers every response carries, built once per process."""
-    out = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY")]
+def always(settings: Settings, framable: bool = False) -> tuple[tuple[bytes, bytes], ...]:
+    """The raw headers every response carries, built once per process. ``framable``:
+    those of a response whose CSP names the one origin that may frame it (the
+    handler sets ``scope["portal_framable"]``): no ``X-Frame-Options``, which
+    has no way to name an origin."""
+    out = [(b"x-content-type-options", b"nosniff")]
+    if not framable:
+        out.append((b"x-frame-options", b"DENY"))
     # Never in dev or over plain http: a browser that once saw HSTS for
     # localhost would refuse every plain-http dev server there for two years.
     if settings.scheme == "https" and not settings.is_dev:
