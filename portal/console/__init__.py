@@ -74,6 +74,12 @@ def routes() -> list[Route]:
         # clients
         Route(p + "/clients", guarded(views_clients.list_get), methods=get),
         Route(p + "/clients", guarded(views_clients.create_post), methods=post),
+        # before /clients/{client_id}, which would take "management" for an id
+        Route(
+            p + "/clients/management",
+            guarded(views_clients.create_management_post),
+            methods=post,
+        ),
         Route(p + "/clients/{client_id}", guarded(views_clients.detail_get), methods=get),
         Route(p + "/clients/{client_id}", guarded(views_clients.edit_post), methods=post),
         Route(p + "/clients/{client_id}/rotate", guarded(views_clients.rotate_get), methods=get),

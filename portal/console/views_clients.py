@@ -7,6 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from portal import audit
 from portal.console import store
 from portal.console.common import Ctx, done, lines, page, pool_path
 from portal.console.trail import audited
@@ -85,6 +86,7 @@ async def _list_page(ctx: Ctx, *, values=None, errors=None, status=200) -> Respo
             "clients": items,
             "values": values or {"public": False, "scopes": clients.SCOPES},
             "errors": errors or {},
+            "management_scopes": clients.MANAGEMENT_SCOPES,
         },
         status,
         get_path=pool_path(ctx.pool, "/clients"),
@@ -170,6 +172,8 @@ async def _detail_page(ctx: Ctx, client, *, values=None, errors=None, status=200
         "post_logout_redirect_uris": "\n".join(client.post_logout_redirect_uris),
         "web_origins": "\n".join(client.web_origins),
         "scopes": client.scopes,
+        "mname": client.name,
+        "mscopes": client.management_scopes,
     }
     response = await page(
         ctx,
@@ -181,6 +185,7 @@ async def _detail_page(ctx: Ctx, client, *, values=None, errors=None, status=200
             "values": entered,
             "errors": errors or {},
             "issuer": ctx.request.state.settings.pool_url(ctx.pool.slug) if ctx.pool else "",
+            "management_scopes": clients.MANAGEMENT_SCOPES,
         },
         status,
         get_path=pool_path(ctx.pool, f"/clients/{client.client_id}") if ctx.pool else None,
@@ -195,6 +200,8 @@ async def detail_get(request: Request, ctx: Ctx) -> Response:
 async def edit_post(request: Request, ctx: Ctx) -> Response:
     assert ctx.pool is not None and ctx.form is not None
     client = await _client(request, ctx)
+    if client.is_management:
+        return await _edit_management(request, ctx, client)
     clean, entered, errors = _parse(request, ctx.form, public=client.is_public)
     if entered["scopes"] is None:
         entered["scopes"] = client.scopes
@@ -267,4 +274,92 @@ async def delete_post(request: Request, ctx: Ctx) -> Response:
     await pools.announce_change(request.state.hub, ctx.pool.slug)
     return await done(
         ctx, pool_path(ctx.pool, "/clients"), "ok", "console.flash.client_deleted", name=client.name
+    )
+
+
+# --- management clients (docs/api.md, "Management API") ----------------------------
+
+
+def _parse_management(request: Request, form) -> tuple[str, list[str], dict, dict]:
+    """(name, scopes, entered values, errors by field) of a management client's form."""
+    _ = _t(request)
+    entered = {
+        "mname": str(form.get("name") or ""),
+        "mscopes": [str(v) for v in form.getlist("mscope")],
+    }
+    errors: dict[str, str] = {}
+    name, scopes = "", []
+    try:
+        name = validation.display_name(entered["mname"])
+    except PortalError:
+        errors["mname"] = _("console.err.name")
+    try:
+        scopes = clients.management_scopes(entered["mscopes"])
+    except PortalError:
+        errors["mscopes"] = _("console.mclient.err_scopes")
+    return name, scopes, entered, errors
+
+
+def _mgmt_audit(client: clients.Client) -> dict:
+    return {"name": client.name, "type": "management", "scopes": list(client.management_scopes)}
+
+
+async def create_management_post(request: Request, ctx: Ctx) -> Response:
+    """A management client: its secret is shown once, on its page."""
+    assert ctx.pool is not None and ctx.form is not None
+    name, scopes, entered, errors = _parse_management(request, ctx.form)
+    if errors:
+        values = {"public": False, "scopes": clients.SCOPES, **entered}
+        return await _list_page(ctx, values=values, errors=errors, status=400)
+    async with request.state.db.acquire() as conn, conn.transaction():
+        client, secret = await clients.create_management(
+            conn, request.state.box, pool_id=ctx.pool.id, name=name, scopes=scopes
+        )
+        await audit.record(
+            conn,
+            pool_id=ctx.pool.id,
+            actor=audit.Actor.admin(ctx.admin, request),
+            action="client.create",
+            target=client.client_id,
+            after=_mgmt_audit(client),
+        )
+    await pools.announce_change(request.state.hub, ctx.pool.slug)
+    _store_secret(ctx, client.client_id, secret)
+    return await done(
+        ctx,
+        pool_path(ctx.pool, f"/clients/{client.client_id}"),
+        "ok",
+        "console.flash.client_created",
+    )
+
+
+async def _edit_management(request: Request, ctx: Ctx, client: clients.Client) -> Response:
+    """A management client's name and scopes (its live tokens lose a scope at once)."""
+    assert ctx.pool is not None and ctx.form is not None
+    name, scopes, entered, errors = _parse_management(request, ctx.form)
+    if errors:
+        return await _detail_page(ctx, client, values=entered, errors=errors, status=400)
+    async with request.state.db.acquire() as conn, conn.transaction():
+        await store.update_client(
+            conn,
+            ctx.pool.id,
+            client.client_id,
+            name=name,
+            redirect_uris=[],
+            post_logout_redirect_uris=[],
+            web_origins=[],
+            management_scopes=scopes,
+        )
+        await audit.record(
+            conn,
+            pool_id=ctx.pool.id,
+            actor=audit.Actor.admin(ctx.admin, request),
+            action="client.update",
+            target=client.client_id,
+            before=_mgmt_audit(client),
+            after={"name": name, "type": "management", "scopes": scopes},
+        )
+    await pools.announce_change(request.state.hub, ctx.pool.slug)
+    return await done(
+        ctx, pool_path(ctx.pool, f"/clients/{client.client_id}"), "ok", "console.flash.saved"
     )
