@@ -71,6 +71,9 @@ class Settings:
     wechat_api_base: str = DEFAULT_WECHAT_API_BASE
     default_mp_appid: str = ""
     default_mp_secret: str = ""
+    # An ip2region xdb file (IPv4): the province and city a login was started from,
+    # looked up offline (issue 20). Empty: every location is "unknown".
+    ip2region_xdb: str = ""
     trusted_proxies: tuple[IPNetwork, ...] = ()
     db_pool_min: int = 1
     db_pool_max: int = 10
@@ -165,6 +168,7 @@ class Settings:
             "wechat_api_base": env.get("WECHAT_API_BASE", DEFAULT_WECHAT_API_BASE),
             "default_mp_appid": env.get("PORTAL_DEFAULT_MP_APPID", ""),
             "default_mp_secret": env.get("PORTAL_DEFAULT_MP_SECRET", ""),
+            "ip2region_xdb": env.get("PORTAL_IP2REGION_XDB", ""),
             "qr_base": env.get("PORTAL_QR_BASE", ""),
             "trusted_proxies": parse_networks(env.get("PORTAL_TRUSTED_PROXIES", "")),
         }

@@ -96,7 +96,9 @@ async def _read_events(client: httpx.AsyncClient, ticket: dict, seen: list, open
 
 async def _run_node_tests(node_project: Path, portal, fake, ticket: dict, tmp_path: Path):
     """Runs tests/miniprogram (jest) against this portal; every Node test must pass."""
-    pool_urls = {s: portal.settings.pool_url(s) for s in ("acme", "phoneco", "other")}
+    pool_urls = {
+        s: portal.settings.pool_url(s) for s in ("acme", "phoneco", "other", "guard", "strict")
+    }
     env = {
         **os.environ,
         "PORTAL_API_BASE": portal.settings.base_url,  # the apex: the one API base
@@ -107,6 +109,7 @@ async def _run_node_tests(node_project: Path, portal, fake, ticket: dict, tmp_pa
         "PORTAL_FLOW_TICKET": ticket["ticket"],
         "PORTAL_BLOCKED_USER": "mallory",
         "FAKE_WECHAT_URL": fake.url,
+        "PORTAL_TEST_REDIS_URL": portal.settings.redis_url,  # a ticket's time running out
         "PORTAL_MP_SNAPSHOTS": str(tmp_path / "screens"),
         "CI": "1",  # jest: no interactive output
     }
@@ -136,6 +139,11 @@ async def test_the_mini_program_against_the_real_portal(
     await _create_pool(db, box, "phoneco", "Phone Co")
     await db.execute("UPDATE pools SET phone_required = true WHERE slug = 'phoneco'")
     await _create_pool(db, box, "other", "Other", mp_appid=SECOND_APPID, mp_secret=SECOND_SECRET)
+    # Issue 20: number matching, and a computer's QR code from an image refused.
+    await _create_pool(db, box, "guard", "Guard")
+    await db.execute("UPDATE pools SET number_match = true WHERE slug = 'guard'")
+    await _create_pool(db, box, "strict", "Strict")
+    await db.execute("UPDATE pools SET scan_source_policy = 'refuse' WHERE slug = 'strict'")
 
     async with portal.client() as apex, portal.client("acme") as pc:
         # A user of acme whom its admin blocked.
@@ -268,6 +276,12 @@ SCREENS = (
     "mp-wrong-mini-program",
     "mp-blocked",
     "mp-wechat-unavailable",
+    # issue 20
+    "mp-confirm-context",
+    "mp-confirm-warned",
+    "mp-scan-source-refused",
+    "mp-number-matching",
+    "mp-reported",
 )
 
 

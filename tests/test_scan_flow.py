@@ -464,13 +464,13 @@ async def test_a_confirmation_is_claimed_before_the_user_is_written(portal, pc, 
     phone = Phone(apex, "claimer")
     assert (await phone.scan(t["ticket"])).status_code == 200
     appid, openid = await portal.state["redis"].hmget(f"ticket:{t['ticket']}", "appid", "openid")
-    claim = await tickets.claim(t["ticket"], appid, openid)
+    claim, _ = await tickets.claim(t["ticket"], appid, openid)
     # While it is claimed, another confirmation (a second tap) is refused.
     r = await phone.confirm(t["ticket"])
     assert r.status_code == 410 and r.json()["error"] == "ticket_expired"
     # Released (the first one failed): the scanner can confirm.
     await tickets.release(t["ticket"], claim)
-    claim = await tickets.claim(t["ticket"], appid, openid)
+    claim, _ = await tickets.claim(t["ticket"], appid, openid)
     assert (await phone.cancel(t["ticket"])).status_code == 200  # the page gave up meanwhile
     with pytest.raises(Exception) as refused:
         await tickets.confirm(t["ticket"], appid, openid, claim=claim, user_id="u",

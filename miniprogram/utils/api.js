@@ -154,14 +154,16 @@ module.exports = {
   STORAGE_KEY: STORAGE_KEY,
   session: session,
   forget: forget,
-  scan: function (ticket) {
-    return call('POST', ticketPath(ticket, 'scan'))
+  /** `scene`: WeChat's launch scene (how the QR code reached the phone), if known. */
+  scan: function (ticket, scene) {
+    return call('POST', ticketPath(ticket, 'scan'), scene ? { scene: scene } : {})
   },
   confirm: function (ticket, body) {
     return call('POST', ticketPath(ticket, 'confirm'), body)
   },
-  cancel: function (ticket) {
-    return call('POST', ticketPath(ticket, 'cancel'))
+  /** `reason` 'not_me': "this wasn't me", the attempt is flagged for the site. */
+  cancel: function (ticket, reason) {
+    return call('POST', ticketPath(ticket, 'cancel'), reason ? { reason: reason } : {})
   },
   uploadAvatar: uploadAvatar,
 }

@@ -27,6 +27,17 @@ var MESSAGES = {
     homeTitle: '扫码登录',
     homeMessage: '扫描电脑网页上的登录二维码。',
     scan: '扫一扫',
+    startedFrom: '登录发起自',
+    browserOn: '{os} 上的 {browser}',
+    unknownPlace: '未知地点',
+    justNow: '刚刚',
+    minutesAgo: '{n} 分钟前',
+    sourceWarning: '这个二维码是从图片或相册中识别的。只有当你本人刚刚在电脑上打开了上面这个网站的登录页时才确认；如果是别人发给你的二维码，请点“不是我本人操作”。',
+    linkWarning: '这个登录是通过链接打开的。只有当你本人刚刚在这台手机上发起登录时才确认。',
+    pickNumber: '请选择电脑上显示的数字',
+    notMe: '不是我本人操作',
+    reportedTitle: '已取消并报告',
+    reportedMessage: '这次登录已被取消，电脑上的网页不会登录。如果有人让你扫这个码，请不要理会。',
   },
   en: {
     title: 'Scan to log in',
@@ -52,6 +63,17 @@ var MESSAGES = {
     homeTitle: 'Scan to log in',
     homeMessage: 'Scan the login QR code shown on the web page on your computer.',
     scan: 'Scan',
+    startedFrom: 'Login started from',
+    browserOn: '{browser} on {os}',
+    unknownPlace: 'unknown location',
+    justNow: 'just now',
+    minutesAgo: '{n} min ago',
+    sourceWarning: 'This QR code was read from an image or your album. Confirm only if you opened this site\'s login page on your computer just now; if someone sent you this code, tap "This wasn\'t me".',
+    linkWarning: 'This login was opened from a link. Confirm only if you started it on this phone just now.',
+    pickNumber: 'Tap the number shown on your computer',
+    notMe: 'This wasn\'t me',
+    reportedTitle: 'Cancelled and reported',
+    reportedMessage: 'This login was cancelled: the web page will not log in. If someone asked you to scan this code, ignore them.',
   },
 }
 
@@ -73,6 +95,9 @@ var ERRORS = {
     wechat_risky_user: ['无法登录', '微信判定当前账号存在风险，暂时无法登录。'],
     wechat_ip_not_whitelisted: ['网站暂时无法登录', '该网站的服务器未在微信登记（IP 白名单），请稍后重试或联系网站管理员。'],
     invalid_qr: ['无法识别的二维码', '这不是本服务的登录二维码。'],
+    scan_source_refused: ['请用“扫一扫”扫码', '该网站不接受从图片或相册识别的电脑登录二维码，请用微信“扫一扫”直接扫描电脑屏幕上的二维码。'],
+    number_mismatch: ['数字不一致，登录已取消', '你选的数字与电脑上显示的不同。如果不是你本人在登录，请忽略这个二维码。'],
+    number_required: ['请选择数字', '请选择电脑上显示的数字后再确认。'],
     network: ['网络连接失败', '请检查网络后重试。'],
     unknown: ['登录失败', '请稍后重试。'],
   },
@@ -92,15 +117,18 @@ var ERRORS = {
     wechat_risky_user: ['Cannot log in', 'WeChat flagged this account as at risk.'],
     wechat_ip_not_whitelisted: ['This site cannot log you in now', 'WeChat does not accept this site\'s server yet (IP whitelist); try again later or contact the site.'],
     invalid_qr: ['Not a login QR code', 'This QR code is not a login code of this service.'],
+    scan_source_refused: ['Scan it with the camera', 'This site does not accept a computer\'s login QR code read from an image or the album: scan the code on the computer\'s screen with WeChat\'s "Scan".'],
+    number_mismatch: ['Wrong number: login cancelled', 'The number you picked is not the one on the computer. If you were not logging in yourself, ignore this QR code.'],
+    number_required: ['Pick the number', 'Pick the number shown on your computer, then confirm.'],
     network: ['No connection', 'Check the network and try again.'],
     unknown: ['Login failed', 'Please try again in a moment.'],
   },
 }
 
 // Errors worth a "try again" button: nothing is wrong with the QR code itself.
-var TRANSIENT = ['wechat_unavailable', 'wechat_rate_limited', 'wechat_ip_not_whitelisted', 'network', 'unknown', 'invalid_phone_code']
+var TRANSIENT = ['wechat_unavailable', 'wechat_rate_limited', 'wechat_ip_not_whitelisted', 'network', 'unknown', 'invalid_phone_code', 'number_required']
 // Errors about the person, not the QR code: scanning again would not help.
-var PERSONAL = ['user_blocked', 'signup_disabled', 'wechat_risky_user']
+var PERSONAL = ['user_blocked', 'signup_disabled', 'wechat_risky_user', 'number_mismatch']
 
 function language() {
   var lang = ''
@@ -116,6 +144,29 @@ function texts(lang) {
   return MESSAGES[lang] || MESSAGES.zh
 }
 
+function fill(template, values) {
+  return template.replace(/\{(\w+)\}/g, function (_, name) {
+    return values[name] === undefined ? '' : String(values[name])
+  })
+}
+
+/**
+ * Where a login was started, as one line: "Windows 上的 Chrome · 广东 深圳 ·
+ * shop.example.com · 刚刚" (the scan's `context`, issue 20).
+ */
+function startedFrom(context, lang) {
+  var t = texts(lang)
+  context = context || {}
+  var parts = []
+  if (context.browser && context.os) parts.push(fill(t.browserOn, { browser: context.browser, os: context.os }))
+  else if (context.browser || context.os) parts.push(context.browser || context.os)
+  parts.push(context.location || t.unknownPlace)
+  if (context.site) parts.push(context.site)
+  var ago = context.started_s_ago
+  if (typeof ago === 'number') parts.push(ago < 60 ? t.justNow : fill(t.minutesAgo, { n: Math.floor(ago / 60) }))
+  return parts.join(' · ')
+}
+
 function error(code, lang) {
   var table = ERRORS[lang] || ERRORS.zh
   var entry = table[code] || table.unknown
@@ -125,4 +176,11 @@ function error(code, lang) {
   return { code: code, title: entry[0], message: entry[1], action: action }
 }
 
-module.exports = { language: language, texts: texts, error: error, MESSAGES: MESSAGES, ERRORS: ERRORS }
+module.exports = {
+  language: language,
+  texts: texts,
+  error: error,
+  startedFrom: startedFrom,
+  MESSAGES: MESSAGES,
+  ERRORS: ERRORS,
+}

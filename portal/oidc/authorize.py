@@ -30,7 +30,7 @@ from portal.oidc import sessions, tokens
 from portal.oidc.codes import AuthRequest, CodeGrant, peek_request, save_request, take_request
 from portal.oidc.endpoints import issuer
 from portal.scan import users
-from portal.scan.qrapi import TICKET_RE
+from portal.scan.qrapi import TICKET_RE, started_at
 from portal.scan.tickets import RETENTION_S
 from portal.tenants import clients, linkrules
 from portal.tenants.clients import Client
@@ -307,6 +307,8 @@ async def _login_or_page(
         lifetime=pool.qr_lifetime,
         address=request.state.client_ip,
         hosted=True,
+        # The website that asked is the one the login returns to (issue 20).
+        **started_at(request, urlsplit(req.redirect_uri).hostname or ""),
     )
     bound, cookie = sessions.browser_binding(request)
     req = dataclasses.replace(req, browser=bound)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import secrets
 import time
 
 import asyncpg
@@ -17,9 +18,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from portal.errors import PortalError, ServiceUnavailable
-from portal.scan import users
+from portal.scan import origin, users
 from portal.scan.qrapi import TICKET_RE, Direct
-from portal.scan.tickets import FINAL, NotScanned, TicketExpired, TicketNotFound
+from portal.scan.tickets import (
+    FINAL,
+    NotScanned,
+    NumberMismatch,
+    Origin,
+    ScanRefused,
+    TicketExpired,
+    TicketNotFound,
+    TicketState,
+)
 from portal.stores.crypto import random_token
 from portal.tenants import pools
 from portal.tenants.pools import Pool
@@ -40,6 +50,71 @@ class WrongMiniProgram(PortalError):
     status_code = 403
     error = "wrong_mini_program"
     description = "This QR code belongs to a site served by another mini program."
+
+
+class ScanSourceRefused(PortalError):
+    status_code = 403
+    error = "scan_source_refused"
+    description = (
+        "This site accepts a computer's QR code only when it is scanned with the camera, "
+        "not from an image or the album."
+    )
+
+
+def _scene(data: dict) -> int | None:
+    """WeChat's launch scene the mini program reports (wx.getEnterOptionsSync), if any."""
+    scene = data.get("scene")
+    if scene is None:
+        return None
+    if isinstance(scene, str) and scene.isdigit():
+        scene = int(scene)
+    if isinstance(scene, bool) or not isinstance(scene, int) or not 1000 <= scene <= 9999:
+        raise PortalError("scene must be WeChat's launch scene, a number such as 1011.")
+    return scene
+
+
+def _choices() -> tuple[str, ...]:
+    """Number matching: a two-digit number, then it and two others in random order."""
+    numbers = [str(n) for n in range(10, 100)]
+    picked: list[str] = []
+    while len(picked) < 3:
+        n = secrets.choice(numbers)
+        if n not in picked:
+            picked.append(n)
+    answer = picked[0]
+    offered = picked[:]
+    for i in range(2, 0, -1):  # Fisher-Yates with the system's randomness
+        j = secrets.randbelow(i + 1)
+        offered[i], offered[j] = offered[j], offered[i]
+    return (answer, *offered)
+
+
+def _context(request: Request, found: Origin, client_name: str | None) -> dict:
+    return origin.describe(found, xdb=request.state.settings.ip2region_xdb, client_name=client_name)
+
+
+def _event(
+    request: Request,
+    pool: Pool,
+    client_id: str,
+    who: dict,
+    found: Origin | None,
+    context: dict | None,
+    *,
+    flagged: bool = False,
+) -> users.LoginEvent:
+    return users.LoginEvent(
+        pool_id=pool.id,
+        client_id=client_id,
+        appid=who["appid"],
+        openid=who["openid"],
+        ip=request.state.client_ip,
+        user_agent=request.headers.get("user-agent"),
+        scene=found.scene if found else None,
+        scan_source=found.source if found else None,
+        flagged=flagged,
+        started_from=origin.summary(context) if context else None,
+    )
 
 
 _WECHAT_ERRORS: dict[int, tuple[int, str, str]] = {
@@ -152,6 +227,8 @@ def pool_appid(request: Request, pool: Pool) -> str:
 
 async def scan(request: Request) -> Response:
     who = await mp_user(request)
+    data = await read_json(request, optional=True)
+    scene = _scene(data)
     ticket, pool, state = await _ticket_pool(request)
     if who["appid"] != pool_appid(request, pool):
         raise WrongMiniProgram()
@@ -168,35 +245,56 @@ async def scan(request: Request) -> Response:
             who["appid"],
             who["openid"],
         )
-    scanned_at_ms = await request.state.tickets.scan(
-        ticket,
-        who["appid"],
-        who["openid"],
-        nickname=(known and pool.scan_reveal == "profile" and known["nickname"]) or "",
-        avatar_url=(known and pool.scan_reveal != "none" and known["avatar_url"]) or "",
-    )
     client = await request.state.clients.get(pool.id, state.client_id)
+    client_name = client.name if client and not client.is_default else None
+    try:
+        scanned_at_ms, found = await request.state.tickets.scan(
+            ticket,
+            who["appid"],
+            who["openid"],
+            nickname=(known and pool.scan_reveal == "profile" and known["nickname"]) or "",
+            avatar_url=(known and pool.scan_reveal != "none" and known["avatar_url"]) or "",
+            scene=scene,
+            scene_kind=origin.scene_kind(scene),
+            policy=pool.scan_source_policy,
+            number=_choices() if pool.number_match else (),
+        )
+    except ScanRefused as refused:
+        # A computer's QR code opened from an image or the album (a forwarded
+        # screenshot, issue 20), which this pool refuses: recorded, ticket untouched.
+        context = _context(request, refused.origin, client_name)
+        event = _event(request, pool, state.client_id, who, refused.origin, context)
+        await users.record_event(request.state.db, event, ScanSourceRefused.error)
+        raise ScanSourceRefused() from None
     base = request.state.settings.pool_url(pool.slug)
     state = dataclasses.replace(state, status="scanned", now_ms=scanned_at_ms)
-    return JSONResponse(
-        {
-            "status": "scanned",
-            "pool": {
-                "name": pool.name,
-                "logo_url": f"{base}/logo?v={pool.logo_sha256 or 'default'}",
-            },
-            "client": {"name": client.name} if client and not client.is_default else None,
-            "expires_in": state.expires_in,
-            # A number on file is not asked for again (each one WeChat gives is paid for).
-            "phone_required": pool.phone_required and not (known and known["phone_number"]),
-        }
-    )
+    body = {
+        "status": "scanned",
+        "pool": {
+            "name": pool.name,
+            "logo_url": f"{base}/logo?v={pool.logo_sha256 or 'default'}",
+        },
+        "client": {"name": client_name} if client_name else None,
+        "expires_in": state.expires_in,
+        # A number on file is not asked for again (each one WeChat gives is paid for).
+        "phone_required": pool.phone_required and not (known and known["phone_number"]),
+        # Where the login was started, and whether the QR code reached this phone as
+        # expected ('warned': a computer's QR code from an image or the album).
+        "context": _context(request, found, client_name),
+        "scan_source": found.source,
+    }
+    if found.choices:
+        body["number_choices"] = [int(n) for n in found.choices]
+    return JSONResponse(body)
 
 
 async def confirm(request: Request) -> Response:
     who = await mp_user(request)
     data = await read_json(request, optional=True)
     phone_code = optional_str(data, "phone_code", max_len=256)
+    number = data.get("number")
+    if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
+        raise PortalError("number must be the number picked, a whole number.")
     nickname = optional_str(data, "nickname", max_len=64)
     avatar_url = optional_str(data, "avatar_url", max_len=1000)
     if avatar_url:
@@ -210,6 +308,44 @@ async def confirm(request: Request) -> Response:
         raise NotScanned()
     if state.status in FINAL:
         raise TicketExpired()
+    tickets = request.state.tickets
+    db = request.state.db
+    # Only one confirmation wins the ticket; decided here, before WeChat is asked for
+    # a phone number and before the login is written. With number matching, a wrong
+    # number cancels the ticket here (issue 20).
+    try:
+        claim, found = await tickets.claim(
+            ticket, appid, openid, number="" if number is None else str(number)
+        )
+    except NumberMismatch as exc:
+        context = _context(request, exc.origin, None) if exc.origin else None
+        event = _event(request, pool, state.client_id, who, exc.origin, context, flagged=True)
+        await users.record_event(db, event, exc.error)
+        raise
+    try:
+        profile = users.Profile(who.get("unionid"), None, nickname, avatar_url)
+        await _confirm_claimed(request, ticket, pool, state, who, profile, phone_code, claim, found)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await tickets.release(ticket, claim)  # the scanner may confirm again
+        raise
+    return JSONResponse({"status": "confirmed"})
+
+
+async def _confirm_claimed(
+    request: Request,
+    ticket: str,
+    pool: Pool,
+    state: TicketState,
+    who: dict,
+    profile: users.Profile,
+    phone_code: str | None,
+    claim: str,
+    found: Origin,
+) -> None:
+    """The confirmation once the ticket is claimed: the phone number (asked of
+    WeChat only now), the login, then the ticket confirmed."""
+    appid, openid = who["appid"], who["openid"]
     tickets = request.state.tickets
     phone = None
     if phone_code and not await _phone_on_file(request, pool, appid, openid):
@@ -225,50 +361,38 @@ async def confirm(request: Request) -> Response:
             raise wechat_error(exc) from None
         phone = users.Phone(info.pure_phone_number, str(info.country_code or "86"))
     db = request.state.db
-    event = users.LoginEvent(
-        pool_id=pool.id,
-        client_id=state.client_id,
-        appid=appid,
-        openid=openid,
-        ip=request.state.client_ip,
-        user_agent=request.headers.get("user-agent"),
-    )
-    # Only one confirmation wins the ticket; decided here, before the login is written.
-    claim = await tickets.claim(ticket, appid, openid)
+    client = await request.state.clients.get(pool.id, state.client_id)
+    client_name = client.name if client and not client.is_default else None
+    context = _context(request, found, client_name)
+    event = _event(request, pool, state.client_id, who, found, context)
     try:
-        try:
-            profile = users.Profile(who.get("unionid"), phone, nickname, avatar_url)
-            result = await users.login(db, pool, profile, event)
-        except (asyncpg.PostgresConnectionError, OSError):
-            raise ServiceUnavailable() from None
-        user = result.user
-        # The user's row is committed: only now may a browser learn "confirmed"
-        # (it exchanges the ticket at once and reads the user).
-        try:
-            await tickets.confirm(
-                ticket,
-                appid,
-                openid,
-                claim=claim,
-                user_id=str(user["id"]),
-                auth_time=int(time.time()),
-                nickname=user["nickname"] or "",
-                avatar_url=user["avatar_url"] or "",
-            )
-        except PortalError as exc:
-            # The ticket ended during the login (its time ran out, or the page
-            # cancelled it): a user created for this login goes again, and the
-            # login's event says how it ended.
-            if result.created:
-                await db.execute("DELETE FROM users WHERE id = $1", user["id"])
-            await users.mark_event(db, result.event_id, exc.error)
-            raise
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await tickets.release(ticket, claim)  # the scanner may confirm again
+        profile = dataclasses.replace(profile, phone=phone)
+        result = await users.login(db, pool, profile, event)
+    except (asyncpg.PostgresConnectionError, OSError):
+        raise ServiceUnavailable() from None
+    user = result.user
+    # The user's row is committed: only now may a browser learn "confirmed"
+    # (it exchanges the ticket at once and reads the user).
+    try:
+        await tickets.confirm(
+            ticket,
+            appid,
+            openid,
+            claim=claim,
+            user_id=str(user["id"]),
+            auth_time=int(time.time()),
+            nickname=user["nickname"] or "",
+            avatar_url=user["avatar_url"] or "",
+        )
+    except PortalError as exc:
+        # The ticket ended during the login (its time ran out, or the page
+        # cancelled it): a user created for this login goes again, and the
+        # login's event says how it ended.
+        if result.created:
+            await db.execute("DELETE FROM users WHERE id = $1", user["id"])
+        await users.mark_event(db, result.event_id, exc.error)
         raise
     users.count(result.result)
-    return JSONResponse({"status": "confirmed"})
 
 
 async def _phone_on_file(request: Request, pool: Pool, appid: str, openid: str) -> bool:
@@ -288,10 +412,22 @@ async def _phone_on_file(request: Request, pool: Pool, appid: str, openid: str) 
 
 async def cancel(request: Request) -> Response:
     who = await mp_user(request)
-    ticket, pool, _ = await _ticket_pool(request)
+    data = await read_json(request, optional=True)
+    reason = optional_str(data, "reason", max_len=32)
+    if reason not in (None, "not_me"):
+        raise PortalError("reason must be not_me, or left out.")
+    ticket, pool, state = await _ticket_pool(request)
     if who["appid"] != pool_appid(request, pool):
         raise WrongMiniProgram()
-    await request.state.tickets.cancel(ticket, who["appid"], who["openid"])
+    found = await request.state.tickets.cancel(ticket, who["appid"], who["openid"])
+    if reason == "not_me":
+        # "This wasn't me" (issue 20): someone else started this login and sent the
+        # QR code; the attempt is flagged for the pool's login log.
+        client = await request.state.clients.get(pool.id, state.client_id)
+        client_name = client.name if client and not client.is_default else None
+        context = _context(request, found, client_name)
+        event = _event(request, pool, state.client_id, who, found, context, flagged=True)
+        await users.record_event(request.state.db, event, "not_me")
     return JSONResponse({"status": "cancelled"})
 
 

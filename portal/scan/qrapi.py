@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from portal.errors import PortalError, ValidationError
 from portal.oidc import tokens
-from portal.scan import qrcache, users
+from portal.scan import origin, qrcache, users
 from portal.scan.tickets import FINAL, TicketNotFound, TicketState, dumps
 from portal.scan.waiters import Waiter
 from portal.tenants import linkrules
@@ -34,6 +34,17 @@ SSE_RAW_HEADERS = [(b"cache-control", b"no-cache, no-store"), (b"x-accel-bufferi
 class InvalidClient(PortalError):
     error = "invalid_client"
     description = "Unknown client_id for this pool."
+
+
+def started_at(request: Request, site: str | None = None) -> dict[str, str]:
+    """Where a ticket is being made, for its confirm screen (issue 20): the browser's
+    User-Agent and device, and the website's host (its ``Origin``, else its
+    ``Referer``). Kept raw in the ticket; parsed only if someone scans it."""
+    agent = request.headers.get("user-agent", "")
+    if site is None:
+        url = urlsplit(request.headers.get("origin") or request.headers.get("referer") or "")
+        site = (url.hostname or "") if url.scheme in ("http", "https") else ""
+    return {"user_agent": agent, "site": site, "device": origin.device_of(agent)}
 
 
 def content_url(request: Request, ticket: str) -> str:
@@ -72,6 +83,7 @@ async def create_qrcode(request: Request) -> Response:
         client_id=client.client_id,
         lifetime=pool.qr_lifetime,
         address=request.state.client_ip,
+        **started_at(request),
     )
     base = request.state.settings.pool_url(pool.slug)
     content = linkrules.content(request.state.settings, pool, new.ticket)  # issue 17

@@ -92,11 +92,17 @@ if redis.call('EXISTS', k) == 0 then return {'not_found'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function publish(status)
-  local f = redis.call('HMGET', k, 'exp', 'nick', 'avatar')
+  local f = redis.call('HMGET', k, 'exp', 'nick', 'avatar', 'num')
   redis.call('PUBLISH', '"""
     + TICKETS_CHANNEL
     + """', cjson.encode(
-    {t = ARGV[1], s = status, e = tonumber(f[1]), n = f[2] or '', a = f[3] or ''}))
+    {t = ARGV[1], s = status, e = tonumber(f[1]), n = f[2] or '', a = f[3] or '', m = f[4] or ''}))
+end
+-- Where the login was started and how its QR code reached the phone (issue 20).
+local function origin()
+  local o = redis.call('HMGET', k, 'scene', 'src', 'ua', 'ip', 'site', 'ct', 'nums')
+  for i = 1, 7 do o[i] = o[i] or '' end
+  return o
 end
 local status = redis.call('HGET', k, 'status')
 if (status == 'pending' or status == 'scanned') and now >= tonumber(redis.call('HGET', k, 'exp')) then
@@ -112,7 +118,9 @@ end
 # then the pool's. KEYS: ticket, address counter, pool counter. ARGV: pool id,
 # client id, secret hash, lifetime (s), key TTL (s), then count (0: none) and
 # window (ms) of the address's limit, then of the pool's, then "1" for a ticket
-# of the hosted page (its login ends there, never at the QR API's exchange).
+# of the hosted page (its login ends there, never at the QR API's exchange), then
+# where it was started (issue 20, kept raw: parsed only if someone scans it): the
+# User-Agent, the address, the website's host and the device (origin.device_of).
 _CREATE = (
     ratelimit.LUA_HIT
     + """
@@ -128,6 +136,8 @@ local t = redis.call('TIME')
 local exp = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4]) * 1000
 redis.call('HSET', KEYS[1], 'status', 'pending', 'pool', ARGV[1], 'client', ARGV[2], 'sh', ARGV[3], 'exp', exp)
 if ARGV[10] == '1' then redis.call('HSET', KEYS[1], 'hosted', '1') end
+redis.call('HSET', KEYS[1], 'ua', ARGV[11], 'ip', ARGV[12], 'site', ARGV[13], 'dev', ARGV[14],
+  'ct', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return {exp, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
 """
@@ -137,23 +147,43 @@ return {exp, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
 _STATUS = (
     _PROLOGUE
     + """
-local f = redis.call('HMGET', k, 'pool', 'client', 'exp', 'nick', 'avatar', 'sh')
-return {'ok', status, f[1], f[2], f[3], f[4] or '', f[5] or '', f[6], tostring(now)}
+local f = redis.call('HMGET', k, 'pool', 'client', 'exp', 'nick', 'avatar', 'sh', 'num')
+return {'ok', status, f[1], f[2], f[3], f[4] or '', f[5] or '', f[6], tostring(now), f[7] or ''}
 """
 )
 
-# ARGV: ticket, appid, openid
+# ARGV: ticket, appid, openid, nickname, avatar, then (issue 20) the launch scene, its
+# kind (origin.scene_kind), the pool's scan_source_policy, and the number to match
+# with its three choices ('' without number matching). How the QR code reached the
+# phone against where the ticket was made decides 'src' (origin.py has the table);
+# a refused scan leaves the ticket pending. Answers: outcome, Redis's clock, then
+# origin(): scene, src, ua, ip, site, ct, nums.
 _SCAN = (
     _PROLOGUE
     + """
 if status == 'pending' then
-  redis.call('HSET', k, 'status', 'scanned', 'appid', ARGV[2], 'openid', ARGV[3], 'nick', ARGV[4], 'avatar', ARGV[5])
+  local dev = redis.call('HGET', k, 'dev') or 'pc'
+  local src = 'unknown'
+  if ARGV[7] == 'camera' then src = 'ok'
+  elseif ARGV[7] == 'image' then
+    if dev == 'wechat' then src = 'ok' elseif ARGV[8] == 'refuse' then src = 'refused' else src = 'warned' end
+  elseif ARGV[7] == 'link' then
+    if dev == 'mobile' then src = 'ok' else src = 'warned' end
+  end
+  if src == 'refused' then
+    local o = origin()
+    o[1], o[2] = ARGV[6], src
+    return {'refused', tostring(now), unpack(o)}
+  end
+  redis.call('HSET', k, 'status', 'scanned', 'appid', ARGV[2], 'openid', ARGV[3], 'nick', ARGV[4], 'avatar', ARGV[5],
+    'scene', ARGV[6], 'src', src)
+  if ARGV[9] ~= '' then redis.call('HSET', k, 'num', ARGV[9], 'nums', ARGV[10]) end
   publish('scanned')
-  return {'ok', tostring(now)}
+  return {'ok', tostring(now), unpack(origin())}
 end
 if status == 'scanned' then
   local by = redis.call('HMGET', k, 'appid', 'openid')
-  if by[1] == ARGV[2] and by[2] == ARGV[3] then return {'ok', tostring(now)} end
+  if by[1] == ARGV[2] and by[2] == ARGV[3] then return {'ok', tostring(now), unpack(origin())} end
   return {'taken'}
 end
 return {'expired'}
@@ -163,17 +193,25 @@ return {'expired'}
 # A confirmation is two steps around the database's transaction (Tickets.claim):
 # the claim reserves the scanned ticket for one confirmation of its scanner for
 # a lease; the confirm, once the user's row is committed, makes it "confirmed".
-# ARGV: ticket, appid, openid, claim token, lease (ms)
+# ARGV: ticket, appid, openid, claim token, lease (ms), the number picked ('' none).
+# With number matching on (issue 20), a wrong number cancels the ticket at once
+# ('number_mismatch'): nobody gets a second guess. Answers origin() after the outcome.
 _CLAIM = (
     _PROLOGUE
     + """
 if status == 'pending' then return {'not_scanned'} end
 if status ~= 'scanned' then return {'expired'} end
-local by = redis.call('HMGET', k, 'appid', 'openid', 'claim', 'claimexp')
+local by = redis.call('HMGET', k, 'appid', 'openid', 'claim', 'claimexp', 'num')
 if by[1] ~= ARGV[2] or by[2] ~= ARGV[3] then return {'not_scanner'} end
 if by[3] and tonumber(by[4]) > now then return {'expired'} end
+if by[5] and ARGV[6] == '' then return {'number_required'} end
+if by[5] and ARGV[6] ~= by[5] then
+  redis.call('HSET', k, 'status', 'cancelled')
+  publish('cancelled')
+  return {'number_mismatch', unpack(origin())}
+end
 redis.call('HSET', k, 'claim', ARGV[4], 'claimexp', now + tonumber(ARGV[5]))
-return {'ok'}
+return {'ok', unpack(origin())}
 """
 )
 
@@ -212,7 +250,7 @@ local by = redis.call('HMGET', k, 'appid', 'openid')
 if by[1] ~= ARGV[2] or by[2] ~= ARGV[3] then return {'not_scanner'} end
 redis.call('HSET', k, 'status', 'cancelled')
 publish('cancelled')
-return {'ok'}
+return {'ok', unpack(origin())}
 """
 )
 
@@ -248,6 +286,7 @@ class TicketState:
     nickname: str
     avatar_url: str
     secret_hash: str
+    number: str = ""  # number matching (issue 20): what the PC page shows once scanned
 
     @property
     def expires_in(self) -> int:
@@ -258,13 +297,66 @@ class TicketState:
     def public(self) -> dict:
         """The status JSON of the QR API."""
         scanned = self.status in ("scanned", "confirmed") and (self.nickname or self.avatar_url)
-        return {
+        body = {
             "status": self.status,
             "expires_in": self.expires_in,
             "scanned_by": {"nickname": self.nickname or None, "avatar_url": self.avatar_url or None}
             if scanned
             else None,
         }
+        if self.number and self.status == "scanned":
+            body["number"] = int(self.number)  # the person picks it on the phone
+        return body
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a ticket was made and how its QR code reached the phone, as the
+    ticket holds them (raw; portal/scan/origin.py describes them)."""
+
+    scene: int | None  # WeChat's launch scene the mini program sent, if any
+    source: str  # 'ok', 'warned', 'refused', 'unknown' (sql/0011_scan_origin.sql)
+    user_agent: str
+    ip: str
+    site: str
+    created_ms: int
+    choices: tuple[str, ...] = ()  # number matching: the three numbers offered
+
+    @classmethod
+    def of(cls, fields: list) -> Origin:
+        scene, source, ua, ip, site, created, nums = fields
+        return cls(
+            int(scene) if scene.isdigit() else None,
+            source or "unknown",
+            ua,
+            ip,
+            site,
+            int(created or 0),
+            tuple(nums.split(",")) if nums else (),
+        )
+
+
+class ScanRefused(Exception):
+    """The pool refuses this ticket's QR code opened that way (scan_source_policy)."""
+
+    def __init__(self, origin: Origin) -> None:
+        self.origin = origin
+
+
+class NumberMismatch(PortalError):
+    status_code = 403
+    error = "number_mismatch"
+    description = "That is not the number shown on the computer: the login was cancelled."
+
+    def __init__(self, origin: Origin | None = None) -> None:
+        super().__init__()
+        self.origin = origin
+
+
+class NumberRequired(PortalError):
+    status_code = 400
+    error = "number_required"
+    description = "Pick the number shown on the computer to confirm."
 
 
 @dataclass(frozen=True)
@@ -313,12 +405,17 @@ class Tickets:
         lifetime: int,
         address: str,
         hosted: bool = False,
+        user_agent: str = "",
+        site: str = "",
+        device: str = "pc",
     ) -> NewTicket:
         """A new pending ticket for a browser at ``address`` (the client IP);
         RateLimited, and nothing created, when that address or the pool is over
         its limit (``per_address``, ``per_pool``). A ``hosted`` ticket (the hosted
         login page's) ends only as a code bound to its authorization request: the
-        QR API's exchange refuses it, without spending it."""
+        QR API's exchange refuses it, without spending it. ``user_agent``, ``site``
+        and ``device`` (origin.device_of) say where it was made, for the confirm
+        screen; they are stored as they are, parsed only if someone scans."""
         per_address, per_pool = self.per_address, self.per_pool
         # One read of the system's randomness for both: the ticket, 32 characters
         # (192 bits; fits WeChat's 32-character scene), and the secret, 43 (256 bits).
@@ -331,7 +428,8 @@ class Tickets:
              ratelimit.key("qr_pool", str(pool_id))],
             [pool_id, client_id, secret_hash, lifetime, lifetime + RETENTION_S,
              per_address.count, per_address.window * 1000,
-             per_pool.count, per_pool.window * 1000, "1" if hosted else ""],
+             per_pool.count, per_pool.window * 1000, "1" if hosted else "",
+             user_agent[:300], address, site[:253], device],
         )  # fmt: skip
         if r[0] == "limited":
             raise ratelimit.RateLimited(ratelimit.retry_after_s(int(r[1])))
@@ -350,8 +448,10 @@ class Tickets:
         if r[0] != "ok":
             self._cache.pop(ticket, None)
             raise TicketNotFound()
-        _, status, pool, client, exp, nick, avatar, sh, now = r
-        state = TicketState(ticket, status, int(pool), client, int(exp), int(now), nick, avatar, sh)
+        _, status, pool, client, exp, nick, avatar, sh, now, number = r
+        state = TicketState(
+            ticket, status, int(pool), client, int(exp), int(now), nick, avatar, sh, number
+        )
         self._remember(state)
         return state
 
@@ -397,6 +497,7 @@ class Tickets:
             nickname=message.get("n") or "",
             avatar_url=message.get("a") or "",
             expires_at_ms=int(message.get("e") or state.expires_at_ms),
+            number=message.get("m") or "",
         )
         self._cache[state.ticket] = (changed, offset, until)
 
@@ -408,15 +509,35 @@ class Tickets:
             raise InvalidSecret()
 
     async def scan(
-        self, ticket: str, appid: str, openid: str, *, nickname: str = "", avatar_url: str = ""
-    ) -> int:
+        self,
+        ticket: str,
+        appid: str,
+        openid: str,
+        *,
+        nickname: str = "",
+        avatar_url: str = "",
+        scene: int | None = None,
+        scene_kind: str = "",
+        policy: str = "warn",
+        number: tuple[str, ...] = (),
+    ) -> tuple[int, Origin]:
+        """Redis's clock at the scan and the ticket's origin; ``ScanRefused`` when
+        the pool refuses the QR code opened that way (the ticket stays pending).
+        ``number``: the number to match and the three choices (number matching)."""
         r = await self._mux.evalsha(
-            self._scan, [key(ticket)], [ticket, appid, openid, nickname, avatar_url]
-        )
+            self._scan,
+            [key(ticket)],
+            [ticket, appid, openid, nickname, avatar_url, "" if scene is None else scene,
+             scene_kind, policy, number[0] if number else "", ",".join(number[1:])],
+        )  # fmt: skip
+        if r[0] == "refused":
+            raise ScanRefused(Origin.of(r[2:]))
         _raise_for(r[0])
-        return int(r[1])  # Redis's clock at the scan
+        return int(r[1]), Origin.of(r[2:])
 
-    async def claim(self, ticket: str, appid: str, openid: str, lease_ms: int = 15_000) -> str:
+    async def claim(
+        self, ticket: str, appid: str, openid: str, lease_ms: int = 15_000, *, number: str = ""
+    ) -> tuple[str, Origin]:
         """Reserve a scanned ticket for one confirmation by its scanner; the token
         to ``confirm`` or ``release`` it with. A second claim while the lease runs
         is refused like a confirmation of a final ticket (410).
@@ -426,13 +547,21 @@ class Tickets:
         user), yet only one of several concurrent confirmations may write it.
         The claim decides the winner before the transaction; ``confirm`` after
         the commit publishes. A process that dies in between leaves a lease
-        that runs out, and the scanner can confirm again."""
+        that runs out, and the scanner can confirm again.
+
+        With number matching, ``number`` is the one picked: a wrong one cancels
+        the ticket (``NumberMismatch``). Returns the token and the ticket's origin."""
         token = secrets.token_hex(8)
         r = await self._mux.evalsha(
-            self._claim, [key(ticket)], [ticket, appid, openid, token, lease_ms]
+            self._claim, [key(ticket)], [ticket, appid, openid, token, lease_ms, number]
         )
+        if r[0] == "number_mismatch":
+            _CANCELLED.inc()
+            raise NumberMismatch(Origin.of(r[1:]))
+        if r[0] == "number_required":
+            raise NumberRequired()
         _raise_for(r[0])
-        return token
+        return token, Origin.of(r[1:])
 
     async def release(self, ticket: str, claim: str) -> None:
         """Give a claim back (the confirmation failed): the scanner may try again."""
@@ -458,10 +587,11 @@ class Tickets:
         _raise_for(r[0])
         _CONFIRMED.inc()
 
-    async def cancel(self, ticket: str, appid: str, openid: str) -> None:
+    async def cancel(self, ticket: str, appid: str, openid: str) -> Origin:
         r = await self._mux.evalsha(self._cancel, [key(ticket)], [ticket, appid, openid])
         _raise_for(r[0])
         _CANCELLED.inc()
+        return Origin.of(r[1:])
 
     async def exchange(self, ticket: str, secret: str, *, hosted: bool = False) -> Exchanged:
         """Once, for a confirmed ticket; a hosted page's ticket only where it ends

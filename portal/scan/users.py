@@ -87,6 +87,12 @@ class LoginEvent:
     openid: str
     ip: str | None
     user_agent: str | None
+    # Issue 20 (sql/0011_scan_origin.sql): the launch scene, what was made of it,
+    # whether the attempt looks like phishing, and where the login was started.
+    scene: int | None = None
+    scan_source: str | None = None
+    flagged: bool = False
+    started_from: str | None = None
 
     @property
     def agent(self) -> str | None:
@@ -116,8 +122,9 @@ WITH identity AS (
                      THEN updated_at ELSE now() END
     WHERE id = (SELECT user_id FROM identity) RETURNING {USER_COLUMNS}
 ), event AS (
-    INSERT INTO login_events (pool_id, user_id, client_id, appid, openid, result, ip, user_agent)
-    SELECT $5, usr.id, $10, $6, $8, $13, $11::inet, $12 FROM usr
+    INSERT INTO login_events (pool_id, user_id, client_id, appid, openid, result, ip, user_agent,
+                              scene, scan_source, started_from)
+    SELECT $5, usr.id, $10, $6, $8, $13, $11::inet, $12, $14, $15, $16 FROM usr
     RETURNING id
 )
 SELECT usr.*, event.id AS event_id FROM usr, event"""
@@ -148,6 +155,9 @@ async def _login_identity(
         event.ip,
         event.agent,
         result,
+        event.scene,
+        event.scan_source,
+        event.started_from,
     )
     if row is None:
         return None
@@ -271,8 +281,9 @@ def count(result: str) -> None:
 
 
 _INSERT_REFUSAL = """INSERT INTO login_events (pool_id, client_id, appid, openid, result, ip,
-                                           user_agent)
-                     VALUES ($1, $2, $3, $4, $5, $6::inet, $7)"""
+                                           user_agent, scene, scan_source, flagged,
+                                           started_from)
+                     VALUES ($1, $2, $3, $4, $5, $6::inet, $7, $8, $9, $10, $11)"""
 
 
 async def record_event(db: asyncpg.Pool, event: LoginEvent, result: str) -> None:
@@ -281,7 +292,7 @@ async def record_event(db: asyncpg.Pool, event: LoginEvent, result: str) -> None
     count(result)
     await _best_effort(
         db, _INSERT_REFUSAL, event.pool_id, event.client_id, event.appid, event.openid, result,
-        event.ip, event.agent,
+        event.ip, event.agent, event.scene, event.scan_source, event.flagged, event.started_from,
     )  # fmt: skip
 
 

@@ -54,6 +54,8 @@ class Pool:
     refresh_token_ttl: int
     id_token_alg: str
     updated_at: datetime
+    scan_source_policy: str = "warn"  # SCAN_SOURCE_POLICIES: a PC's QR from an image or album
+    number_match: bool = False  # the PC shows a number the person picks on the phone
     qr_type: str = "link"  # QR_TYPES: a link QR (segno) or a mini-program code (wxacode)
     qr_fallback: bool = True  # a failed mini-program code falls back to the link QR
     scan_reveal: str = "none"  # SCAN_REVEALS: what the PC page learns before confirmation
@@ -72,6 +74,12 @@ _COLUMNS = """id, slug, name, logo_sha256, logo_shape, callback_url, mp_appid, p
     id_token_alg, updated_at, qr_type, qr_fallback, scan_reveal, mp_qr_prefix"""
 # Issue 19 (sql/0010_audit_privacy.sql): the retention periods of login events.
 _COLUMNS += ", login_retention_days, ip_retention_days"
+
+
+# Issue 20 (sql/0011_scan_origin.sql): what a scan of a computer's QR code from an
+# image or the album (a forwarded screenshot) gets, and number matching.
+_COLUMNS += ", scan_source_policy, number_match"
+SCAN_SOURCE_POLICIES = ("warn", "refuse")
 
 
 def _pool(row: asyncpg.Record) -> Pool:

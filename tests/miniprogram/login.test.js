@@ -363,13 +363,178 @@ test('every error of the mini-program API has a Chinese and an English text', ()
     'ticket_expired', 'ticket_not_found', 'ticket_taken', 'wrong_mini_program', 'phone_required',
     'user_blocked', 'signup_disabled', 'wechat_unavailable', 'wechat_rate_limited',
     'wechat_risky_user', 'invalid_phone_code', 'not_scanner', 'ticket_not_scanned', 'invalid_qr', 'network',
-    'wechat_ip_not_whitelisted',
+    'wechat_ip_not_whitelisted', 'scan_source_refused', 'number_mismatch', 'number_required',
   ]
   for (const lang of ['zh', 'en']) {
     for (const code of codes) expect(i18n.ERRORS[lang][code]).toBeDefined()
     expect(Object.keys(i18n.MESSAGES[lang]).sort()).toEqual(Object.keys(i18n.MESSAGES.zh).sort())
   }
   expect(Object.keys(i18n.ERRORS.en).sort()).toEqual(Object.keys(i18n.ERRORS.zh).sort())
+})
+
+// --- issue 20: where the login was started, launch scenes, number matching, "this wasn't me"
+
+const CHROME_WINDOWS =
+  'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36'
+const WECHAT_IPHONE =
+  'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) ' +
+  'Mobile/15E148 MicroMessenger/8.0.44(0x18002c2c) NetType/WIFI Language/zh_CN'
+
+/** A ticket made by a browser with these headers (its User-Agent, the page it is on). */
+async function ticketFrom(slug, header) {
+  const res = await backend.httpRequest({ url: `${POOLS[slug]}/api/qrcode`, method: 'POST', data: {}, header })
+  expect(res.statusCode).toBe(201)
+  return res.data
+}
+
+async function pcStatus(slug, ticket) {
+  const res = await backend.httpRequest({
+    url: `${POOLS[slug]}/api/qrcode/${ticket.ticket}/status`,
+    header: { 'x-ticket-secret': ticket.secret },
+  })
+  return res.data
+}
+
+/** One Redis command over RESP (the test's Redis; PORTAL_TEST_REDIS_URL): time passing. */
+function redisCommand(...args) {
+  const net = require('net')
+  const url = new URL(env.PORTAL_TEST_REDIS_URL)
+  const db = Number((url.pathname || '/0').slice(1) || url.searchParams.get('db') || 0)
+  const encode = (parts) => `*${parts.length}\r\n` + parts.map((p) => `$${Buffer.byteLength(String(p))}\r\n${p}\r\n`).join('')
+  return new Promise((resolve, reject) => {
+    const socket = url.protocol === 'unix:' ? net.connect(url.pathname) : net.connect(Number(url.port || 6379), url.hostname)
+    let data = ''
+    socket.on('data', (chunk) => {
+      data += chunk
+      if (data.split('\r\n').length > 2) {
+        socket.end()
+        resolve(data)
+      }
+    })
+    socket.on('error', reject)
+    socket.write(encode(['SELECT', url.protocol === 'unix:' ? 0 : db]) + encode(args))
+  })
+}
+
+test('the confirm screen says where the login was started, in Chinese and English', async () => {
+  const header = { 'user-agent': CHROME_WINDOWS, referer: 'https://shop.example.com/login' }
+  const page = await open(linkOptions(await ticketFrom('acme', header)))
+  expect(page.data.state).toBe('confirm')
+  // The portal here is on loopback: a private address is an unknown place, never a guess.
+  expect(text(page, '#started-from-text')).toBe('Windows 上的 Chrome · 未知地点 · shop.example.com · 刚刚')
+  expect(has(page, '#warning')).toBe(false) // scanned with the camera (scene 1011)
+  expect(text(page, '#not-me')).toBe('不是我本人操作')
+  snapshot(page, 'mp-confirm-context')
+  backend.reset('alice', 'en')
+  const en = await open(linkOptions(await ticketFrom('acme', header)))
+  expect(text(en, '#started-from-text')).toBe('Chrome on Windows · unknown location · shop.example.com · just now')
+  expect(text(en, '#not-me')).toBe("This wasn't me")
+  // The wording of older logins, and of what the parser did not recognise.
+  expect(i18n.startedFrom({ browser: 'Safari', os: 'iOS', location: '广东 深圳', started_s_ago: 150 }, 'zh')).toBe(
+    'iOS 上的 Safari · 广东 深圳 · 2 分钟前'
+  )
+  expect(i18n.startedFrom({ os: 'Android', started_s_ago: 59 }, 'en')).toBe('Android · unknown location · just now')
+})
+
+test('every launch scene: the camera, an image or the album, a link, none', async () => {
+  const t = i18n.texts('zh')
+  const cases = [
+    [1011, null],
+    [1047, null],
+    [1012, t.sourceWarning],
+    [1013, t.sourceWarning],
+    [1048, t.sourceWarning],
+    [1049, t.sourceWarning],
+    [1065, t.linkWarning],
+    [1194, t.linkWarning],
+    [1001, null],
+    [0, null], // WeChat could not say
+  ]
+  for (const [scene, warning] of cases) {
+    backend.state.scene = scene
+    const page = await open(linkOptions(await ticketFrom('acme', { 'user-agent': CHROME_WINDOWS })))
+    expect(page.data.state).toBe('confirm')
+    expect(page.data.scene).toBe(scene)
+    expect(text(page, '#warning')).toBe(warning)
+    if (scene === 1012) snapshot(page, 'mp-confirm-warned')
+  }
+  // WeChat's own browser on this phone: the long-press is the expected way, no warning.
+  backend.state.scene = 1012
+  const same = await open(linkOptions(await ticketFrom('acme', { 'user-agent': WECHAT_IPHONE })))
+  expect(has(same, '#warning')).toBe(false)
+  // A pool that refuses a computer's QR code from an image: the scan is refused.
+  const strict = await ticketFrom('strict', { 'user-agent': CHROME_WINDOWS })
+  const refused = await open(linkOptions(strict))
+  expectError(refused, 'scan_source_refused')
+  snapshot(refused, 'mp-scan-source-refused')
+  expect(await ticketStatus('strict', strict)).toBe('pending')
+  backend.state.scene = 1011 // the same code with the camera
+  expect((await open(linkOptions(strict))).data.state).toBe('confirm')
+})
+
+test('number matching: the right number logs in', async () => {
+  const ticket = await ticketFrom('guard', { 'user-agent': CHROME_WINDOWS })
+  const page = await open(linkOptions(ticket))
+  expect(page.data.numbers.length).toBe(3)
+  expect(text(page, '#numbers .numbers-lead')).toBe('请选择电脑上显示的数字')
+  const shown = (await pcStatus('guard', ticket)).number
+  expect(page.data.numbers).toContain(shown)
+  // Confirm before picking: asked to pick, nothing sent.
+  const sent = backend.state.requests.length
+  await tap(page, '#confirm', () => page.data.notice === i18n.texts('zh').pickNumber)
+  expect(backend.state.requests.length).toBe(sent)
+  page.querySelector(`#number-${shown}`).dispatchEvent('tap')
+  await waitFor(() => page.data.picked === shown, 'the pick')
+  snapshot(page, 'mp-number-matching')
+  await tap(page, '#confirm', () => page.data.state === 'success')
+  expect(await ticketStatus('guard', ticket)).toBe('confirmed')
+})
+
+test('number matching: a wrong number cancels the login', async () => {
+  const ticket = await ticketFrom('guard', { 'user-agent': CHROME_WINDOWS })
+  const page = await open(linkOptions(ticket))
+  const shown = (await pcStatus('guard', ticket)).number
+  const wrong = page.data.numbers.find((n) => n !== shown)
+  page.querySelector(`#number-${wrong}`).dispatchEvent('tap')
+  await waitFor(() => page.data.picked === wrong, 'the pick')
+  await tap(page, '#confirm', () => page.data.state === 'error')
+  expectError(page, 'number_mismatch')
+  expect(has(page, '#scan-again') || has(page, '#retry')).toBe(false)
+  expect(await ticketStatus('guard', ticket)).toBe('cancelled')
+})
+
+test('number matching: the QR code expires while the person looks', async () => {
+  const ticket = await ticketFrom('guard', { 'user-agent': CHROME_WINDOWS })
+  const page = await open(linkOptions(ticket))
+  const shown = (await pcStatus('guard', ticket)).number
+  // Its lifetime is over (whatever hash tag the ticket's key carries: ticket:{TAG}REST).
+  const expire = "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('HSET', k, 'exp', 0) end"
+  await redisCommand('EVAL', expire, '0', `ticket:*${ticket.ticket.slice(8)}`)
+  page.querySelector(`#number-${shown}`).dispatchEvent('tap')
+  await waitFor(() => page.data.picked === shown, 'the pick')
+  await tap(page, '#confirm', () => page.data.state === 'error')
+  expectError(page, 'ticket_expired')
+  expect(await ticketStatus('guard', ticket)).toBe('expired')
+})
+
+test('"this wasn\'t me" cancels and reports the login', async () => {
+  backend.state.scene = 1012
+  const ticket = await ticketFrom('acme', { 'user-agent': CHROME_WINDOWS })
+  const page = await open(linkOptions(ticket))
+  await tap(page, '#not-me', () => page.data.state === 'reported')
+  expect(text(page, '#reported-title')).toBe('已取消并报告')
+  snapshot(page, 'mp-reported')
+  expect(await ticketStatus('acme', ticket)).toBe('cancelled')
+  const last = backend.state.requests[backend.state.requests.length - 1]
+  expect([last.method, last.url.replace(env.PORTAL_API_BASE, ''), last.status]).toEqual([
+    'POST',
+    `/api/mp/tickets/${ticket.ticket}/cancel`,
+    200,
+  ])
+  backend.reset('ivan', 'en')
+  const en = await open(linkOptions(await ticketFrom('acme', {})))
+  await tap(en, '#not-me', () => en.data.state === 'reported')
+  expect(text(en, '#reported-title')).toBe('Cancelled and reported')
 })
 
 test('the home page scans a code and opens the confirm page', async () => {

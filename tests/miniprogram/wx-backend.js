@@ -31,6 +31,7 @@ const state = {
   navigations: [], // {api, url}
   exited: 0,
   scanResult: null, // what wx.scanCode answers
+  scene: 1011, // the launch scene wx.getEnterOptionsSync answers (1011: the camera)
 }
 
 function random() {
@@ -168,6 +169,8 @@ function install(wx) {
     miniProgram: { appId: process.env.PORTAL_MP_APPID, envVersion: 'release', version: '1.0.0' },
   })
   wx.setNavigationBarTitle = () => {}
+  wx.getEnterOptionsSync = () => ({ scene: state.scene, query: {}, path: 'pages/login/index' })
+  wx.getLaunchOptionsSync = wx.getEnterOptionsSync
   for (const api of ['navigateTo', 'redirectTo', 'reLaunch']) {
     wx[api] = (options) => {
       state.navigations.push({ api, url: options.url })
@@ -194,6 +197,7 @@ function reset(user = 'alice', language = 'zh_CN') {
   state.logins = 0
   state.exited = 0
   state.scanResult = null
+  state.scene = 1011
 }
 
 /** The getPhoneNumber button's event detail for phone number `digits`. */

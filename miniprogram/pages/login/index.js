@@ -11,6 +11,22 @@ var i18n = require('../../utils/i18n')
 var tickets = require('../../utils/ticket')
 
 var DEFAULT_AVATAR = '/images/avatar.png'
+// Opened from a URL Scheme, a URL Link or a web page's open tag (the phone itself).
+var LINK_SCENES = [1065, 1194, 1286, 1167]
+
+/** WeChat's scene for this opening of the mini program (0 when it cannot say). */
+function launchScene() {
+  try {
+    var options = wx.getEnterOptionsSync ? wx.getEnterOptionsSync() : wx.getLaunchOptionsSync()
+    return Number(options && options.scene) || 0
+  } catch (e) {
+    return 0
+  }
+}
+
+function isLinkScene(scene) {
+  return LINK_SCENES.indexOf(scene) >= 0
+}
 
 Component({
   data: {
@@ -27,6 +43,11 @@ Component({
     avatarUrl: '',
     defaultAvatar: DEFAULT_AVATAR,
     error: null,
+    scene: 0, // WeChat's launch scene: how the QR code reached this phone
+    startedFrom: '', // where the login was started, one line (issue 20)
+    warning: '', // the QR code came from an image or a link: confirm only if it was you
+    numbers: [], // number matching: the three numbers offered
+    picked: null, // the number tapped
   },
 
   methods: {
@@ -37,22 +58,29 @@ Component({
       if (wx.setNavigationBarTitle) wx.setNavigationBarTitle({ title: t.title })
       var found = tickets.fromOptions(options, config)
       if (found.error) return this.fail({ error: found.error })
-      this.setData({ ticket: found.ticket })
+      this.setData({ ticket: found.ticket, scene: launchScene() })
       return this.scan()
     },
 
     scan: function () {
       var self = this
       self.setData({ state: 'loading', error: null, notice: '' })
-      return api.scan(self.data.ticket).then(
+      return api.scan(self.data.ticket, self.data.scene).then(
         function (body) {
+          var t = self.data.t
+          var warning = ''
+          if (body.scan_source === 'warned') warning = isLinkScene(self.data.scene) ? t.linkWarning : t.sourceWarning
           self.setData({
             state: 'confirm',
             pool: { name: body.pool.name, logoUrl: body.pool.logo_url },
             client: body.client || null,
             phoneRequired: !!body.phone_required,
             phoneAsked: !!body.phone_requested,
-            notice: body.phone_required ? self.data.t.phoneNeeded : '',
+            notice: body.phone_required ? t.phoneNeeded : '',
+            startedFrom: body.context ? i18n.startedFrom(body.context, self.data.lang) : '',
+            warning: warning,
+            numbers: body.number_choices || [],
+            picked: null,
           })
         },
         function (err) {
@@ -67,6 +95,13 @@ Component({
       var body = {}
       if (self.data.nickname.trim()) body.nickname = self.data.nickname.trim()
       if (extra && extra.phone_code) body.phone_code = extra.phone_code
+      if (self.data.numbers.length) {
+        if (self.data.picked === null) {
+          self.setData({ notice: self.data.t.pickNumber })
+          return Promise.resolve()
+        }
+        body.number = self.data.picked
+      }
       self.setData({ state: 'working', notice: '' })
       // The avatar chosen (a local file) is uploaded first; without it the login goes on.
       var avatar = self._avatarUpload || Promise.resolve('')
@@ -103,13 +138,26 @@ Component({
       return Promise.resolve()
     },
 
-    onCancel: function () {
+    // Number matching: the number the person sees on the computer.
+    onPickNumber: function (e) {
+      var value = Number(e && e.currentTarget && e.currentTarget.dataset && e.currentTarget.dataset.number)
+      if (this.data.numbers.indexOf(value) < 0) return
+      this.setData({ picked: value, notice: '' })
+    },
+
+    // "This wasn't me": cancels the login and flags it for the site.
+    onNotMe: function () {
+      return this.onCancel('not_me')
+    },
+
+    onCancel: function (reason) {
       var self = this
       if (self.data.state !== 'confirm') return Promise.resolve()
+      reason = reason === 'not_me' ? 'not_me' : ''
       self.setData({ state: 'working' })
-      return api.cancel(self.data.ticket).then(
+      return api.cancel(self.data.ticket, reason).then(
         function () {
-          self.setData({ state: 'cancelled' })
+          self.setData({ state: reason ? 'reported' : 'cancelled' })
         },
         function (err) {
           self.fail(err)
