@@ -7,13 +7,14 @@
  * appid: the AppID this build is published under; sent to /api/mp/session so the portal
  *   knows which mini program (and so which AppSecret) the wx.login code belongs to.
  *   Empty: the running mini program's own AppID (wx.getAccountInfoSync()).
- * domains: the QR codes this mini program accepts: {pool}.{domain}/q/{ticket} or
- *   {domain}/q/{ticket} for each domain here. Anything else is refused.
- * allowHttp: accept http:// QR contents (local development only).
+ * qrPrefixes: the link rules this mini program has published ("扫普通链接二维码打开小程序"):
+ *   it accepts exactly {prefix}{ticket} for these prefixes, nothing else. The platform's
+ *   default mini program: ['https://login.example.com/q/'] (PORTAL_QR_BASE + '/q/', one rule
+ *   for every pool it serves); a private one: its pool's prefix, e.g.
+ *   ['https://acme.login.example.com/q/'] (`portal mp check --pool acme` prints it).
  */
 module.exports = {
   apiBase: 'https://login.example.com',
   appid: '',
-  domains: ['login.example.com'],
-  allowHttp: false,
+  qrPrefixes: ['https://login.example.com/q/'],
 }

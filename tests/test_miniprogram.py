@@ -103,6 +103,7 @@ async def _run_node_tests(node_project: Path, portal, fake, ticket: dict, tmp_pa
         **os.environ,
         "PORTAL_API_BASE": portal.settings.base_url,  # the apex: the one API base
         "PORTAL_DOMAIN": portal.settings.apex_host,
+        "PORTAL_QR_PREFIX": portal.settings.qr_prefix,  # the default mini program's link rule
         "PORTAL_CONNECT_HOST": "127.0.0.1",
         "PORTAL_POOLS": json.dumps(pool_urls),
         "PORTAL_MP_APPID": DEMO_APPID,
@@ -222,7 +223,7 @@ async def test_the_mini_program_compiles(node_project, tmp_path):
 
 def test_the_mini_program_config_is_in_one_file():
     config = (MINIPROGRAM / "config.js").read_text()
-    for key in ("apiBase:", "appid:", "domains:"):
+    for key in ("apiBase:", "appid:", "qrPrefixes:"):
         assert key in config
     # No other file names a URL or an AppID of its own.
     for path in MINIPROGRAM.rglob("*.js"):

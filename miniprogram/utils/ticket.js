@@ -5,11 +5,11 @@
  *   link QR code to open the mini program" rule with options.q = the URL-encoded content.
  * - A mini-program code (wxacode.getUnlimited) opens it with options.scene = the ticket.
  *
- * Only URLs under the configured portal domains are accepted: a QR code of any other
- * site must never lead to a login confirmation.
+ * Only a QR content of the form {prefix}{ticket}, for a prefix of config.qrPrefixes (the
+ * link rules this mini program has published), is accepted: a QR code of any other site,
+ * or of another mini program's rule, must never lead to a login confirmation.
  */
 var TICKET = /^[A-Za-z0-9_-]{16,64}$/
-var URL_RE = /^(https?):\/\/([A-Za-z0-9.-]+)(?::(\d{1,5}))?\/q\/([A-Za-z0-9_-]{16,64})\/?(?:[?#].*)?$/
 
 function safeDecode(value) {
   try {
@@ -19,27 +19,17 @@ function safeDecode(value) {
   }
 }
 
-function hostAllowed(host, domains) {
-  host = host.toLowerCase()
-  for (var i = 0; i < domains.length; i++) {
-    var domain = String(domains[i]).toLowerCase().split(':')[0]
-    if (!domain) continue
-    if (host === domain) return true
-    var suffix = '.' + domain
-    var label = host.slice(0, host.length - suffix.length)
-    // exactly one label before the domain: {pool}.{domain}
-    if (host.length > suffix.length && host.slice(-suffix.length) === suffix && label.indexOf('.') < 0) return true
-  }
-  return false
-}
-
-/** The ticket of a QR content URL, or null if it is not one of ours. */
+/** The ticket of a QR content URL, or null if it is not under one of our link rules. */
 function fromUrl(url, config) {
-  var m = URL_RE.exec(String(url || '').trim())
-  if (!m) return null
-  if (m[1] === 'http' && !config.allowHttp) return null
-  if (!hostAllowed(m[2], config.domains || [])) return null
-  return m[4]
+  url = String(url || '').trim()
+  var prefixes = config.qrPrefixes || []
+  for (var i = 0; i < prefixes.length; i++) {
+    var prefix = String(prefixes[i])
+    if (!prefix || url.slice(0, prefix.length) !== prefix) continue
+    var ticket = url.slice(prefix.length)
+    if (TICKET.test(ticket)) return ticket
+  }
+  return null
 }
 
 /** {ticket} or {error: 'invalid_qr'} for the page's onLoad options. */
@@ -67,4 +57,4 @@ function pageQuery(scanResult) {
   return 'q=' + encodeURIComponent(scanResult.result || '')
 }
 
-module.exports = { fromOptions: fromOptions, fromUrl: fromUrl, hostAllowed: hostAllowed, pageQuery: pageQuery }
+module.exports = { fromOptions: fromOptions, fromUrl: fromUrl, pageQuery: pageQuery }

@@ -48,9 +48,9 @@ beforeAll(() => {
   Object.assign(config, {
     apiBase: env.PORTAL_API_BASE,
     appid: env.PORTAL_MP_APPID,
-    domains: [env.PORTAL_DOMAIN],
-    allowHttp: true,
+    qrPrefixes: [env.PORTAL_QR_PREFIX], // the default mini program's one link rule
   })
+  backend.requestDomains([env.PORTAL_API_BASE]) // its one request domain
 })
 
 beforeEach(() => backend.reset('alice'))
@@ -152,7 +152,7 @@ function expectError(page, code) {
 test('full scan and confirm of the ticket the PC page is waiting on', async () => {
   const ticket = env.PORTAL_FLOW_TICKET
   expect(ticket).toBeTruthy()
-  const content = `${POOLS.acme}/q/${ticket}`
+  const content = `${env.PORTAL_QR_PREFIX}${ticket}` // acme is on the default mini program
   const page = await open({ q: encodeURIComponent(content) })
   expect(page.data.state).toBe('confirm')
   expect(text(page, '#pool-name')).toBe('Acme 示例')
@@ -282,7 +282,11 @@ test('taken by someone else', async () => {
 })
 
 test('a QR code of a pool served by another mini program', async () => {
-  const page = await open(linkOptions(await createTicket('other')))
+  const ticket = await createTicket('other')
+  // Its link QR is under that mini program's own rule: this one does not accept it (and
+  // WeChat would not open this one for it); its mini-program code is refused by the portal.
+  expectError(await open(linkOptions(ticket)), 'invalid_qr')
+  const page = await open({ scene: ticket.ticket })
   expectError(page, 'wrong_mini_program')
   snapshot(page, 'mp-wrong-mini-program')
 })
@@ -318,9 +322,12 @@ test('other WeChat refusals: risky user, rate limit', async () => {
   expectError(await open(linkOptions(await createTicket())), 'wechat_rate_limited')
 })
 
-test('only QR codes of the configured portal domain are accepted', async () => {
+test('only QR codes under the published link rules are accepted', async () => {
   const ticket = await createTicket()
   const foreign = [
+    `${POOLS.acme}/q/${ticket.ticket}`, // a pool host's prefix: another mini program's rule
+    `${env.PORTAL_QR_PREFIX}${ticket.ticket}/x`,
+    `${env.PORTAL_QR_PREFIX.replace('http:', 'https:')}${ticket.ticket}`,
     `https://evil.example.com/q/${ticket.ticket}`,
     `http://acme.localhost.evil.com/q/${ticket.ticket}`,
     `http://a.b.${env.PORTAL_DOMAIN}/q/${ticket.ticket}`,
@@ -334,13 +341,19 @@ test('only QR codes of the configured portal domain are accepted', async () => {
   expectError(await open({ scene: 'short' }), 'invalid_qr')
   expectError(await open({}), 'invalid_qr')
   expect(backend.state.requests).toEqual([]) // nothing was sent anywhere
-  // https is required unless the configuration allows http (development).
-  config.allowHttp = false
-  try {
-    expectError(await open(linkOptions(ticket)), 'invalid_qr')
-  } finally {
-    config.allowHttp = true
-  }
+})
+
+test('the mini program calls only its request domain, never a pool host', async () => {
+  const ticket = await createTicket()
+  const page = await open(linkOptions(ticket))
+  expect(page.data.state).toBe('confirm')
+  const hosts = new Set(backend.state.requests.map((r) => new URL(r.url).origin))
+  expect([...hosts]).toEqual([env.PORTAL_API_BASE])
+  // As WeChat does: a request to any other domain fails before it leaves the phone.
+  const refused = await new Promise((resolve) =>
+    wx.request({ url: `${POOLS.acme}/api/mp/session`, method: 'POST', data: {}, success: resolve, fail: resolve })
+  )
+  expect(refused.errMsg).toBe('request:fail url not in domain list')
 })
 
 test('English by the system language', async () => {

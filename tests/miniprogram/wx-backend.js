@@ -125,8 +125,31 @@ function complete(options, ok, result) {
   if (typeof options.complete === 'function') options.complete(result)
 }
 
+// The mini program's server domains (its admin's request / uploadFile 合法域名): as at
+// WeChat, a wx.request or wx.uploadFile to any other origin fails on the phone.
+const domains = new Set()
+
+function requestDomains(list) {
+  domains.clear()
+  for (const origin of list) domains.add(new URL(origin).origin)
+}
+
+function refused(options, api) {
+  let origin = null
+  try {
+    origin = new URL(options.url).origin
+  } catch (e) {
+    // not a URL: refused too
+  }
+  if (domains.size === 0 || domains.has(origin)) return false
+  state.requests.push({ method: 'REFUSED', url: options.url, status: 0 })
+  setTimeout(() => complete(options, false, { errMsg: `${api}:fail url not in domain list` }), 0)
+  return true
+}
+
 function install(wx) {
   wx.request = (options) => {
+    if (refused(options, 'request')) return { abort() {} }
     const method = (options.method || 'GET').toUpperCase()
     httpRequest({ url: options.url, method, data: options.data, header: options.header }).then(
       (res) => {
@@ -141,6 +164,7 @@ function install(wx) {
     return { abort() {} }
   }
   wx.uploadFile = (options) => {
+    if (refused(options, 'uploadFile')) return { abort() {} }
     uploadRequest(options).then(
       (res) => {
         state.requests.push({ method: 'UPLOAD', url: options.url, status: res.statusCode })
@@ -205,4 +229,4 @@ function phoneEvent(digits) {
   return { detail: { code: `${digits}.${random()}`, errMsg: 'getPhoneNumber:ok' } }
 }
 
-module.exports = { install, reset, state, httpRequest, phoneEvent, random }
+module.exports = { install, reset, state, httpRequest, phoneEvent, random, requestDomains }
