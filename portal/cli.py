@@ -294,6 +294,13 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
 def cmd_client_create(args: argparse.Namespace) -> int:
     from portal.tenants import clients
 
+    if args.management:
+        return _create_management_client(args)
+    if not args.redirect_uri or args.scope:
+        raise CommandError(
+            "an application client needs --redirect-uri (--scope is for --management)",
+            error="invalid_arguments",
+        )
     with stores(dict(os.environ), dev=False) as settings:
         box = SecretBox(settings.secret_key)
 
@@ -337,6 +344,53 @@ def cmd_client_create(args: argparse.Namespace) -> int:
     if secret is not None:
         out["client_secret"] = secret
     _print_json(out)
+    return 0
+
+
+def _create_management_client(args: argparse.Namespace) -> int:
+    """``portal client create SLUG --management --name N --scope S...``: a client of
+    the pool's management API (docs/api.md, "Management API"); no redirect URIs."""
+    from portal.tenants import clients
+
+    if args.redirect_uri or args.origin or args.post_logout_redirect_uri or args.public:
+        raise CommandError(
+            "a management client has no redirect URIs, origins or --public",
+            error="invalid_arguments",
+        )
+    if not args.scope:
+        raise CommandError(
+            f"--management needs --scope (of: {' '.join(clients.MANAGEMENT_SCOPES)})",
+            error="invalid_arguments",
+        )
+    with stores(dict(os.environ), dev=False) as settings:
+        box = SecretBox(settings.secret_key)
+
+        async def run(conn):
+            pool = await _pool_or_fail(conn, args.slug)
+            async with conn.transaction():
+                client, secret = await clients.create_management(
+                    conn, box, pool_id=pool.id, name=args.name, scopes=args.scope
+                )
+                after = {
+                    "name": client.name,
+                    "type": "management",
+                    "scopes": client.management_scopes,
+                    "secret": secret,
+                }
+                await _audit(conn, pool.id, "client.create", client.client_id, after=after)
+                return client, secret
+
+        client, secret = asyncio.run(_with_conn(settings, run))
+    _print_json(
+        {
+            "client_id": client.client_id,
+            "pool": args.slug,
+            "name": client.name,
+            "management": True,
+            "scopes": list(client.management_scopes),
+            "client_secret": secret,
+        }
+    )
     return 0
 
 
@@ -601,13 +655,28 @@ def build_parser() -> argparse.ArgumentParser:
     client = sub.add_parser("client", help="application clients").add_subparsers(
         dest="action", required=True
     )
-    p = client.add_parser("create", help="register an application client in a pool")
+    p = client.add_parser(
+        "create", help="register an application (or, with --management, a management) client"
+    )
     p.add_argument("slug")
     p.add_argument("--name", required=True)
-    p.add_argument("--redirect-uri", nargs="+", required=True, action="extend")
+    p.add_argument("--redirect-uri", nargs="+", default=[], action="extend")
     p.add_argument("--origin", nargs="+", default=[], action="extend", help="allowed web origins")
     p.add_argument("--post-logout-redirect-uri", nargs="+", default=[], action="extend")
     p.add_argument("--public", action="store_true", help="no secret: PKCE only (SPAs, the SDK)")
+    p.add_argument(
+        "--management",
+        action="store_true",
+        help="a management API client (client credentials); needs --scope",
+    )
+    p.add_argument(
+        "--scope",
+        nargs="+",
+        default=[],
+        action="extend",
+        help="a management client's scopes: users:read users:write clients:read "
+        "clients:write logins:read webhooks:write settings:write",
+    )
     p.set_defaults(func=cmd_client_create)
 
     admin = sub.add_parser("admin", help="console admins").add_subparsers(
