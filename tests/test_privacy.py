@@ -344,3 +344,26 @@ async def test_the_worker_applies_retention(db, acme, settings_factory):
         "SELECT status FROM procrastinate_jobs WHERE task_name = 'privacy.retention'"
     )
     assert status == "succeeded"
+
+
+async def test_a_deletion_emits_its_webhook_event_with_the_id_only(db, portal, acme, box):
+    """user.deleted goes to the outbox in the deletion's transaction (sql/0007, 0008):
+    an endpoint subscribed to it gets one delivery, whose event names the user's id."""
+    endpoint = await db.fetchval(
+        """INSERT INTO webhook_endpoints (pool_id, url, events, secret_enc)
+           VALUES ($1, 'https://hooks.example/x', '{user.deleted}', '\\x00') RETURNING id""",
+        acme.pool.id,
+    )
+    user_id = await db.fetchval(
+        "INSERT INTO users (pool_id, nickname) VALUES ($1, 'Gone Soon') RETURNING id", acme.pool.id
+    )
+    pool = await pools.get_by_slug(db, "acme")
+    async with db.acquire() as conn:
+        await privacy.delete_user(conn, portal.state["redis"], pool, user_id, audit.Actor.cli())
+    rows = await db.fetch(
+        """SELECT e.type, e.data FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
+           WHERE d.endpoint_id = $1""",
+        endpoint,
+    )
+    assert [(r["type"], r["data"]) for r in rows] == [("user.deleted", {"user_id": str(user_id)})]
+    assert await tables_holding(db, "Gone Soon") == {}

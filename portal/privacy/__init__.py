@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from portal import audit
+from portal import audit, jobs
 from portal.errors import NotFound, PortalError, ValidationError
 from portal.oidc import tokens
 from portal.tenants.pools import Pool
@@ -74,8 +74,9 @@ async def delete_user(
     refresh tokens (every login family revoked first, so their access tokens are
     denied too). Their login events stay for the pool's statistics with only a
     pseudonym, a random id linked to nothing: user, openid, IP address and user
-    agent are erased. Their next scan registers a new user. Returns counts; raises
-    NotFound when the pool has no such user."""
+    agent are erased. Their next scan registers a new user. The audit row and the
+    ``user.deleted`` event (webhooks) are written in the same transaction.
+    Returns counts; raises NotFound when the pool has no such user."""
     async with conn.transaction():
         user = await conn.fetchrow(
             "SELECT id, avatar_url, blocked FROM users WHERE pool_id = $1 AND id = $2 FOR UPDATE",
@@ -129,6 +130,8 @@ async def delete_user(
             target=str(user_id),
             after=counts,
         )
+        # The webhook event (the outbox): the user's id only.
+        await jobs.emit(conn, pool.id, "user.deleted", {"user_id": str(user_id)})
     return counts
 
 
