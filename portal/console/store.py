@@ -567,6 +567,7 @@ class LoginFilter:
     user_id: uuid.UUID | None = None
     since: date | None = None
     until: date | None = None  # inclusive
+    flagged: bool = False  # only attempts that look like phishing (issue 20)
 
     def where(self, pool_id: int) -> tuple[str, list[Any]]:
         clauses, args = ["e.pool_id = $1"], [pool_id]
@@ -589,6 +590,8 @@ class LoginFilter:
             clauses.append(f"e.created_at >= {arg(_midnight(self.since))}")
         if self.until is not None:
             clauses.append(f"e.created_at < {arg(_midnight(self.until + timedelta(days=1)))}")
+        if self.flagged:
+            clauses.append("e.flagged")  # login_events_flagged_idx (sql/0011)
         return " AND ".join(clauses), args
 
 
@@ -614,7 +617,7 @@ def _midnight(day: date) -> datetime:
 
 
 _EVENT_COLUMNS = """e.id, e.created_at, e.result, e.user_id, u.nickname, e.client_id, e.appid,
-    e.openid, host(e.ip) AS ip, e.user_agent"""
+    e.openid, host(e.ip) AS ip, e.user_agent, e.flagged, e.scene, e.scan_source, e.started_from"""
 
 
 def cursor_of(row: dict) -> str:

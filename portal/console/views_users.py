@@ -87,7 +87,8 @@ def _filter(request: Request) -> tuple[store.LoginFilter, dict[str, str], list[s
     """The log's filters, what was entered, and the fields that are not valid
     (a form error: they are ignored and named on the page)."""
     entered = {
-        k: _param(request, k).strip() for k in ("result", "client_id", "user", "since", "until")
+        k: _param(request, k).strip()
+        for k in ("result", "client_id", "user", "since", "until", "flagged")
     }
     days = {k: store.parse_day(entered[k]) if entered[k] else None for k in _DATE_FILTERS}
     flt = store.LoginFilter(
@@ -96,8 +97,11 @@ def _filter(request: Request) -> tuple[store.LoginFilter, dict[str, str], list[s
         user_id=store.parse_uuid(entered["user"]),
         since=days["since"],
         until=days["until"],
+        flagged=entered["flagged"] == "1",
     )
     bad = [k for k in _DATE_FILTERS if entered[k] and days[k] is None]
+    if entered["flagged"] not in ("", "1"):
+        bad.append("flagged")
     if entered["user"] and flt.user_id is None:
         bad.append("user")
     return flt, entered, bad
@@ -148,6 +152,11 @@ _CSV_COLUMNS = (
     "openid",
     "ip",
     "user_agent",
+    # issue 20: flagged as phishing, WeChat's launch scene, what was made of it, where from
+    "flagged",
+    "scene",
+    "scan_source",
+    "started_from",
 )
 
 
@@ -204,6 +213,10 @@ async def logins_csv(request: Request, ctx: Ctx) -> Response:
                         csv_cell(row["openid"]),
                         csv_cell(row["ip"]),
                         csv_cell(row["user_agent"]),
+                        csv_cell("yes" if row["flagged"] else ""),
+                        csv_cell(row["scene"]),
+                        csv_cell(row["scan_source"]),
+                        csv_cell(row["started_from"]),
                     ]
                 )
                 if buffer.tell() > 32_000:

@@ -22,6 +22,13 @@
         var avatar = document.getElementById("avatar");
         if (by.avatar_url) { avatar.src = by.avatar_url; avatar.hidden = false; }
         document.getElementById("who").textContent = by.nickname || "";
+        // Number matching (issue 20): the person picks this number on the phone.
+        var match = document.getElementById("match");
+        if (match && data.number) {
+          document.getElementById("match-number").textContent = String(data.number);
+          match.hidden = false;
+          document.getElementById("scanned-hint").hidden = true;
+        }
         statusText.textContent = d.msgScanned;
         break;
       case "confirmed":

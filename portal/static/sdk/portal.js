@@ -20,6 +20,7 @@
       scan: "请使用微信扫一扫登录",
       scanned: "扫码成功，请在手机上确认登录",
       confirmHint: "请在手机上点击“确认登录”",
+      matchNumber: "请在手机上选择这个数字",
       confirmed: "已确认，正在登录…",
       success: "登录成功",
       expired: "二维码已过期",
@@ -36,6 +37,7 @@
       scan: "Scan the QR code with WeChat to log in",
       scanned: "Scanned: confirm the login on your phone",
       confirmHint: "Tap “Confirm login” on your phone",
+      matchNumber: "Pick this number on your phone",
       confirmed: "Confirmed, logging you in…",
       success: "You are logged in",
       expired: "The QR code has expired",
@@ -59,6 +61,7 @@
     ".portal-qr [hidden]{display:none!important}" +
     ".portal-qr-avatar{width:64px;height:64px;border-radius:50%;object-fit:cover}" +
     ".portal-qr-layer p{margin:0}" +
+    ".portal-qr-number{font-size:48px;font-weight:700;line-height:1.1;letter-spacing:2px}" +
     ".portal-qr button{font:inherit;padding:6px 16px;border:0;border-radius:6px;" +
     "background:#07c160;color:#fff;cursor:pointer}" +
     ".portal-qr-status{margin:8px 0 0;min-height:1.5em}" +
@@ -192,6 +195,7 @@
     var scanned = make("div", "portal-qr-layer portal-qr-scanned", code);
     var avatar = make("img", "portal-qr-avatar", scanned);
     var who = make("strong", "portal-qr-who", scanned);
+    var number = make("strong", "portal-qr-number", scanned); // number matching (issue 20)
     var hint = make("p", "portal-qr-hint", scanned);
     var retry = make("div", "portal-qr-layer portal-qr-retry", code);
     var why = make("p", "portal-qr-why", retry);
@@ -204,7 +208,7 @@
     button.type = "button";
     line.setAttribute("role", "status");
     line.setAttribute("aria-live", "polite");
-    scanned.hidden = retry.hidden = avatar.hidden = dev.hidden = true;
+    scanned.hidden = retry.hidden = avatar.hidden = dev.hidden = number.hidden = true;
     img.style.visibility = "hidden";
     button.addEventListener("click", function () {
       autoRefreshes = 0;
@@ -260,7 +264,7 @@
       tk = scannedKey = null;
       failures = 0;
       status = "loading";
-      scanned.hidden = retry.hidden = true;
+      scanned.hidden = retry.hidden = number.hidden = true;
       hint.textContent = t.confirmHint;
       show("loading");
       ctrl = new AbortController();
@@ -376,17 +380,23 @@
       var s = data.status;
       if (s === "scanned") {
         var by = data.scanned_by || {};
-        var key = (by.nickname || "") + "\n" + (by.avatar_url || "");
+        var key = (by.nickname || "") + "\n" + (by.avatar_url || "") + "\n" + (data.number || "");
         if (status === "scanned" && key === scannedKey) return;
         status = s;
         scannedKey = key;
         autoRefreshes = 0; // someone is here
         who.textContent = by.nickname || "";
+        // Number matching: the person picks this number among three on the phone.
+        number.textContent = data.number ? String(data.number) : "";
+        number.hidden = !data.number;
+        hint.textContent = data.number ? t.matchNumber : t.confirmHint;
         avatar.hidden = !by.avatar_url;
         if (by.avatar_url) avatar.src = by.avatar_url;
         scanned.hidden = false;
         show(s);
-        fire("onScanned", { nickname: by.nickname || "", avatar_url: by.avatar_url || "" });
+        var detail = { nickname: by.nickname || "", avatar_url: by.avatar_url || "" };
+        if (data.number) detail.number = data.number; // number matching: shown above too
+        fire("onScanned", detail);
       } else if (s === "pending") {
         status = s;
         scanned.hidden = true;
