@@ -41,9 +41,15 @@ from portal.settings import ConfigError, Settings
 from portal.stores import postgres as dbmod
 from portal.stores import redis as redisconn
 from portal.stores.crypto import SecretBox
-from portal.stores.events import POOLS_CHANNEL, TICKETS_CHANNEL, EventHub
+from portal.stores.events import (
+    POOLS_CHANNEL,
+    TICKETS_CHANNEL,
+    EventHub,
+    ShardedEventHub,
+    event_hub,
+)
 from portal.stores.ratelimit import RateLimiter
-from portal.stores.redismux import Multiplexer
+from portal.stores.redismux import ClusterMultiplexer, Multiplexer, multiplexer
 from portal.tenants.clients import ClientCache
 from portal.tenants.pools import PoolCache
 from portal.web import openapi, sdk
@@ -78,7 +84,7 @@ class State(TypedDict):
     settings: Settings
     db: asyncpg.Pool
     redis: aioredis.Redis
-    hub: EventHub
+    hub: EventHub | ShardedEventHub
     pools: PoolCache
     box: SecretBox
     templates: jinja2.Environment
@@ -90,7 +96,7 @@ class State(TypedDict):
     logos: qrapi.LogoCache
     wechat: WeChatClient
     limits: RateLimiter
-    mux: Multiplexer  # the process's one pipelined Redis connection (redismux)
+    mux: Multiplexer | ClusterMultiplexer  # the process's pipelined Redis connection(s)
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
@@ -359,16 +365,19 @@ def create_app(settings: Settings) -> Starlette:
             waiters = Waiters(max_per_address=settings.waiters_per_ip)
             keys = KeyCache(db, box)
             client_cache = ClientCache(db)
-            hub = EventHub(redis)
+            hub = event_hub(redis)  # on a Redis Cluster: shard channels (ShardedEventHub)
             hub.on(POOLS_CHANNEL, pools.handle_event)
             hub.on(POOLS_CHANNEL, keys.clear)
             hub.on(POOLS_CHANNEL, client_cache.clear)
-            mux = Multiplexer(redis)
+            mux = multiplexer(redis)  # on a Redis Cluster: one connection per master
             tickets = Tickets(
                 redis, box, mux, per_address=settings.rate_qr, per_pool=settings.rate_qr_pool
             )
             hub.on(TICKETS_CHANNEL, tickets.handle_event)  # before the waiters re-read
             hub.on(TICKETS_CHANNEL, waiters.handle_event)
+            tickets.follow = hub.follow  # a cluster's hub subscribes to the pools held
+            hub.on_followed(tickets.forget_tag)
+            hub.on_followed(waiters.wake_tag)
             # Messages published while the subscription was down are lost: re-check everything.
             hub.on_reconnect(pools.clear)
             hub.on_reconnect(keys.clear)

@@ -91,11 +91,11 @@ async def _with_conn(settings: Settings, fn, *, check_schema: bool = True):
 async def _announce(settings: Settings, slug: str) -> None:
     """Tell running portal processes to forget what they cached about ``slug``."""
     from portal.stores import redis as redisconn
-    from portal.stores.events import POOLS_CHANNEL
+    from portal.stores.events import POOLS_CHANNEL, publish
 
     client = redisconn.connect(settings.redis_url, max_connections=2, socket_connect_timeout=3)
     try:
-        await client.publish(POOLS_CHANNEL, json.dumps({"slug": slug}))
+        await publish(client, POOLS_CHANNEL, json.dumps({"slug": slug}))
     except Exception as exc:
         print(
             f"warning: could not notify running processes ({type(exc).__name__})", file=sys.stderr

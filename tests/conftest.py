@@ -30,7 +30,7 @@ from portal.stores import postgres as dbmod
 from portal.stores.crypto import SecretBox
 from portal.stores.embedded import EmbeddedStores, remove_data_dir
 from portal.wechat import fake
-from tests import leakcheck
+from tests import leakcheck, rediscluster
 from tests.support import free_socket, run_portal
 
 # Every log line of the run is scanned for secrets (tests/leakcheck.py).
@@ -71,6 +71,9 @@ class Stores:
 def _store_urls() -> Iterator[tuple[str, str]]:
     db_url = os.environ.get("DATABASE_URL", "")
     redis_url = os.environ.get("REDIS_URL", "")
+    if os.environ.get("PORTAL_TEST_REDIS") == "cluster":  # on a Redis Cluster: make test-cluster
+        yield from rediscluster.store_urls(db_url)
+        return
     data_dir = None
     if db_url and redis_url:
         yield db_url, redis_url
@@ -175,8 +178,7 @@ async def db(stores: Stores) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 async def redis_client(stores: Stores) -> AsyncIterator[aioredis.Redis]:
     """The suite's Redis, flushed before the test."""
-    client = aioredis.from_url(stores.redis_url, decode_responses=True)
-    await client.flushdb()
+    client = await rediscluster.flushed_client(stores.redis_url)  # one server or a cluster
     try:
         yield client
     finally:

@@ -28,6 +28,7 @@ import uvicorn
 from PIL import Image
 
 from portal.app import create_app
+from portal.scan.tickets import key as ticket_key
 from portal.tenants import admins, clients, pools
 from portal.web import protocol as httpproto
 from portal.wechat.fake import DEMO_APPID
@@ -1013,7 +1014,7 @@ async def test_hostile_headers(world: World, pc, apex, db, redis_client):
             if path.startswith(("/api/", "/oidc/token", "/oidc/userinfo")) and r.status_code >= 400:
                 assert_json_error(r, r.status_code)
     # Nothing was scanned, confirmed or created by any of it.
-    assert (await ticket_values(redis_client))[f"ticket:{t['ticket']}"]["status"] == "pending"
+    assert (await ticket_values(redis_client))[ticket_key(t["ticket"])]["status"] == "pending"
     after = await snapshot(db, redis_client)
     assert after["users"] == before["users"] and after["tokens"] == before["tokens"]
 

@@ -10,6 +10,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from portal.scan.tickets import key as ticket_key
 from portal.tenants import clients, pools
 from portal.wechat.fake import DEMO_APPID
 from tests.phone import Phone
@@ -463,7 +464,7 @@ async def test_a_confirmation_is_claimed_before_the_user_is_written(portal, pc, 
     t = await new_ticket(pc)
     phone = Phone(apex, "claimer")
     assert (await phone.scan(t["ticket"])).status_code == 200
-    appid, openid = await portal.state["redis"].hmget(f"ticket:{t['ticket']}", "appid", "openid")
+    appid, openid = await portal.state["redis"].hmget(ticket_key(t["ticket"]), "appid", "openid")
     claim, _ = await tickets.claim(t["ticket"], appid, openid)
     # While it is claimed, another confirmation (a second tap) is refused.
     r = await phone.confirm(t["ticket"])

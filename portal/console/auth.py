@@ -222,7 +222,8 @@ return 0
 
 def _fail_keys(email: str, ip: str | None) -> tuple[str, str]:
     account = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
-    return f"console:fail:account:{account}", f"console:fail:ip:{ip or 'unknown'}"
+    # One hash tag for both (one script counts them): a Redis Cluster's one slot.
+    return f"console:{{fail}}:account:{account}", f"console:{{fail}}:ip:{ip or 'unknown'}"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """QR login tickets in Redis.
 
-A ticket is one hash, ``ticket:{id}``. Every state change is one Lua script,
+A ticket is one hash, ``ticket:{TAG}REST`` for the id TAG + REST, where TAG is
+its pool's hash tag (``stores/hashtags.py``: one Redis Cluster slot holds a
+pool's tickets and their rate limits). Every state change is one Lua script,
 so two scans, confirms or exchanges racing on the same ticket cannot both
 win, and each change is published (from inside the same script) on the
 tickets channel for the waiting browsers. Time is Redis's own clock, so
@@ -19,6 +21,7 @@ import json
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -26,7 +29,7 @@ import redis.asyncio as aioredis
 from portal.errors import PortalError
 from portal.obs.metrics import TALLY, TICKETS_CREATED, TICKETS_EXCHANGED, TICKETS_FINAL
 from portal.settings import Limit
-from portal.stores import ratelimit
+from portal.stores import hashtags, ratelimit
 from portal.stores.crypto import SecretBox
 from portal.stores.events import TICKETS_CHANNEL
 from portal.stores.redismux import Multiplexer
@@ -45,7 +48,8 @@ _CANCELLED = TICKETS_FINAL.labels("cancelled")
 
 
 def key(ticket: str) -> str:
-    return f"ticket:{ticket}"
+    # ticket:{TAG}REST: a ticket lives in its pool's hash slot (stores/hashtags.py)
+    return hashtags.ticket_key(ticket)
 
 
 class TicketNotFound(PortalError):
@@ -386,14 +390,26 @@ class Tickets:
         self.per_address = per_address
         self.per_pool = per_pool
         self._mux = mux  # every ticket script goes over the process's shared connection
-        self._create = redis.register_script(_CREATE)
-        self._status = redis.register_script(_STATUS)
-        self._scan = redis.register_script(_SCAN)
-        self._claim = redis.register_script(_CLAIM)
-        self._release = redis.register_script(_RELEASE)
-        self._confirm = redis.register_script(_CONFIRM)
-        self._cancel = redis.register_script(_CANCEL)
-        self._exchange = redis.register_script(_EXCHANGE)
+        sharded = getattr(mux, "cluster", False)  # a Redis Cluster: SPUBLISH, shard channels
+
+        def script(text: str):
+            text = hashtags.sharded_script(text, TICKETS_CHANNEL) if sharded else text
+            return redis.register_script(text)
+
+        self._create = script(_CREATE)
+        self._status = script(_STATUS)
+        self._scan = script(_SCAN)
+        self._claim = script(_CLAIM)
+        self._release = script(_RELEASE)
+        self._confirm = script(_CONFIRM)
+        self._cancel = script(_CANCEL)
+        self._exchange = script(_EXCHANGE)
+        # On a cluster these answer once a replica has them: a master lost right
+        # after takes no confirmed login along, and cannot let one be used twice.
+        mux.make_durable(self._claim, self._confirm, self._exchange)
+        # The event hub hears the changes of tickets this process holds (a cluster's
+        # hub subscribes to their pool's shard channel; EventHub hears them all).
+        self.follow: Callable[[str], None] = _hear_all
         # ticket → (state, Redis's clock minus ours, good until); oldest first.
         self._cache: OrderedDict[str, tuple[TicketState, float, float]] = OrderedDict()
 
@@ -418,14 +434,14 @@ class Tickets:
         screen; they are stored as they are, parsed only if someone scans."""
         per_address, per_pool = self.per_address, self.per_pool
         # One read of the system's randomness for both: the ticket, 32 characters
-        # (192 bits; fits WeChat's 32-character scene), and the secret, 43 (256 bits).
+        # (its pool's 4-character hash tag, then 168 random bits; fits WeChat's
+        # 32-character scene), and the secret, 43 (256 bits).
         raw = base64.urlsafe_b64encode(secrets.token_bytes(56)).decode()
-        ticket, secret = raw[:32], raw[32:75]
+        ticket, secret = hashtags.pool_tag(pool_id) + raw[4:32], raw[32:75]
         secret_hash = self.box.hash_secret(secret)
         r = await self._mux.evalsha(
             self._create,
-            [key(ticket), ratelimit.key("qr", f"{pool_id}:{address}"),
-             ratelimit.key("qr_pool", str(pool_id))],
+            [key(ticket), *hashtags.qr_limit_keys(pool_id, address)],
             [pool_id, client_id, secret_hash, lifetime, lifetime + RETENTION_S,
              per_address.count, per_address.window * 1000,
              per_pool.count, per_pool.window * 1000, "1" if hosted else "",
@@ -462,6 +478,7 @@ class Tickets:
     # Redis, whose clock decides. Waiting (long poll, SSE) always reads Redis.
 
     def _remember(self, state: TicketState) -> None:
+        self.follow(state.ticket)
         cache = self._cache
         now = time.monotonic()
         # Entries are kept in the order they go stale: drop the stale ones from the
@@ -503,6 +520,11 @@ class Tickets:
 
     def forget_all(self) -> None:
         self._cache.clear()
+
+    def forget_tag(self, tag: str) -> None:
+        """Forget the tickets of one pool tag (its events may have been missed)."""
+        for ticket in [t for t in self._cache if hashtags.ticket_tag(t) == tag]:
+            del self._cache[ticket]
 
     def check_secret(self, state: TicketState, secret: str | None) -> None:
         if not secret or not self.box.verify_secret(secret, state.secret_hash):
@@ -618,6 +640,10 @@ class Tickets:
         if r[0] == "used":
             raise PortalError("This login was already exchanged.", error="invalid_grant")
         raise PortalError(f"The login is not confirmed (status: {r[1]}).", error="invalid_grant")
+
+
+def _hear_all(ticket: str) -> None:
+    pass
 
 
 def _raise_for(outcome: str) -> None:

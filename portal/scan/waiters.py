@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from portal.obs.metrics import WAITERS
 from portal.scan.tickets import parse_event
+from portal.stores import hashtags
 from portal.stores.ratelimit import RateLimited
 
 # Waiters (SSE streams, long polls) one ticket may have in one process. A page
@@ -136,6 +137,14 @@ class Waiters:
         for group in self._by_ticket.values():
             for waiter in group:
                 waiter.wake()
+
+    def wake_tag(self, tag: str) -> None:
+        """Wake the waiters of one pool tag's tickets (a Redis Cluster's hub now
+        hears that tag's channel: a change may have been missed before)."""
+        for ticket, group in self._by_ticket.items():
+            if hashtags.ticket_tag(ticket) == tag:
+                for waiter in group:
+                    waiter.wake()
 
     def drain(self) -> None:
         """The process is stopping: every waiter answers at once (a long poll with

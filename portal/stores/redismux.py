@@ -18,6 +18,18 @@ Failures stay clear and bounded: a command without a reply after ``timeout``
 seconds, or a lost connection, fails every command in flight with redis-py's
 ``TimeoutError`` / ``ConnectionError`` (the app answers 503) and the next
 command reconnects.
+
+On a Redis Cluster (``ClusterMultiplexer``) there is one such connection per
+master the process talks to, and each command goes to the master of its key's
+slot (``execute``: the key is the command's first argument; ``evalsha``: the
+script's keys, which must share a slot). A ``MOVED`` reply (a failover or a
+resharding moved the slot) refreshes the slot map and sends the command again;
+``ASK`` follows a slot being migrated; ``CLUSTERDOWN``/``TRYAGAIN``, or a
+master that cannot be reached, are the same ``ConnectionError`` (503) while the
+slot map is refreshed in the background, so the next request finds the
+promoted replica. ``durable=True`` writes are followed by ``WAIT 1`` on the
+same connection: they return once a replica has them, so a master lost right
+after cannot take them along.
 """
 
 from __future__ import annotations
@@ -31,9 +43,11 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import MovedError, NoScriptError, RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
@@ -54,6 +68,10 @@ def pack(args: Sequence[object]) -> bytes:
             data = str(arg).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+class NotSent(RedisConnectionError):
+    """No connection could be opened: the command never left this process."""
 
 
 def _error(reply: Exception) -> ResponseError:
@@ -170,8 +188,11 @@ class _Link:
 class Multiplexer:
     """Send commands over the one shared connection, (re)connecting when needed."""
 
-    def __init__(self, redis: aioredis.Redis, *, timeout: float = 5.0) -> None:
-        self._pool = redis.connection_pool
+    cluster = False
+
+    def __init__(self, redis: aioredis.Redis | None, *, timeout: float = 5.0, pool=None) -> None:
+        # ``pool``: what opens the connection (redis-py's pool, or a cluster node's).
+        self._pool = pool if pool is not None else redis.connection_pool
         self._decode = bool(self._pool.connection_kwargs.get("decode_responses", False))
         self._timeout = timeout
         self._link: _Link | None = None
@@ -186,10 +207,44 @@ class Multiplexer:
             link = await self._connect()
         return await link.send(command)
 
-    async def evalsha(self, script, keys: Sequence[object], args: Sequence[object]) -> Any:
+    def make_durable(self, *scripts) -> None:
+        """Scripts whose writes must reach a replica before they answer: a cluster's
+        concern (ClusterMultiplexer); one server or Sentinel keeps Redis's usual
+        asynchronous replication."""
+
+    async def execute_after(self, first: Sequence[object], *args: object) -> Any:
+        """``first`` then this command, next to each other on the connection
+        (``ASKING`` before a command sent to a slot's importing node)."""
+        link = self._link
+        if link is None or link.closed is not None:
+            link = await self._connect()
+        _quiet(link.send(pack(first)))
+        return await link.send(pack(args))
+
+    async def execute_durable(self, args: Sequence[object], replicas: int, wait_ms: int) -> Any:
+        """The command, then ``WAIT`` for ``replicas`` replicas to have it (at most
+        ``wait_ms``): its reply comes back once it is on a replica, or the wait ran
+        out (logged: the write is then only on the master)."""
+        link = self._link
+        if link is None or link.closed is not None:
+            link = await self._connect()
+        reply = link.send(pack(args))
+        acked = link.send(pack(("WAIT", replicas, wait_ms)))
+        try:
+            result = await reply
+        except BaseException:
+            _quiet(acked)
+            raise
+        if await acked < replicas:
+            log.warning("a write reached no replica within %d ms (WAIT)", wait_ms)
+        return result
+
+    async def evalsha(
+        self, script, keys: Sequence[object], args: Sequence[object], *, durable: bool = False
+    ) -> Any:
         """Run a script registered with redis-py (``redis.register_script``) by its
         SHA, loading it the first time this Redis has not seen it (a restarted
-        or flushed Redis)."""
+        or flushed Redis). ``durable`` matters only on a cluster (ClusterMultiplexer)."""
         try:
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -217,9 +272,7 @@ class Multiplexer:
             raise RedisTimeoutError("Timed out connecting to Redis") from None
         except (OSError, RedisConnectionError) as exc:
             await conn.disconnect()
-            if isinstance(exc, RedisConnectionError):
-                raise
-            raise RedisConnectionError(f"Error connecting to Redis: {exc}") from exc
+            raise NotSent(f"Error connecting to Redis: {exc}") from exc
         return _Link(self, conn, self._decode, self._timeout)
 
     async def aclose(self) -> None:
@@ -235,3 +288,179 @@ class Multiplexer:
                 await link._task
         if _closing:
             await asyncio.gather(*_closing, return_exceptions=True)
+
+
+def _quiet(future: asyncio.Future) -> None:
+    """A reply nobody reads: its error (if any) is retrieved, not warned about."""
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+class _NodePool:
+    """What a Multiplexer needs of a pool, for one cluster node."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self._node = node
+        self.connection_kwargs = node.connection_kwargs
+
+    def make_connection(self) -> AbstractConnection:
+        return self._node.connection_class(**self.connection_kwargs)
+
+
+_CLUSTER_BUSY = ("CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN")
+_REFRESH_GAP_S = 0.2
+
+
+class ClusterMultiplexer:
+    """The Multiplexer of a Redis Cluster: one pipelined connection per master,
+    each command sent to its key's master (see the module's docstring)."""
+
+    cluster = True
+
+    def __init__(
+        self,
+        cluster: RedisCluster,
+        *,
+        timeout: float = 5.0,
+        wait_replicas: int = 1,
+        wait_ms: int = 500,
+    ) -> None:
+        self._cluster = cluster
+        self._nodes = cluster.nodes_manager
+        self._encoder = cluster.encoder
+        self._timeout = timeout
+        self._wait_replicas = wait_replicas
+        self._wait_ms = wait_ms
+        self._muxes: dict[str, Multiplexer] = {}
+        self._durable: set[str] = set()
+        self._refreshing: asyncio.Task | None = None
+        self._refreshed_at = 0.0
+        self._closed = False
+
+    @property
+    def writes(self) -> int:
+        return sum(m.writes for m in self._muxes.values())
+
+    def slot(self, key: object) -> int:
+        return key_slot(self._encoder.encode(key))
+
+    async def execute(self, *args: object) -> Any:
+        """A command whose key is its first argument (GET, SET, EXISTS...)."""
+        return await self._run(self.slot(args[1]), args)
+
+    def make_durable(self, *scripts) -> None:
+        self._durable.update(s.sha for s in scripts)
+
+    async def evalsha(
+        self, script, keys: Sequence[object], args: Sequence[object], *, durable: bool = False
+    ) -> Any:
+        durable = durable or script.sha in self._durable
+        slots = {self.slot(k) for k in keys}
+        if len(slots) != 1:  # a programming error: give the keys one hash tag
+            raise ValueError(f"the keys of a script must share a hash slot: {list(keys)}")
+        slot = slots.pop()
+        try:
+            return await self._run(
+                slot, ("EVALSHA", script.sha, len(keys), *keys, *args), durable=durable
+            )
+        except NoScriptError:  # this master has not seen it (new, restarted, promoted)
+            return await self._run(
+                slot, ("EVAL", script.script, len(keys), *keys, *args), durable=durable
+            )
+
+    def _node(self, slot: int) -> ClusterNode:
+        try:
+            return self._nodes.get_node_from_slot(slot)
+        except RedisClusterException:  # SlotNotCoveredError: no master has it now
+            self.refresh_soon()
+            raise RedisConnectionError(f"No Redis Cluster node serves slot {slot} now") from None
+
+    def _mux(self, node: ClusterNode) -> Multiplexer:
+        mux = self._muxes.get(node.name)
+        if mux is None:
+            if self._closed:
+                raise RedisConnectionError("The Redis multiplexer is closed")
+            mux = self._muxes[node.name] = Multiplexer(
+                None, timeout=self._timeout, pool=_NodePool(node)
+            )
+        return mux
+
+    async def _run(self, slot: int, args: Sequence[object], *, durable: bool = False) -> Any:
+        asking: ClusterNode | None = None
+        for _ in range(5):
+            node = asking or self._node(slot)
+            mux = self._mux(node)
+            try:
+                if asking is not None:
+                    return await mux.execute_after(("ASKING",), *args)
+                if durable:
+                    return await mux.execute_durable(args, self._wait_replicas, self._wait_ms)
+                return await mux.execute(*args)
+            except NotSent:
+                # Never sent: a master that is gone (failing over). With a fresh slot
+                # map naming another master it is sent there; else a 503.
+                await self.refresh()
+                if self._node(slot).name == node.name:
+                    raise
+            except (RedisConnectionError, RedisTimeoutError):
+                self.refresh_soon()  # maybe sent: never sent twice, the request fails
+                raise
+            except NoScriptError:
+                raise
+            except ResponseError as exc:
+                message = str(exc)
+                if message.startswith("MOVED "):
+                    await self._nodes.move_slot(MovedError(message[6:]))
+                    asking = None
+                elif message.startswith("ASK "):
+                    host, port = message.split()[2].rsplit(":", 1)
+                    asking = self._nodes.get_node(host=host, port=int(port))
+                    if asking is None:
+                        await self.refresh()
+                elif message.startswith(_CLUSTER_BUSY):
+                    self.refresh_soon()
+                    raise RedisConnectionError(f"Redis Cluster: {message}") from None
+                else:
+                    raise
+        raise RedisConnectionError("Redis Cluster kept redirecting the command")
+
+    def refresh_soon(self) -> None:
+        """Re-read the slot map in the background (at most every 0.2 s)."""
+        loop = asyncio.get_running_loop()
+        if self._refreshing is None and loop.time() - self._refreshed_at > _REFRESH_GAP_S:
+            self._refreshing = asyncio.ensure_future(self._refresh())
+
+    async def refresh(self) -> None:
+        self.refresh_soon()
+        if self._refreshing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._refreshing)
+
+    async def _refresh(self) -> None:
+        try:
+            await self._nodes.initialize()
+        except Exception as exc:  # no node answered: the next error tries again
+            log.warning("could not refresh the Redis Cluster's slot map (%s)", type(exc).__name__)
+        finally:
+            self._refreshed_at = asyncio.get_running_loop().time()
+            self._refreshing = None
+        # Connections to nodes that left the map are closed.
+        live = {n.name for n in self._nodes.nodes_cache.values()}
+        for name in [n for n in self._muxes if n not in live]:
+            await self._muxes.pop(name).aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(BaseException):
+                await self._refreshing
+        muxes, self._muxes = list(self._muxes.values()), {}
+        for mux in muxes:
+            await mux.aclose()
+
+
+def multiplexer(redis) -> Multiplexer | ClusterMultiplexer:
+    """The process's shared connection(s) for a client from ``stores.redis.connect``."""
+    if isinstance(redis, RedisCluster):
+        return ClusterMultiplexer(redis)
+    return Multiplexer(redis)

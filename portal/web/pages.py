@@ -9,7 +9,9 @@ from urllib.parse import urlencode
 import asyncpg
 import jinja2
 from authlib.oauth2.rfc6749.errors import OAuth2Error
+from redis.exceptions import ClusterError as RedisClusterError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -184,6 +186,9 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 STORE_UNAVAILABLE = (
     RedisConnectionError,
     RedisTimeoutError,
+    RedisClusterError,  # CLUSTERDOWN: a Redis Cluster failing over
+    TryAgainError,  # a Redis Cluster moving a slot
+    RedisClusterException,  # e.g. a slot no master serves for a moment
     asyncpg.PostgresConnectionError,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.CannotConnectNowError,

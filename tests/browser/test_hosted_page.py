@@ -28,6 +28,7 @@ from joserfc.jwt import JWTClaimsRegistry
 from PIL import Image
 from playwright.async_api import Page, expect
 
+from portal.scan.tickets import key as ticket_key
 from portal.tenants import clients
 from portal.web import i18n
 from tests.browser.conftest import POOL_NAME, POOL_SLUG, TIMEOUT_MS
@@ -388,7 +389,7 @@ async def expire(dev_portal, redis_client, page: Page, ticket: str) -> None:
     (A plain status read may be answered from the process's copy of the ticket, which
     cannot know of this edit behind its back; a long poll always reads Redis, and
     answers at once when the status differs from ``known``.)"""
-    await redis_client.hset(f"ticket:{ticket}", "exp", 0)
+    await redis_client.hset(ticket_key(ticket), "exp", 0)
     secret = await page.locator("#login").get_attribute("data-secret")
     async with dev_portal.client() as pool:
         r = await pool.get(

@@ -23,6 +23,7 @@ from PIL import Image
 from playwright.async_api import Locator, Page, Request, Route, expect
 
 from examples.rp.app import Config, create_app
+from portal.scan.tickets import key as ticket_key
 from portal.tenants import clients, pools
 from tests.browser.conftest import POOL_SLUG, TIMEOUT_MS
 from tests.phone import Phone
@@ -115,7 +116,7 @@ async def events(page: Page) -> list[dict]:
 async def expire(dev_portal, redis_client, ticket: str) -> None:
     """Ends the ticket's time now (its deadline is on Redis's clock); the next read of
     it in Redis turns it "expired" and wakes whoever waits on it."""
-    await redis_client.hset(f"ticket:{ticket}", "exp", 0)
+    await redis_client.hset(ticket_key(ticket), "exp", 0)
     async with dev_portal.client() as pool:
         r = await pool.get(f"/api/qrcode/{ticket}.png")  # a plain read, straight from Redis
     assert r.status_code == 200
