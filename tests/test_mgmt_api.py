@@ -6,6 +6,7 @@ audience, the rate limit, pagination, errors, and the audit row of every write.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -17,6 +18,7 @@ from portal.settings import Limit
 from portal.tenants import clients, pools
 from portal.wechat import fake
 from tests.support import free_socket, run_portal
+from tests.test_openapi import Contract
 
 ALL = list(clients.MANAGEMENT_SCOPES)
 REDIRECT = "https://rp.example.com/callback"
@@ -98,10 +100,40 @@ async def get_token(http, client_id: str, secret: str, scope: str | None = None)
     return r.json()["access_token"]
 
 
+def documented(doc: dict):
+    """A response hook checking every answer of /api/v1 against /openapi.json
+    (status, content type, body schema, error codes)."""
+    contract = Contract(doc)
+    templates = [
+        (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), path)
+        for path in doc["paths"]
+        if path.startswith("/api/v1/")
+    ]
+
+    async def hook(r: httpx.Response) -> None:
+        path = r.request.url.path
+        if not path.startswith("/api/v1/"):
+            return
+        await r.aread()
+        matches = [t for rx, t in templates if rx.match(path)]
+        # The most specific template: a literal segment beats a parameter.
+        template = min(matches, key=lambda t: t.count("{"))
+        contract.check(r, template)
+
+    return hook
+
+
 @pytest.fixture
-async def api(portal, acme):
-    """An HTTP client for acme's API, authenticated with every scope."""
-    async with portal.client("acme") as http:
+async def doc(portal) -> dict:
+    async with portal.client() as apex:
+        return (await apex.get("/openapi.json")).json()
+
+
+@pytest.fixture
+async def api(portal, acme, doc):
+    """An HTTP client for acme's API, authenticated with every scope; every answer
+    is checked against the OpenAPI document."""
+    async with portal.client("acme", event_hooks={"response": [documented(doc)]}) as http:
         token = await get_token(http, acme["mgmt"].client_id, acme["secret"])
         http.headers["authorization"] = f"Bearer {token}"
         yield http
@@ -187,10 +219,10 @@ async def test_management_token_is_no_userinfo_token(api):
 
 @pytest.mark.parametrize(("method", "template", "scope", "body"), ROUTES)
 async def test_route_refuses_other_credentials(
-    portal, db, box, acme, other, method, template, scope, body
+    portal, db, box, acme, other, doc, method, template, scope, body
 ):
     path = _path(template, acme)
-    async with portal.client("acme") as http:
+    async with portal.client("acme", event_hooks={"response": [documented(doc)]}) as http:
         # No token: 401 with the Bearer challenge, nothing changed.
         r = await _call(http, method, path, body, None)
         assert r.status_code == 401 and r.json()["error"] == "invalid_token"
@@ -290,11 +322,32 @@ async def test_users_crud(api, db, acme):
     assert r.status_code == 204
     r = await api.delete(f"/api/v1/users/{acme['user']}/identities/{identity['id']}")
     assert r.status_code == 404 and r.json()["error"] == "identity_not_found"
-    # Export, then delete.
+    # Export (portal.privacy's, as the console's), then delete: nothing personal left.
+    await db.execute(
+        "INSERT INTO wechat_identities (pool_id, user_id, appid, openid) VALUES ($1, $2, $3, $4)",
+        pool_id,
+        uuid.UUID(uid),
+        fake.DEMO_APPID,
+        "openid-of-lin",
+    )
+    await db.execute(
+        "INSERT INTO login_events (pool_id, user_id, appid, openid, result, ip) "
+        "VALUES ($1, $2, $3, 'openid-of-lin', 'success', '203.0.113.9')",
+        pool_id,
+        uuid.UUID(uid),
+        fake.DEMO_APPID,
+    )
     r = await api.get(f"/api/v1/users/{uid}/export")
     assert r.status_code == 200 and r.json()["user"]["id"] == uid
+    assert r.json()["user"]["phone_number"] == "13900139000"
+    assert [i["openid"] for i in r.json()["wechat_identities"]] == ["openid-of-lin"]
+    assert [e["ip"] for e in r.json()["login_events"]] == ["203.0.113.9"]
     r = await api.delete(f"/api/v1/users/{uid}")
     assert r.status_code == 204
+    for table in ("users", "wechat_identities", "login_events", "refresh_tokens", "audit_log"):
+        dump = await db.fetchval(f"SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t")
+        for personal in ("13900139000", "openid-of-lin", "Lin Wei", "203.0.113.9"):
+            assert personal not in dump, (table, personal)
     for method in ("GET", "DELETE", "PATCH"):
         r = await api.request(method, f"/api/v1/users/{uid}", json={"nickname": "a"})
         assert r.status_code == 404 and r.json()["error"] == "user_not_found"
@@ -308,6 +361,7 @@ async def test_users_crud(api, db, acme):
         "user.block",
         "user.unblock",
         "user.unlink_identity",
+        "user.export",
         "user.delete",
     ]
     assert {(r["actor_type"], r["actor_id"]) for r in rows} == {("client", acme["mgmt"].client_id)}
@@ -486,8 +540,17 @@ async def test_settings(api, db, acme, fresh_fake):
     r = await api.patch("/api/v1/settings", json={"mp_appid": appid, "mp_secret": secret})
     assert r.status_code == 200, r.text
     assert r.json()["mp_appid"] == appid and secret not in r.text
+    # Retention (portal.privacy's, as the console's): checked, then applied.
+    r = await api.patch(
+        "/api/v1/settings", json={"login_retention_days": 90, "ip_retention_days": 7}
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["login_retention_days"], r.json()["ip_retention_days"]) == (90, 7)
+    for bad in ({"ip_retention_days": 91}, {"login_retention_days": 0}, {"ip_retention_days": "7"}):
+        r = await api.patch("/api/v1/settings", json=bad)
+        assert r.status_code == 400, (bad, r.text)
     rows = await audit_rows(db, acme["pool"].id)
-    assert [r["action"] for r in rows] == ["settings.update", "settings.update"]
+    assert [r["action"] for r in rows] == ["settings.update", "settings.update", "pool.update"]
     assert secret not in str(rows)
     assert fake.DEMO_APPID  # the platform's default is not a private one
 

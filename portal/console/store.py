@@ -432,28 +432,6 @@ async def update_user(
     return dict(before), dict(after)
 
 
-async def delete_user(
-    conn: asyncpg.Connection, redis: aioredis.Redis, pool: Pool, user_id: uuid.UUID
-) -> None:
-    """Deletes a user: their logins are ended (every refresh token family revoked,
-    its access tokens denied), their identities and refresh tokens go with the
-    row; their login events stay with no user. NotFound when there is none."""
-    async with conn.transaction():
-        families = await conn.fetch(
-            """SELECT DISTINCT family_id FROM refresh_tokens
-               WHERE pool_id = $1 AND user_id = $2 AND revoked_at IS NULL""",
-            pool.id,
-            user_id,
-        )
-        for row in families:
-            await tokens.revoke_family(conn, redis, pool, str(row["family_id"]))
-        result = await conn.execute(
-            "DELETE FROM users WHERE pool_id = $1 AND id = $2", pool.id, user_id
-        )
-        if result.endswith(" 0"):
-            raise NotFound("No such user.", error="user_not_found")
-
-
 async def identities_of(
     conn: asyncpg.Pool | asyncpg.Connection, pool_id: int, user_id: uuid.UUID
 ) -> list[dict]:

@@ -18,7 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from portal import audit
+from portal import audit, privacy
 from portal.console import store
 from portal.console.views_pool import LIMITS
 from portal.errors import NotFound, ValidationError
@@ -231,41 +231,26 @@ async def unblock_user(request: Request) -> Response:
 
 
 async def delete_user(request: Request) -> Response:
+    """PIPL's deletion (portal.privacy, as the console): identities, phone,
+    nickname, avatar and refresh tokens erased, login events kept with a
+    pseudonym only; audit-logged there."""
     who = await caller(request, "users:write")
     user_id = _user_id(request)
-    pool = _pool(request)
-    async with request.state.db.acquire() as conn, conn.transaction():
-        await store.delete_user(conn, request.state.redis, pool, user_id)
-        await audit.record(
-            conn,
-            pool_id=pool.id,
-            actor=_actor(request, who),
-            action="user.delete",
-            target=str(user_id),
+    async with request.state.db.acquire() as conn:
+        await privacy.delete_user(
+            conn, request.state.redis, _pool(request), user_id, _actor(request, who)
         )
     return Response(status_code=204, headers=NO_STORE)
 
 
 async def export_user(request: Request) -> Response:
-    """Everything the pool keeps about one person, as JSON (PIPL's right of access
-    and portability)."""
-    await caller(request, "users:read")
-    pool = _pool(request)
+    """Everything the pool keeps about one person, as JSON (PIPL's rights of access
+    and portability; portal.privacy, as the console); audit-logged there."""
+    who = await caller(request, "users:read")
     user_id = _user_id(request)
-    db = request.state.db
-    user = await store.user_detail(db, pool.id, user_id)
-    if user is None:
-        raise NotFound("No such user.", error="user_not_found")
-    user.pop("logins", None)
-    events: list[dict] = []
-    async with db.acquire() as conn, conn.transaction():
-        flt = store.LoginFilter(user_id=user_id)
-        async for row in store.iter_login_events(conn, pool.id, flt):
-            event = dict(row)
-            event.pop("nickname", None)
-            events.append(event)
-    user["identities"] = await store.identities_of(db, pool.id, user_id)
-    return answer({"pool": pool.slug, "user": user, "login_events": events})
+    async with request.state.db.acquire() as conn:
+        data = await privacy.export_user(conn, _pool(request), user_id, _actor(request, who))
+    return answer(data)
 
 
 # --- identities --------------------------------------------------------------
@@ -558,6 +543,7 @@ async def list_logins(request: Request) -> Response:
 # --- settings -----------------------------------------------------------------------
 
 _BOOLEANS = ("phone_required", "login_only", "link_by_phone", "qr_fallback")
+_RETENTION = ("login_retention_days", "ip_retention_days")
 _CHOICES = {
     "id_token_alg": keys.ALGORITHMS,
     "qr_type": pools.QR_TYPES,
@@ -575,7 +561,10 @@ def _settings_json(request: Request, pool: Pool) -> dict[str, Any]:
         **{k: getattr(pool, k) for k in _BOOLEANS},
         **{k: getattr(pool, k) for k in _CHOICES},
         **{k: getattr(pool, k) for k in LIMITS},
-        # The AppSecret is write-only: never shown, only whether one is set.
+        # PIPL (portal.privacy): days login events are kept, and their IP and user agent.
+        "login_retention_days": pool.login_retention_days,
+        "ip_retention_days": pool.ip_retention_days,
+        # The AppSecret is write-only: never shown.
         "mp_appid": pool.mp_appid,
     }
 
@@ -588,7 +577,8 @@ async def get_settings(request: Request) -> Response:
 def _setting_changes(request: Request, data: dict[str, Any]) -> dict[str, Any]:
     """The pool settings in ``data``, validated as the console's form is."""
     changes: dict[str, Any] = {}
-    allowed = {"name", "callback_url", *_BOOLEANS, *_CHOICES, *LIMITS, "mp_appid", "mp_secret"}
+    allowed = {"name", "callback_url", *_BOOLEANS, *_CHOICES, *LIMITS, *_RETENTION}
+    allowed |= {"mp_appid", "mp_secret"}
     unknown = set(data) - allowed
     if unknown:
         raise ValidationError(f"Unknown or read-only field: {sorted(unknown)[0][:40]}.")
@@ -622,6 +612,10 @@ def _setting_changes(request: Request, data: dict[str, Any]) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValidationError(f"{name} must be a whole number from {low} to {high}.")
             changes[name] = value
+    for name in _RETENTION:
+        value = data.get(name)
+        if name in data and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValidationError(f"{name} must be a whole number of days.")
     return changes
 
 
@@ -645,25 +639,36 @@ async def update_settings(request: Request) -> Response:
                 appid, secret, default_appid=state.settings.default_mp_appid
             )
             await pools.prove_mini_program(state.wechat, appid, secret)
+    retention = None
+    if any(k in data for k in _RETENTION):
+        retention = (
+            data.get("login_retention_days", pool.login_retention_days),
+            data.get("ip_retention_days", pool.ip_retention_days),
+        )
+        privacy.check_retention(*retention)
     before = _settings_json(request, pool)
     async with state.db.acquire() as conn, conn.transaction():
         updated = await store.update_pool(conn, state.box, pool, changes)
+        if retention is not None:  # audit-logged there, as from the console
+            await privacy.set_retention(conn, updated, *retention, _actor(request, who))
+            updated = await pools.get_by_id(conn, pool.id) or updated
         if mp:
             await store.set_mini_program(conn, state.box, updated, appid, secret)
             updated = await pools.get_by_id(conn, pool.id) or updated
         after = _settings_json(request, updated)
-        changed = [k for k in after if after[k] != before[k]]
-        await audit.record(
-            conn,
-            pool_id=pool.id,
-            actor=_actor(request, who),
-            action="settings.update",
-            target=pool.slug,
-            before={k: before[k] for k in changed},
-            after={
-                **{k: after[k] for k in changed},
-                **({"mp_secret": "set"} if secret is not None else {}),
-            },
-        )
+        changed = [k for k in after if after[k] != before[k] and k not in _RETENTION]
+        if changed or secret is not None:
+            await audit.record(
+                conn,
+                pool_id=pool.id,
+                actor=_actor(request, who),
+                action="settings.update",
+                target=pool.slug,
+                before={k: before[k] for k in changed},
+                after={
+                    **{k: after[k] for k in changed},
+                    **({"mp_secret": "set"} if secret is not None else {}),
+                },
+            )
     await _announce(request)
     return answer(after)

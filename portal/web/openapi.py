@@ -1145,6 +1145,8 @@ MGMT_SCHEMAS: dict[str, Schema] = {
             "id_token_ttl": INTEGER,
             "access_token_ttl": INTEGER,
             "refresh_token_ttl": INTEGER,
+            "login_retention_days": INTEGER,
+            "ip_retention_days": INTEGER,
             "mp_appid": _nullable(STRING),
         }
     ),
@@ -1166,6 +1168,19 @@ MGMT_SCHEMAS: dict[str, Schema] = {
             "id_token_ttl": {"type": "integer", "minimum": 60, "maximum": 86400},
             "access_token_ttl": {"type": "integer", "minimum": 60, "maximum": 86400},
             "refresh_token_ttl": {"type": "integer", "minimum": 3600, "maximum": 31536000},
+            "login_retention_days": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 3650,
+                "description": "days login events are kept (docs/privacy.md)",
+            },
+            "ip_retention_days": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 3650,
+                "description": "days their IP address and user agent are kept (at most "
+                "login_retention_days)",
+            },
             "mp_appid": _nullable({"type": "string", "pattern": "^wx[0-9a-zA-Z]{16}$"}),
             "mp_secret": {
                 "type": "string",
@@ -1283,11 +1298,14 @@ def _mgmt_paths() -> dict[str, dict]:
                 op_id="mgmtUpdateUser",
             ),
             "delete": _mgmt_op(
-                "Delete a user",
+                "Delete a user and their personal data (PIPL)",
                 "users:write",
                 deleted,
                 no_user,
-                description="Their logins end (refresh tokens revoked, access tokens denied).",
+                description="Their WeChat identities, phone number, nickname, avatar (if no "
+                "one else uses it) and refresh tokens are erased and their logins end; their "
+                "login events keep only a pseudonym (docs/privacy.md). Their next scan "
+                "registers a new user.",
                 op_id="mgmtDeleteUser",
             ),
         },
@@ -1320,12 +1338,17 @@ def _mgmt_paths() -> dict[str, dict]:
                     "200": _json(
                         _object(
                             {
+                                "format": {"const": "portal.user-export.v1"},
                                 "pool": STRING,
+                                "exported_at": {"type": "string", "format": "date-time"},
                                 "user": _ref("ManagedUser"),
-                                "login_events": {"type": "array", "items": _ref("LoginEvent")},
+                                "wechat_identities": {"type": "array", "items": {"type": "object"}},
+                                "login_events": {"type": "array", "items": {"type": "object"}},
+                                "active_logins": {"type": "array", "items": {"type": "object"}},
+                                "retention": {"type": "object"},
                             }
                         ),
-                        "The user's data.",
+                        "The user's data (docs/privacy.md); the export is audit-logged.",
                     )
                 },
                 no_user,
@@ -1468,6 +1491,7 @@ def _mgmt_paths() -> dict[str, dict]:
                             "mp_appid_reserved",
                             "mp_secret_refused",
                             "secret_required",
+                            "invalid_retention",
                         ],
                         409: ["mp_appid_taken"],
                     },
