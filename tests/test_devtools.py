@@ -19,6 +19,7 @@ from portal.dev import tools as devtools
 from portal.scan import mpapi
 from portal.tenants import pools
 from portal.web import i18n
+from portal.wechat import fake
 from portal.wechat.fake import DEMO_APPID
 from tests.phone import Phone
 from tests.support import LoopbackTransport, free_socket, run_portal
@@ -253,7 +254,7 @@ async def test_q_page_links_the_simulator_in_dev(dev_portal, db, box):
     async with dev_portal.client("bx") as pool:
         r = await pool.get(f"/q/{TICKET}")
     assert r.status_code == 200
-    content = f"http://bx.localhost:{port}/q/{TICKET}"
+    content = f"http://localhost:{port}/q/{TICKET}"  # what bx's QR says now (issue 17)
     link = f"http://localhost:{port}/dev/phone?url={quote(content, safe='')}&lang=zh-CN"
     assert f'href="{link.replace("&", "&amp;")}"' in r.text  # the page's language goes along
     async with dev_portal.client() as apex:  # and the simulator takes it
@@ -338,10 +339,14 @@ const idle = () => new Promise((done) => {
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-async def test_the_script_scans_and_confirms(db, box, redis_client, settings_factory):
-    """The simulator's own script against the real mini-program API and fake WeChat."""
+async def test_the_script_scans_and_confirms(db, box, redis_client, settings_factory, fake_wechat):
+    """The simulator's own script against the real mini-program API and fake WeChat
+    (which opens the mini program under its published link rule, issue 17)."""
     sock = free_socket()
     settings = settings_factory(env="dev", base_url=f"http://localhost:{sock.getsockname()[1]}")
+    await asyncio.to_thread(
+        fake.publish_link_rule, fake_wechat.url, settings.default_mp_appid, settings.qr_prefix
+    )
     await make_pool(db, box, slug="acme", name="Acme <&>")
     _ = i18n.translator("en")
     messages = {k.removeprefix("phone.js."): _(k) for k in devtools._SCRIPT_MESSAGES}
@@ -370,7 +375,7 @@ async def test_the_script_scans_and_confirms(db, box, redis_client, settings_fac
         seen = await run(t, "scan,confirm")
         assert [s["status"] for s in seen] == [_("phone.js.scanned"), _("phone.js.confirmed")]
         assert seen[0]["pool"] == "Acme <&>"
-        assert seen[1]["log"] == 3  # session, scan, confirm
+        assert seen[1]["log"] == 4  # the link opened (/dev/phone/open), session, scan, confirm
         assert await status(t) == "confirmed"
         user = await db.fetchrow("SELECT phone_number, nickname FROM users")
         assert dict(user) == {"phone_number": "13800138000", "nickname": "Bob"}

@@ -15,6 +15,7 @@ from portal.tenants import linkrules, mpsetup, pools
 from portal.wechat import fake
 from portal.wechat.errors import ErrCode, WeChatError
 from tests.phone import Phone
+from tests.support import free_socket, run_portal
 
 B2_APPID = "wx00000000000000b2"
 B2_SECRET = "secretofthesecondapp000000000000"
@@ -213,3 +214,30 @@ def test_cli_sets_the_verification_file_and_the_prefix(portal_cli, db):
     assert created.returncode == 0, created.stderr
     refused = portal_cli("mp", "prefix", "acme", "https://login.acme.example/q/")
     assert refused.returncode == 2 and "invalid_qr_prefix" in refused.stderr
+
+
+async def test_the_phone_simulator_opens_only_under_a_published_rule(
+    db, box, redis_client, settings_factory, fresh_fake
+):
+    """/dev/phone/open asks the fake WeChat's scanner, as the simulator's Scan does."""
+    sock = free_socket()
+    settings = settings_factory(env="dev", base_url=f"http://localhost:{sock.getsockname()[1]}")
+    async with db.acquire() as conn:
+        await pools.create(conn, box, slug="acme", name="Acme")
+    async with run_portal(settings, sock=sock) as running, running.client() as apex:
+        async with running.client("acme") as pc:
+            content = (await pc.post("/api/qrcode")).json()["qrcode"]["content"]
+        r = await apex.post("/dev/phone/open", json={"content": content})
+        assert r.status_code == 404
+        assert r.json()["error"] == "no_link_rule"
+        assert "web link" in r.json()["error_description"]
+        await asyncio.to_thread(
+            fake.publish_link_rule, fresh_fake.url, fake.DEMO_APPID, settings.qr_prefix
+        )
+        r = await apex.post("/dev/phone/open", json={"content": content})
+        assert r.status_code == 200
+        assert r.json()["appid"] == fake.DEMO_APPID
+        # an older QR of the pool's own host: no mini program has that rule
+        old = content.replace("//localhost", "//acme.localhost")
+        r = await apex.post("/dev/phone/open", json={"content": old})
+        assert r.status_code == 404

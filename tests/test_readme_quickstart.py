@@ -134,7 +134,7 @@ async def test_the_readme_quick_start_works_as_written(tmp_path, stores, dev_db)
                 assert "open in the phone simulator" in page
                 simulator_url = html.unescape(link[1])
             else:  # "… or open /dev/phone and paste the QR code's content"
-                simulator_url = f"{apex}/dev/phone?url={demo}/q/{ticket}"
+                simulator_url = f"{apex}/dev/phone?url={apex}/q/{ticket}"
             r = await phone_http.get(simulator_url)
             assert r.status_code == 200
             prefilled = html.unescape(

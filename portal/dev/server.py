@@ -237,6 +237,8 @@ def run(*, host: str, port: int, wechat_port: int | None) -> int:
             running = stack.enter_context(fake.run_in_thread(port=wechat_port or port + 1))
             env["WECHAT_API_BASE"] = running.url
         settings = stack.enter_context(stores(env, dev=True))
+        if in_process_fake:  # the demo mini program's link rule, published (issue 17)
+            fake.publish_link_rule(running.url, settings.default_mp_appid, settings.qr_prefix)
         secret_file = demo_secret_path(settings.data_dir)
         kept = read_demo_secret(secret_file)
         info = asyncio.run(prepare(settings, kept))

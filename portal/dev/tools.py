@@ -14,13 +14,15 @@ import re
 import shlex
 from urllib.parse import urlencode
 
+import httpx
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from portal.stores.crypto import random_token
 from portal.web import i18n
+from portal.web.jsonapi import read_json, required_str
 from portal.web.pages import render
 
 _MAX_PREFILL = 2000
@@ -75,6 +77,8 @@ _SCRIPT_MESSAGES = (
     "phone.js.hint.invalid_phone_code",
     "phone.js.hint.signup_disabled",
     "phone.js.hint.user_blocked",
+    "phone.js.hint.no_link_rule",
+    "phone.js.opening",
 )
 
 
@@ -205,9 +209,35 @@ async def callback(request: Request) -> Response:
     return response
 
 
+async def open_link(request: Request) -> Response:
+    """``POST /dev/phone/open {"content"}``: what WeChat's scanner does with a link QR
+    (issue 17): the fake WeChat opens a mini program only under a published link rule
+    (``/_fake/scan``). → ``{"appid", "path"}``, or 404 ``no_link_rule`` saying why; with
+    a WeChat that is not the fake, ``{"appid": null}`` (not checked)."""
+    _require_dev(request)
+    data = await read_json(request)
+    content = required_str(data, "content", max_len=_MAX_PREFILL)
+    base = request.state.settings.wechat_api_base
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            r = await client.post(f"{base}/_fake/scan", json={"content": content})
+        answer = r.json()
+    except (httpx.HTTPError, ValueError):
+        return JSONResponse({"appid": None, "checked": False})
+    if r.status_code == 404 and isinstance(answer, dict) and answer.get("error") == "no_rule":
+        return JSONResponse(
+            {"error": "no_link_rule", "error_description": str(answer.get("error_description"))},
+            status_code=404,
+        )
+    if r.status_code == 200 and isinstance(answer, dict) and isinstance(answer.get("appid"), str):
+        return JSONResponse({"appid": answer["appid"], "path": answer.get("path"), "checked": True})
+    return JSONResponse({"appid": None, "checked": False})
+
+
 def dev_routes() -> list[BaseRoute]:
     return [
         Route("/dev/phone", phone, methods=["GET"]),
+        Route("/dev/phone/open", open_link, methods=["POST"]),
         Route("/dev/callback", callback, methods=["GET"]),
         Route("/dev/login", start_login, methods=["GET"]),
     ]

@@ -39,8 +39,9 @@ async def scan_outside_wechat(request: Request) -> Response:
         raise HTTPException(404)
     settings = request.state.settings
     pool = request.state.pool
-    # This page's own address (the QR of a private mini program, or an older one).
-    return _page(request, pool, f"{settings.pool_url(pool.slug)}/q/{ticket}", None)
+    # The simulator link carries what the pool's QR code says now (issue 17): on the
+    # default mini program that is under the apex's rule, not this older address.
+    return _page(request, pool, linkrules.content(settings, pool, ticket), None)
 
 
 async def scan_outside_wechat_apex(request: Request) -> Response:

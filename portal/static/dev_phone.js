@@ -265,8 +265,27 @@
     }
   }
 
+  // A pasted QR content is opened as WeChat's scanner does (issue 17): only under a
+  // published link rule, and in the mini program that published it.
+  async function openLink(v) {
+    var text = fields.url.value.trim();
+    if (!/^https?:\/\/[^/]+\/q\//i.test(text)) return true; // a ticket or an image address
+    setStatus(t("opening"), "busy");
+    var r = await call("/dev/phone/open", { content: text });
+    if (!r.ok) {
+      failed(r);
+      return false;
+    }
+    if (r.data && typeof r.data.appid === "string") {
+      fields.appid.value = r.data.appid;
+      v.appid = r.data.appid;
+    }
+    return true;
+  }
+
   async function scan(v) {
     scannedEl.hidden = true;
+    if (!(await openLink(v))) return;
     var r = await withSession(v, function (token) {
       setStatus(t("scanning"), "busy");
       return call(API.scan(v.ticket), undefined, token);

@@ -139,6 +139,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "phone.js.hint.invalid_phone_code": "手机号授权凭证无效。",
         "phone.js.hint.signup_disabled": "此用户池只允许已有用户登录，不接受新注册。",
         "phone.js.hint.user_blocked": "此用户已被管理员封禁。",
+        "phone.js.hint.no_link_rule": "微信不会为这个二维码打开小程序（没有已发布的“扫普通链接二维码打开小程序”规则）",
+        "phone.js.opening": "微信识别二维码中……",
         "phone.cb.title": "登录回调（开发）",
         "phone.cb.lead": "用户池的“登录后回调地址”在开发环境中指向这里。下表是本页收到的查询参数。",
         "phone.cb.caption": "收到的查询参数",
@@ -297,6 +299,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "phone.js.hint.invalid_phone_code": "The phone number code is not valid.",
         "phone.js.hint.signup_disabled": "This pool admits only existing users; sign-up is closed.",
         "phone.js.hint.user_blocked": "An admin has blocked this user.",
+        "phone.js.hint.no_link_rule": "WeChat would not open the mini program for this QR code (no published link rule)",
+        "phone.js.opening": "WeChat reads the QR code…",
         "phone.cb.title": "Login callback (dev)",
         "phone.cb.lead": "In dev, the pool's “callback URL after login” points here. These are "
         "the query parameters this page received.",

@@ -825,6 +825,14 @@ def create_fake_wechat_app(
     return app
 
 
+def publish_link_rule(url: str, appid: str, prefix: str) -> None:
+    """Publishes ``appid``'s link rule ``prefix`` on the running fake at ``url``, as its
+    admin would by hand (``portal dev``, the tests): the phone simulator then opens
+    that mini program for QR codes under it."""
+    body = {"appid": appid, "prefix": prefix, "published": True}
+    httpx.post(f"{url}/_fake/linkrules", json=body, timeout=5).raise_for_status()
+
+
 class _AppArgError(argparse.ArgumentTypeError, ValueError):
     """A ValueError for plain callers; argparse shows its message as is."""
 

@@ -47,6 +47,7 @@ from playwright.async_api import (
 )
 
 from portal.tenants import clients, pools
+from portal.wechat import fake
 from tests.browser.rp_site import RPSite, run_rp_site
 from tests.support import RunningPortal, free_socket, run_portal
 
@@ -403,12 +404,19 @@ class DevPortal:
 
 
 @pytest.fixture
-async def dev_portal(db, redis_client, box, settings_factory) -> AsyncIterator[DevPortal]:
-    """A dev-mode portal over real HTTP on clean stores, with the pool ``acme``."""
+async def dev_portal(
+    db, redis_client, box, settings_factory, fake_wechat
+) -> AsyncIterator[DevPortal]:
+    """A dev-mode portal over real HTTP on clean stores, with the pool ``acme``; the
+    default mini program's link rule is published on the fake WeChat (as ``portal dev``
+    does), so the phone simulator opens QR codes under it."""
     async with db.acquire() as conn:
         created = await pools.create(conn, box, slug=POOL_SLUG, name=POOL_NAME, allow_http=True)
     sock = free_socket()
     settings = settings_factory(env="dev", base_url=f"http://localhost:{sock.getsockname()[1]}")
+    await asyncio.to_thread(
+        fake.publish_link_rule, fake_wechat.url, settings.default_mp_appid, settings.qr_prefix
+    )
     try:
         async with run_portal(settings, sock=sock) as running:
             yield DevPortal(running, created)

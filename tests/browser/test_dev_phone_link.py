@@ -19,6 +19,7 @@ from playwright.async_api import Page, expect
 from examples.rp.app import Config, create_app
 from portal.tenants import clients, pools
 from portal.web import i18n
+from portal.wechat import fake
 from tests.browser.conftest import POOL_NAME, POOL_SLUG, DevPortal
 from tests.phone import Phone
 from tests.support import LoopbackTransport, free_socket, run_portal, serve_asgi
@@ -28,7 +29,9 @@ EN = i18n.translator("en")
 
 
 @pytest.fixture(params=["dev", "prod"])
-async def portal(request, db, redis_client, box, settings_factory) -> AsyncIterator[DevPortal]:
+async def portal(
+    request, db, redis_client, box, settings_factory, fake_wechat
+) -> AsyncIterator[DevPortal]:
     """The portal over real HTTP with the pool ``acme``, once with PORTAL_ENV=dev and
     once in production."""
     async with db.acquire() as conn:
@@ -36,6 +39,8 @@ async def portal(request, db, redis_client, box, settings_factory) -> AsyncItera
     sock = free_socket()
     port = sock.getsockname()[1]
     settings = settings_factory(env=request.param, base_url=f"http://localhost:{port}")
+    # the default mini program's link rule, published as `portal dev` does (issue 17)
+    fake.publish_link_rule(fake_wechat.url, settings.default_mp_appid, settings.qr_prefix)
     try:
         async with run_portal(settings, sock=sock) as running:
             yield DevPortal(running, created)
@@ -48,7 +53,7 @@ def is_dev(portal: DevPortal) -> bool:
 
 
 def simulator_link(portal: DevPortal, ticket: str) -> str:
-    content = portal.pool_url(f"/q/{ticket}")
+    content = portal.url(f"/q/{ticket}")  # the default mini program's rule, on the apex
     return portal.url("/dev/phone?url=" + quote(content, safe=""))
 
 
@@ -94,7 +99,7 @@ async def test_the_hosted_page_links_to_the_simulator_in_dev_only(portal, new_pa
     async with page.context.expect_page() as opened:
         await link.click()
     phone = await opened.value
-    await play_the_phone(phone, portal.pool_url(f"/q/{ticket}"), "newcomer")
+    await play_the_phone(phone, portal.url(f"/q/{ticket}"), "newcomer")
     # The hosted page, still open in its tab, finishes the login.
     await expect(page.get_by_role("heading", level=1)).to_have_text(ZH("oidc.logged_in.title"))
 
@@ -163,7 +168,7 @@ async def test_the_component_links_to_the_simulator_in_dev_only(portal, db, box,
         assert await link.get_attribute("href") == simulator_link(portal, ticket)
         async with page.context.expect_page() as opened:
             await link.click()
-        await play_the_phone(await opened.value, portal.pool_url(f"/q/{ticket}"), "comp_user")
+        await play_the_phone(await opened.value, portal.url(f"/q/{ticket}"), "comp_user")
         await expect(page.locator("#result")).to_have_attribute("data-state", "verified")
 
 

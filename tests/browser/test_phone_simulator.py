@@ -42,6 +42,23 @@ async def scan(page: Page, dev_portal) -> None:
     await expect(scanned.locator("#phone-pool-name")).to_have_text(dev_portal.pool.pool.name)
 
 
+@pytest.mark.allow_console_errors(r"status of 404")
+async def test_a_qr_code_under_no_published_rule_does_not_open(dev_portal, page):
+    """As WeChat: a link QR opens the mini program only under a link rule it published
+    (issue 17). An older QR of the pool's own host is under none: the simulator says
+    why and sends nothing to the mini-program API."""
+    ticket = await dev_portal.create_ticket()
+    old = dev_portal.pool_url(f"/q/{ticket['ticket']}")
+    await page.goto(dev_portal.url("/dev/phone?" + urlencode({"url": old})))
+    await page.get_by_label(_("phone.user")).fill("alice")
+    await button(page, "phone.scan").click()
+    status = page.get_by_role("status")
+    await expect(status).to_contain_text(_("phone.js.hint.no_link_rule"))
+    await expect(status).to_have_class(re.compile(r"\berror\b"))
+    await expect(page.locator("#phone-log > li")).to_have_count(1)  # only /dev/phone/open
+    await expect(page.locator("#phone-log > li").first).to_contain_text("/dev/phone/open")
+
+
 async def test_scan_and_confirm(dev_portal, page, db, doc_screenshot):
     ticket = await dev_portal.create_ticket()
     async with dev_portal.events(ticket) as events:
@@ -60,8 +77,9 @@ async def test_scan_and_confirm(dev_portal, page, db, doc_screenshot):
         assert confirmed is not None and confirmed["status"] == "confirmed"
         assert await events.next() is None  # the stream ends after a final status
     assert events.statuses == ["pending", "scanned", "confirmed"]
-    # The log shows the three calls, newest first.
-    await expect(page.locator("#phone-log > li")).to_have_count(3)
+    # The log shows the four calls (the link opened as WeChat would, issue 17; session,
+    # scan, confirm), newest first.
+    await expect(page.locator("#phone-log > li")).to_have_count(4)
     await expect(page.locator("#phone-log > li").first).to_contain_text("/confirm")
     await doc_screenshot(page, "phone-simulator", full_page=True)
 
