@@ -77,3 +77,42 @@ async def test_the_login_log_filters_flagged_attempts(world: World, as_a: Consol
     # Not a value the form sends: ignored and said so, never an error.
     page = await as_a.get("/console/pools/alpha/logins", params={"flagged": "yes"})
     assert page.status_code == 200 and "已忽略" in page.text
+
+
+async def test_the_phishing_controls_are_pool_settings(world: World, as_a: Console, db):  # noqa: F811
+    page = await as_a.get("/console/pools/alpha")
+    assert 'name="scan_source_policy"' in page.text and 'value="warn" selected' in page.text
+    assert 'name="number_match"' in page.text and "数字匹配" in page.text
+    form = {
+        "name": "Alpha",
+        "qr_lifetime": "120",
+        "id_token_ttl": "3600",
+        "access_token_ttl": "3600",
+        "refresh_token_ttl": "2592000",
+        "id_token_alg": "RS256",
+        "qr_type": "link",
+        "scan_reveal": "none",
+    }
+    r = await as_a.post(
+        "/console/pools/alpha", {**form, "scan_source_policy": "refuse", "number_match": "on"}
+    )
+    assert r.status_code == 303, r.text
+    row = await db.fetchrow(
+        "SELECT scan_source_policy, number_match FROM pools WHERE slug = 'alpha'"
+    )
+    assert tuple(row) == ("refuse", True)
+    r = await as_a.post("/console/pools/alpha", {**form, "scan_source_policy": "ignore"})
+    assert r.status_code == 400
+    row = await db.fetchrow(
+        "SELECT scan_source_policy, number_match FROM pools WHERE slug = 'alpha'"
+    )
+    assert tuple(row) == ("refuse", True)
+    # Bravo's admin cannot change alpha's (another pool is a 404).
+    b = Console(world.running)
+    assert (await b.login("b@example.com")).status_code == 303
+    r = await b.post("/console/pools/alpha", {**form, "scan_source_policy": "warn"})
+    assert r.status_code == 404
+    await b.aclose()
+    assert (
+        await db.fetchval("SELECT scan_source_policy FROM pools WHERE slug = 'alpha'") == "refuse"
+    )

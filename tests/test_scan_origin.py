@@ -5,6 +5,8 @@ number matching, and "this wasn't me"."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from portal.scan.tickets import key
@@ -104,6 +106,31 @@ async def _number(pc, t: dict) -> int:
     )
     assert r.json()["status"] == "scanned", r.text
     return r.json()["number"]
+
+
+@pytest.fixture
+async def subscribed(db, acme) -> None:
+    """An endpoint of acme's webhooks subscribed to login.suspicious, where webhooks
+    exist (sql/0008 keeps only the events some endpoint subscribes to)."""
+    if await db.fetchval("SELECT to_regclass('webhook_endpoints') IS NOT NULL"):
+        await db.execute(
+            """INSERT INTO webhook_endpoints (pool_id, url, events, secret_enc)
+               VALUES ($1, 'https://hooks.example.com/portal', '{login.suspicious}', '\\x00')""",
+            acme.pool.id,
+        )
+
+
+async def _suspicious(db) -> list[dict]:
+    """The pool's login.suspicious events for its webhooks (portal.jobs' outbox)."""
+    rows = await db.fetch(
+        "SELECT data FROM events WHERE type = 'login.suspicious' ORDER BY created_at"
+    )
+    found = []
+    for row in rows:
+        data = json.loads(row["data"]) if isinstance(row["data"], str) else dict(row["data"])
+        assert isinstance(data.pop("login_event_id"), int) and data.pop("client_id")
+        found.append(data)
+    return found
 
 
 async def _events(db) -> list[dict]:
@@ -208,7 +235,7 @@ async def test_a_forwarded_screenshot_is_warned_or_refused_and_recorded(pc, apex
     ]
 
 
-async def test_number_matching(pc, apex, db, portal, redis_client):
+async def test_number_matching(pc, apex, db, portal, redis_client, subscribed):
     await change_pool(db, portal, "number_match = true")
     frank = ScenePhone(apex, "frank")
     # Right: the number the computer shows is among the three, and picking it logs in.
@@ -243,9 +270,12 @@ async def test_number_matching(pc, apex, db, portal, redis_client):
         ("signup", False, 1011),
         ("number_mismatch", True, 1012),
     ]
+    assert await _suspicious(db) == [
+        {"reason": "number_mismatch", "scene": 1012, "scan_source": "warned"}
+    ]
 
 
-async def test_this_was_not_me(pc, apex, db):
+async def test_this_was_not_me(pc, apex, db, subscribed):
     t = await _ticket(pc)
     grace = ScenePhone(apex, "grace")
     await grace.scan(t["ticket"], 1012)
@@ -272,3 +302,4 @@ async def test_this_was_not_me(pc, apex, db):
             "started_from": "Chrome on Windows · 广东 深圳",
         }
     ]
+    assert await _suspicious(db) == [{"reason": "not_me", "scene": 1012, "scan_source": "warned"}]

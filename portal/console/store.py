@@ -143,6 +143,8 @@ _SETTABLE = frozenset(
         "qr_type",
         "qr_fallback",
         "scan_reveal",
+        "scan_source_policy",
+        "number_match",
     }
 )
 

@@ -53,6 +53,8 @@ def _values(pool: Pool) -> dict[str, Any]:
         "qr_type": pool.qr_type,
         "qr_fallback": pool.qr_fallback,
         "scan_reveal": pool.scan_reveal,
+        "scan_source_policy": pool.scan_source_policy,
+        "number_match": pool.number_match,
         **{k: str(getattr(pool, k)) for k in LIMITS},
     }
 
@@ -78,6 +80,7 @@ async def _settings_page(
         "algorithms": keys.ALGORITHMS,
         "qr_types": pools.QR_TYPES,
         "scan_reveals": pools.SCAN_REVEALS,
+        "scan_source_policies": pools.SCAN_SOURCE_POLICIES,
         "signing_keys": await store.signing_keys(db, pool.id),
         "pool_admins": await store.admins_of_pool(db, pool.id),
         "pool_url": request.state.settings.pool_url(pool.slug),
@@ -104,6 +107,8 @@ def _parse_settings(request: Request, form) -> tuple[dict[str, Any], dict[str, A
         "qr_type": str(form.get("qr_type") or ""),
         "qr_fallback": form.get("qr_fallback") == "on",
         "scan_reveal": str(form.get("scan_reveal") or ""),
+        "scan_source_policy": str(form.get("scan_source_policy") or ""),
+        "number_match": form.get("number_match") == "on",
         **{k: str(form.get(k) or "").strip() for k in LIMITS},
     }
     changes: dict[str, Any] = {}
@@ -140,6 +145,11 @@ def _parse_settings(request: Request, form) -> tuple[dict[str, Any], dict[str, A
         changes["scan_reveal"] = entered["scan_reveal"]
     else:
         errors["scan_reveal"] = _("console.err.choice")
+    if entered["scan_source_policy"] in pools.SCAN_SOURCE_POLICIES:
+        changes["scan_source_policy"] = entered["scan_source_policy"]
+    elif entered["scan_source_policy"]:  # left out (an older form): unchanged
+        errors["scan_source_policy"] = _("console.err.choice")
+    changes["number_match"] = entered["number_match"]
     if entered["id_token_alg"] in keys.ALGORITHMS:
         changes["id_token_alg"] = entered["id_token_alg"]
     else:

@@ -320,7 +320,7 @@ async def confirm(request: Request) -> Response:
     except NumberMismatch as exc:
         context = _context(request, exc.origin, None) if exc.origin else None
         event = _event(request, pool, state.client_id, who, exc.origin, context, flagged=True)
-        await users.record_event(db, event, exc.error)
+        await users.record_suspicious(db, event, exc.error)
         raise
     try:
         profile = users.Profile(who.get("unionid"), None, nickname, avatar_url)
@@ -427,7 +427,7 @@ async def cancel(request: Request) -> Response:
         client_name = client.name if client and not client.is_default else None
         context = _context(request, found, client_name)
         event = _event(request, pool, state.client_id, who, found, context, flagged=True)
-        await users.record_event(request.state.db, event, "not_me")
+        await users.record_suspicious(request.state.db, event, "not_me")
     return JSONResponse({"status": "cancelled"})
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from portal import jobs
 from portal.errors import PortalError
 from portal.obs.metrics import LOGINS
 from portal.tenants.pools import Pool
@@ -294,6 +295,34 @@ async def record_event(db: asyncpg.Pool, event: LoginEvent, result: str) -> None
         db, _INSERT_REFUSAL, event.pool_id, event.client_id, event.appid, event.openid, result,
         event.ip, event.agent, event.scene, event.scan_source, event.flagged, event.started_from,
     )  # fmt: skip
+
+
+async def record_suspicious(db: asyncpg.Pool, event: LoginEvent, result: str) -> None:
+    """An attempt that looks like phishing (issue 20: "this wasn't me", a wrong
+    number): its flagged ``login_events`` row and a ``login.suspicious`` event for
+    the pool's webhooks, committed together; never fails the request."""
+    count(result)
+    try:
+        async with db.acquire() as conn, conn.transaction():
+            event_id = await conn.fetchval(
+                _INSERT_REFUSAL + " RETURNING id",
+                event.pool_id, event.client_id, event.appid, event.openid, result, event.ip,
+                event.agent, event.scene, event.scan_source, True, event.started_from,
+            )  # fmt: skip
+            await jobs.emit(
+                conn,
+                event.pool_id,
+                "login.suspicious",
+                {
+                    "login_event_id": event_id,
+                    "reason": result,
+                    "client_id": event.client_id,
+                    "scene": event.scene,
+                    "scan_source": event.scan_source,
+                },
+            )
+    except (asyncpg.PostgresError, OSError) as exc:
+        log.warning("could not record a suspicious login (%s)", type(exc).__name__)
 
 
 async def mark_event(db: asyncpg.Pool, event_id: int, result: str) -> None:
