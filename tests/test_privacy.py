@@ -106,6 +106,8 @@ async def test_deleting_a_user_leaves_nothing_personal(pc, apex, db, portal, acm
     before = await tables_holding(db, *personal)
     assert set(before) >= {"public.users", "public.wechat_identities", "public.login_events"}
     assert pat["refresh_token"]
+    started = "SELECT count(*) FROM login_events WHERE user_id = $1 AND started_from IS NOT NULL"
+    assert await db.fetchval(started, user_id) == 2  # where each login was started (issue 20)
     # A refused attempt of theirs, with no user attached: erased too.
     await db.execute(
         """INSERT INTO login_events (pool_id, appid, openid, result, ip, user_agent)
@@ -127,10 +129,12 @@ async def test_deleting_a_user_leaves_nothing_personal(pc, apex, db, portal, acm
     assert await db.fetchval("SELECT count(*) FROM users WHERE id = $1", user_id) == 0
     assert await db.fetchval("SELECT count(*) FROM refresh_tokens WHERE user_id = $1", user_id) == 0
     events = await db.fetch(
-        "SELECT user_id, pseudonym, openid, ip, user_agent FROM login_events WHERE pseudonym IS NOT NULL"
+        "SELECT user_id, pseudonym, openid, ip, user_agent, started_from FROM login_events "
+        "WHERE pseudonym IS NOT NULL"
     )
     assert len(events) == 3 and len({e["pseudonym"] for e in events}) == 1
     assert all(e["user_id"] is None and e["openid"] is None and e["ip"] is None for e in events)
+    assert all(e["user_agent"] is None and e["started_from"] is None for e in events)
     assert events[0]["pseudonym"] != user_id
     assert await db.fetchval("SELECT count(*) FROM avatars") == 1
     # Their tokens are dead.
@@ -213,8 +217,8 @@ async def test_export_holds_the_users_data(pc, apex, db, portal, acme, bound):
 async def _event(db, pool_id: int, days_ago: float, tag: str) -> None:
     await db.execute(
         """INSERT INTO login_events (pool_id, client_id, appid, openid, result, ip, user_agent,
-                                     created_at)
-           VALUES ($1, 'c', 'wx', $2, 'success', '198.51.100.7', $2, $3)""",
+                                     started_from, created_at)
+           VALUES ($1, 'c', 'wx', $2, 'success', '198.51.100.7', $2, $2, $3)""",
         pool_id,
         tag,
         datetime.now(UTC) - timedelta(days=days_ago),
@@ -247,16 +251,16 @@ async def test_retention(db, box, acme):
     assert (by_slug["acme"].events_deleted, by_slug["acme"].events_blanked) == (2, 2)
     assert (by_slug["short"].events_deleted, by_slug["short"].events_blanked) == (1, 1)
     rows = await db.fetch(
-        "SELECT openid, host(ip) AS ip, user_agent FROM login_events ORDER BY openid"
+        "SELECT openid, host(ip) AS ip, user_agent, started_from FROM login_events ORDER BY openid"
     )
-    kept = {r["openid"]: (r["ip"], r["user_agent"]) for r in rows}
+    kept = {r["openid"]: (r["ip"], r["user_agent"], r["started_from"]) for r in rows}
     assert kept == {
-        "a-new": ("198.51.100.7", "a-new"),
-        "a-29": ("198.51.100.7", "a-29"),
-        "a-31": (None, None),
-        "a-179": (None, None),
-        "s-1": ("198.51.100.7", "s-1"),
-        "s-3": (None, None),
+        "a-new": ("198.51.100.7", "a-new", "a-new"),
+        "a-29": ("198.51.100.7", "a-29", "a-29"),
+        "a-31": (None, None, None),
+        "a-179": (None, None, None),
+        "s-1": ("198.51.100.7", "s-1", "s-1"),
+        "s-3": (None, None, None),
     }
     trail = await db.fetch(
         "SELECT pool_slug, actor_type, actor_id, after FROM audit_log WHERE action = 'logins.retention' ORDER BY pool_slug"

@@ -73,8 +73,8 @@ async def delete_user(
     phone number, nickname, avatar (when no other user has the same picture) and
     refresh tokens (every login family revoked first, so their access tokens are
     denied too). Their login events stay for the pool's statistics with only a
-    pseudonym, a random id linked to nothing: user, openid, IP address and user
-    agent are erased. Their next scan registers a new user. The audit row and the
+    pseudonym, a random id linked to nothing: user, openid, IP address, user
+    agent and where the login was started (device, place) are erased. Their next scan registers a new user. The audit row and the
     ``user.deleted`` event (webhooks) are written in the same transaction.
     Returns counts; raises NotFound when the pool has no such user."""
     async with conn.transaction():
@@ -98,7 +98,8 @@ async def delete_user(
         # was attached to (a blocked user's, a cancelled first scan's).
         events = await conn.execute(
             """UPDATE login_events e
-               SET user_id = NULL, pseudonym = $3, openid = NULL, ip = NULL, user_agent = NULL
+               SET user_id = NULL, pseudonym = $3, openid = NULL, ip = NULL, user_agent = NULL,
+                   started_from = NULL
                WHERE e.pool_id = $1 AND (e.user_id = $2 OR (e.user_id IS NULL AND
                      (e.appid, e.openid) IN (SELECT appid, openid FROM wechat_identities
                                              WHERE pool_id = $1 AND user_id = $2)))""",
@@ -167,7 +168,8 @@ async def export_user(
             user_id,
         )
         events = await conn.fetch(
-            """SELECT created_at, result, client_id, appid, openid, host(ip) AS ip, user_agent
+            """SELECT created_at, result, client_id, appid, openid, host(ip) AS ip, user_agent,
+                      started_from, scene, scan_source, flagged
                FROM login_events WHERE pool_id = $1 AND user_id = $2
                ORDER BY created_at DESC, id DESC""",
             pool.id,
@@ -275,10 +277,11 @@ _BLANK_OLD = f"""
 WITH doomed AS (
     SELECT id FROM login_events
     WHERE pool_id = $1 AND created_at < now() - make_interval(days => $2)
-      AND (ip IS NOT NULL OR user_agent IS NOT NULL)
+      AND (ip IS NOT NULL OR user_agent IS NOT NULL OR started_from IS NOT NULL)
     LIMIT {_BATCH}
 )
-UPDATE login_events e SET ip = NULL, user_agent = NULL FROM doomed WHERE e.id = doomed.id
+UPDATE login_events e SET ip = NULL, user_agent = NULL, started_from = NULL
+FROM doomed WHERE e.id = doomed.id
 """
 
 
@@ -286,8 +289,9 @@ async def apply_retention(
     db: asyncpg.Pool | asyncpg.Connection, *, pool_id: int | None = None
 ) -> list[RetentionResult]:
     """Applies every pool's retention (or one pool's): login events older than
-    its period are deleted, the IP address and user agent of those older than
-    the shorter one are erased. In batches of a few thousand rows, each its own
+    its period are deleted, the IP address, user agent and where the login was
+    started (device and place, from the browser's user agent and address) of
+    those older than the shorter one are erased. In batches of a few thousand rows, each its own
     short transaction (a pool with millions of old events never holds a long
     lock), with one audit row per pool that lost anything. Safe to run at once
     in several places: each batch only touches rows still to do. Returns what
