@@ -88,6 +88,7 @@ var ERRORS = {
     wrong_mini_program: ['请使用正确的小程序', '该网站使用另一个小程序登录，请用微信“扫一扫”重新扫码。'],
     phone_required: ['需要手机号', '该网站需要你的手机号才能登录。'],
     invalid_phone_code: ['手机号授权失败', '请重新授权手机号。'],
+    phone_quota_exhausted: ['暂时无法获取手机号', '该网站现在无法通过微信获取手机号（不是你拒绝了授权），请稍后再试。'],
     user_blocked: ['账号已被停用', '该网站已停用你的账号，如有疑问请联系网站管理员。'],
     signup_disabled: ['暂不开放注册', '该网站只允许已有用户登录。'],
     wechat_unavailable: ['微信服务暂时不可用', '请稍后重试。'],
@@ -110,6 +111,10 @@ var ERRORS = {
     wrong_mini_program: ['Wrong mini program', 'This site logs in with another mini program: scan the QR code with WeChat\'s "Scan".'],
     phone_required: ['Phone number needed', 'This site needs your phone number to log in.'],
     invalid_phone_code: ['Phone number not received', 'Please share your phone number again.'],
+    phone_quota_exhausted: [
+      'Phone number unavailable',
+      'This site cannot get phone numbers from WeChat right now (you did not decline). Please try again later.',
+    ],
     user_blocked: ['Account blocked', 'This site has blocked your account; contact its administrator.'],
     signup_disabled: ['Sign-up closed', 'This site accepts only existing users.'],
     wechat_unavailable: ['WeChat is unavailable', 'Please try again in a moment.'],
@@ -126,7 +131,7 @@ var ERRORS = {
 }
 
 // Errors worth a "try again" button: nothing is wrong with the QR code itself.
-var TRANSIENT = ['wechat_unavailable', 'wechat_rate_limited', 'wechat_ip_not_whitelisted', 'network', 'unknown', 'invalid_phone_code', 'number_required']
+var TRANSIENT = ['wechat_unavailable', 'wechat_rate_limited', 'wechat_ip_not_whitelisted', 'network', 'unknown', 'invalid_phone_code', 'number_required', 'phone_quota_exhausted']
 // Errors about the person, not the QR code: scanning again would not help.
 var PERSONAL = ['user_blocked', 'signup_disabled', 'wechat_risky_user', 'number_mismatch']
 

@@ -16,6 +16,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from portal.console import chart, store
 from portal.console.common import Ctx, done, mask_phone, page, pool_path, security_headers
 from portal.console.trail import audited
+from portal.scan import phonecalls
 from portal.web import i18n
 
 
@@ -118,6 +119,7 @@ async def logins_get(request: Request, ctx: Ctx) -> Response:
     rows, next_before = await store.login_events(db, ctx.pool.id, flt, before)
     query = {k: v for k, v in entered.items() if v and k not in bad}
     days = await store.logins_per_day(db, ctx.pool.id)
+    phone_days = await phonecalls.per_day(db, ctx.pool.id)  # issue 17: what phone numbers cost
     return await page(
         ctx,
         "console/logins.html",
@@ -138,6 +140,11 @@ async def logins_get(request: Request, ctx: Ctx) -> Response:
             + ("?" + urlencode(query) if query else ""),
             "chart": chart.build(days),
             "days": days,
+            "phone_chart": chart.build(
+                [(day, c["ok"], c["refused"] + c["quota"]) for day, c in phone_days]
+            ),
+            "phone_days": phone_days,
+            "phone_quota": sum(c["quota"] for _, c in phone_days),
         },
     )
 

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from portal.errors import PortalError, ServiceUnavailable
-from portal.scan import origin, users
+from portal.scan import origin, phonecalls, users
 from portal.scan.qrapi import TICKET_RE, Direct
 from portal.scan.tickets import (
     FINAL,
@@ -35,7 +35,7 @@ from portal.tenants import pools
 from portal.tenants.pools import Pool
 from portal.web.jsonapi import optional_str, read_json, required_str
 from portal.web.validation import redirect_uri
-from portal.wechat.errors import ErrCode, WeChatError, WeChatUnavailable
+from portal.wechat.errors import PHONE_QUOTA_ERRNO, ErrCode, WeChatError, WeChatUnavailable
 
 SESSION_TTL = 7200
 
@@ -292,6 +292,12 @@ async def confirm(request: Request) -> Response:
     who = await mp_user(request)
     data = await read_json(request, optional=True)
     phone_code = optional_str(data, "phone_code", max_len=256)
+    # The phone button's errno when it gave no code: 1400001, the quota is spent (issue 17).
+    phone_errno = data.get("phone_errno")
+    if phone_errno is not None and (
+        isinstance(phone_errno, bool) or not isinstance(phone_errno, int)
+    ):
+        raise PortalError("phone_errno must be the phone button's errno, a whole number.")
     number = data.get("number")
     if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
         raise PortalError("number must be the number picked, a whole number.")
@@ -308,6 +314,12 @@ async def confirm(request: Request) -> Response:
         raise NotScanned()
     if state.status in FINAL:
         raise TicketExpired()
+    if phone_errno == PHONE_QUOTA_ERRNO and not phone_code:
+        # WeChat gave no number (the mini program's quota is spent): counted for the
+        # pool's chart; a pool that needs one cannot log this user in now.
+        await phonecalls.record(request.state.db, pool.id, "quota")
+        if pool.phone_required and not await _phone_on_file(request, pool, appid, openid):
+            raise phonecalls.PhoneQuotaExhausted()
     tickets = request.state.tickets
     db = request.state.db
     # Only one confirmation wins the ticket; decided here, before WeChat is asked for
@@ -355,11 +367,13 @@ async def _confirm_claimed(
             info = await request.state.wechat.phone_number(appid, secret, phone_code, openid=openid)
         except WeChatError as exc:
             if exc.errcode in (ErrCode.INVALID_CODE, ErrCode.CODE_USED):
+                await phonecalls.record(request.state.db, pool.id, "refused")
                 raise PortalError(
                     "The phone number code is not valid.", error="invalid_phone_code"
                 ) from None
             raise wechat_error(exc) from None
         phone = users.Phone(info.pure_phone_number, str(info.country_code or "86"))
+        await phonecalls.record(request.state.db, pool.id, "ok")  # a paid call
     db = request.state.db
     client = await request.state.clients.get(pool.id, state.client_id)
     client_name = client.name if client and not client.is_default else None

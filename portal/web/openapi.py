@@ -709,11 +709,16 @@ def _paths() -> dict[str, dict]:
                             {403: ["not_scanner", "signup_disabled", "user_blocked"]},
                             mp_ticket_errors,
                             {409: ["ticket_not_scanned"], 410: ["ticket_expired"]},
+                            {503: ["phone_quota_exhausted"]},
                             WECHAT,
                         )
                     ),
                 },
-                description="`phone_code` (from the getPhoneNumber button) is exchanged with "
+                description="`phone_errno` 1400001 (the getPhoneNumber button's event when the "
+                "mini program's phone-number quota is spent) is counted for the pool; a pool "
+                "that requires a phone number, with none on file, then answers 503 "
+                "`phone_quota_exhausted`, any other logs in without a number. "
+                "`phone_code` (from the getPhoneNumber button) is exchanged with "
                 "WeChat for the phone number. A pool that requires a phone number, with none on "
                 "file for this user, answers 400 `phone_required`; a login-only pool refuses a "
                 "new user with 403 `signup_disabled`.",
@@ -726,6 +731,7 @@ def _paths() -> dict[str, dict]:
                                 "type": "object",
                                 "properties": {
                                     "phone_code": {"type": "string", "maxLength": 256},
+                                    "phone_errno": {"type": "integer"},
                                     "nickname": {"type": "string", "maxLength": 64},
                                     "avatar_url": {
                                         "type": "string",

@@ -102,7 +102,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from portal.obs.logs import RedactAccessArgs
-from portal.wechat.errors import ERRMSG, ErrCode
+from portal.wechat.errors import ERRMSG, PHONE_QUOTA_ERRNO, ErrCode
 
 DEMO_APPID = "wx000000000000demo"
 DEMO_SECRET = "demosecretdemosecretdemosecret00"
@@ -126,6 +126,7 @@ LINK_PUBLISH = "/cgi-bin/wxopen/qrcodejumppublish"
 LINK_GET = "/cgi-bin/wxopen/qrcodejumpget"
 LINK_DELETE = "/cgi-bin/wxopen/qrcodejumpdelete"
 LINK_DOWNLOAD = "/cgi-bin/wxopen/qrcodejumpdownload"
+PHONE_QUOTA_ERRMSG = "getPhoneNumber:fail 该功能使用次数已达当前小程序上限，暂时无法使用"
 LINK_RULES_MAX = 100  # rules per mini program ("about 100"; then 85073)
 MODIFY_DOMAIN = "/wxa/modify_domain"  # the mini program's server domains
 # https (wss) only, as at WeChat; http for localhost names too, as the devtools allow.
@@ -250,6 +251,9 @@ class _FakeWeChat:
         self.link_rules: dict[str, _LinkRule] = {}
         self.link_rules_max = LINK_RULES_MAX
         self.domains: dict[str, dict[str, list[str]]] = {}  # appid -> kind -> https origins
+        # getPhoneNumber is quota-limited per AppID: numbers given, and the quota (None: none)
+        self.phone_given: Counter[str] = Counter()
+        self.phone_quota: dict[str, int] = {}
 
     def now(self) -> float:
         return time.time() + self.clock_offset
@@ -395,6 +399,7 @@ class _FakeWeChat:
         if minted and minted.openid and openid and openid != minted.openid:
             raise _Refusal(ErrCode.INVALID_CODE)  # minted for another user
         self.used_phone_codes.add(code)
+        self.phone_given[appid] += 1  # a paid call, counted against the app's quota
         number = minted.subject if minted else match.group(1)  # type: ignore[union-attr]
         return {
             "errcode": 0,
@@ -690,9 +695,27 @@ class _FakeWeChat:
             or (openid is not None and not isinstance(openid, str))
         ):
             return _bad_request('expected {"appid", "phone" (digits), "openid"?}')
+        quota = self.phone_quota.get(body["appid"])
+        if quota is not None and self.phone_given[body["appid"]] >= quota:
+            # The button's event when the quota is spent: an errno, no code.
+            return JSONResponse({"errno": PHONE_QUOTA_ERRNO, "errMsg": PHONE_QUOTA_ERRMSG})
         code = secrets.token_hex(32)
         self.minted_phone[code] = _Minted(body["appid"], body["phone"], openid, self.now())
         return JSONResponse({"code": code})
+
+    async def phonequota(self, request: Request) -> Response:
+        """``{"appid", "quota": N or null}``: numbers the app may still get before the
+        phone button answers errno 1400001 (counted from the numbers given so far)."""
+        body = await self._control_body(request, "appid")
+        quota = body.get("quota") if body else None
+        if body is None or not (quota is None or (type(quota) is int and quota >= 0)):
+            return _bad_request('expected {"appid", "quota": N or null}')
+        appid = body["appid"]
+        if quota is None:
+            self.phone_quota.pop(appid, None)
+        else:
+            self.phone_quota[appid] = self.phone_given[appid] + quota
+        return JSONResponse({"appid": appid, "quota": quota, "given": self.phone_given[appid]})
 
     async def linkrules_control(self, request: Request) -> Response:
         """``{"appid", "prefix", "path"?, "published"?: true}`` adds (and publishes) a
@@ -808,6 +831,7 @@ def create_fake_wechat_app(
         Route(LINK_DOWNLOAD, api(fake.link_download), methods=["POST"]),
         Route(MODIFY_DOMAIN, api(fake.modify_domain), methods=["POST"]),
         Route("/_fake/linkrules", fake.linkrules_control, methods=["POST"]),
+        Route("/_fake/phonequota", fake.phonequota, methods=["POST"]),
         Route("/_fake/scan", fake.scan, methods=["POST"]),
         Route("/_fake/faults", fake.add_fault, methods=["POST"]),
         Route("/_fake/stats", fake.stats, methods=["GET"]),

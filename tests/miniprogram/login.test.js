@@ -243,6 +243,34 @@ test('phone required: the getPhoneNumber button, a refusal, then the phone share
   expect(await ticketStatus('phoneco', ticket)).toBe('confirmed')
 })
 
+test('phone quota spent (errno 1400001): "the site cannot get a number now", not "you declined"', async () => {
+  backend.reset('quota_user')
+  const ticket = await createTicket('phoneco')
+  const page = await open(linkOptions(ticket))
+  expect(page.data.phoneRequired).toBe(true)
+  // The mini program's quota is spent: WeChat's button gives an errno and no code.
+  await fakeWeChat('/_fake/phonequota', { appid: env.PORTAL_MP_APPID, quota: 0 })
+  try {
+    const res = await backend.httpRequest({
+      url: `${env.FAKE_WECHAT_URL}/_fake/phonecode`,
+      method: 'POST',
+      data: { appid: env.PORTAL_MP_APPID, phone: '13800138000' },
+    })
+    expect(res.data.errno).toBe(1400001)
+    page.querySelector('#phone').dispatchEvent('getphonenumber', { detail: res.data })
+    await waitFor(() => page.data.state === 'error', 'the error')
+    expectError(page, 'phone_quota_exhausted')
+    expect(text(page, '#error-message')).not.toBe(i18n.texts('zh').phoneDenied)
+    expect(has(page, '#retry')).toBe(true) // transient: the site may get quota again
+    // The portal was told (it counts it for the pool's chart); nothing was confirmed.
+    const confirm = backend.state.requests.filter((r) => r.url.endsWith('/confirm'))
+    expect(confirm.map((r) => r.status)).toEqual([503])
+    expect(await ticketStatus('phoneco', ticket)).toBe('scanned')
+  } finally {
+    await fakeWeChat('/_fake/phonequota', { appid: env.PORTAL_MP_APPID, quota: null })
+  }
+})
+
 test('phone_required from confirm switches to the phone button', async () => {
   backend.reset('carol')
   const ticket = await createTicket('phoneco')

@@ -95,6 +95,7 @@ Component({
       var body = {}
       if (self.data.nickname.trim()) body.nickname = self.data.nickname.trim()
       if (extra && extra.phone_code) body.phone_code = extra.phone_code
+      if (extra && extra.phone_errno) body.phone_errno = extra.phone_errno
       if (self.data.numbers.length) {
         if (self.data.picked === null) {
           self.setData({ notice: self.data.t.pickNumber })
@@ -134,6 +135,9 @@ Component({
     onPhone: function (e) {
       var detail = (e && e.detail) || {}
       if (detail.code) return this.confirm({ phone_code: detail.code })
+      // 1400001: the mini program's phone-number quota is spent (not the person's refusal).
+      // The portal counts it; without a number the login goes on where the site allows.
+      if (detail.errno === 1400001) return this.confirm({ phone_errno: 1400001 })
       if (this.data.phoneRequired) this.setData({ notice: this.data.t.phoneDenied })
       return Promise.resolve()
     },
