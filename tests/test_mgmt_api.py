@@ -6,6 +6,7 @@ audience, the rate limit, pagination, errors, and the audit row of every write.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -579,3 +580,51 @@ async def test_rate_limit_per_client(db, redis_client, settings_factory, acme, b
         # Another client keeps its own budget.
         r = await _call(http, "GET", "/api/v1/users", None, other)
         assert r.status_code == 200
+
+
+# --- webhooks' events ------------------------------------------------------------------
+
+
+async def test_writes_emit_the_consoles_events(api, db, acme):
+    """Each write emits its webhook event in its own transaction (the console's store
+    functions emit them, so the console and the API emit the same)."""
+    pool_id = acme["pool"].id
+    if await db.fetchval("SELECT to_regclass('webhook_endpoints') IS NOT NULL"):
+        # The outbox keeps only events some endpoint subscribes to (sql/0008).
+        await db.execute(
+            """INSERT INTO webhook_endpoints (pool_id, url, events, secret_enc)
+               VALUES ($1, 'https://hooks.example.com/in', $2, '\\x00')""",
+            pool_id,
+            [
+                "user.created", "user.updated", "user.blocked", "user.unblocked",
+                "user.deleted", "client.created", "client.deleted", "settings.updated",
+            ],
+        )  # fmt: skip
+    await db.execute("DELETE FROM events WHERE pool_id = $1", pool_id)  # the fixture's clients
+    uid = (await api.post("/api/v1/users", json={"nickname": "Ann"})).json()["id"]
+    await api.patch(f"/api/v1/users/{uid}", json={"nickname": "Anna"})
+    await api.post(f"/api/v1/users/{uid}/block")
+    await api.post(f"/api/v1/users/{uid}/unblock")
+    await api.delete(f"/api/v1/users/{uid}")
+    made = (
+        await api.post("/api/v1/clients", json={"name": "S", "redirect_uris": [REDIRECT]})
+    ).json()
+    await api.delete(f"/api/v1/clients/{made['client_id']}")
+    await api.patch("/api/v1/settings", json={"qr_lifetime": 90, "name": "Acme"})
+    # A refused write emits nothing.
+    assert (await api.patch("/api/v1/settings", json={"qr_lifetime": 1})).status_code == 400
+    rows = await db.fetch(
+        "SELECT type, data::text AS data FROM events WHERE pool_id = $1 ORDER BY created_at",
+        pool_id,
+    )
+    assert [(r["type"], json.loads(r["data"])) for r in rows] == [
+        ("user.created", {"user_id": uid}),
+        ("user.updated", {"user_id": uid, "fields": ["nickname"]}),
+        ("user.blocked", {"user_id": uid}),
+        ("user.unblocked", {"user_id": uid}),
+        ("user.deleted", {"user_id": uid}),
+        ("client.created", {"client_id": made["client_id"]}),
+        ("client.deleted", {"client_id": made["client_id"]}),
+        ("settings.updated", {"fields": ["qr_lifetime"]}),
+    ]
+    assert "Ann" not in str([r["data"] for r in rows])  # identifiers, no personal data

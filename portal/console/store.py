@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from portal import jobs
 from portal.errors import Conflict, NotFound, ValidationError
 from portal.oidc import tokens
 from portal.stores.crypto import SecretBox
@@ -179,6 +180,9 @@ async def update_pool(
             )
         if "id_token_alg" in changes and changes["id_token_alg"] != pool.id_token_alg:
             await keys.rotate(conn, box, pool.id)
+        changed = sorted(c for c in changes if getattr(pool, c, None) != changes[c])
+        if changed:  # the pool's webhooks (docs/webhooks.md), with this transaction
+            await jobs.emit(conn, pool.id, "settings.updated", {"fields": changed})
     updated = await pools.get_by_id(conn, pool.id)
     assert updated is not None
     return updated
@@ -300,6 +304,7 @@ async def delete_client(conn: asyncpg.Connection, pool_id: int, client_id: str) 
     )
     if result.endswith(" 0"):
         raise Conflict("the default client cannot be deleted", error="default_client")
+    await jobs.emit(conn, pool_id, "client.deleted", {"client_id": client_id})
 
 
 # --- users -----------------------------------------------------------------------
@@ -401,6 +406,7 @@ async def create_user(conn: asyncpg.Connection, pool_id: int, profile: dict[str,
         profile.get("phone_number"),
         profile.get("phone_country_code") or ("86" if profile.get("phone_number") else None),
     )
+    await jobs.emit(conn, pool_id, "user.created", {"user_id": str(row["id"])})
     return dict(row)
 
 
@@ -431,6 +437,7 @@ async def update_user(
             user_id,
             *(changes[c] for c in columns),
         )
+        await jobs.emit(conn, pool_id, "user.updated", {"user_id": str(user_id), "fields": columns})
     return dict(before), dict(after)
 
 
@@ -521,6 +528,8 @@ async def set_blocked(
         )
         if result.endswith(" 0"):
             raise NotFound()
+        event = "user.blocked" if blocked else "user.unblocked"
+        await jobs.emit(conn, pool.id, event, {"user_id": str(user_id)})
         if not blocked:
             return 0
         families = await conn.fetch(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from portal import jobs
 from portal.errors import ValidationError
 from portal.stores.crypto import SecretBox
 from portal.web import validation
@@ -158,6 +159,8 @@ async def create(
     client = _client(row)
     if registration:
         client = await register(conn, client, allow_http=allow_http, **registration)
+    # The pool's webhooks (docs/webhooks.md), in the caller's transaction.
+    await jobs.emit(conn, pool_id, "client.created", {"client_id": client.client_id})
     return client, secret
 
 
@@ -302,7 +305,9 @@ async def create_management(
         box.hash_secret(secret),
         granted,
     )
-    return _client(row), secret
+    client = _client(row)
+    await jobs.emit(conn, pool_id, "client.created", {"client_id": client.client_id})
+    return client, secret
 
 
 async def get(
