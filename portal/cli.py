@@ -317,6 +317,7 @@ def cmd_client_create(args: argparse.Namespace) -> int:
                     post_logout_redirect_uris=args.post_logout_redirect_uri,
                     public=args.public,
                     allow_http=settings.is_dev,
+                    registration=_registration(args),
                 )
                 client, secret = made
                 after = {
@@ -340,11 +341,83 @@ def cmd_client_create(args: argparse.Namespace) -> int:
         "redirect_uris": list(client.redirect_uris),
         "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
         "web_origins": list(client.web_origins),
+        **_registration_out(client),
     }
     if secret is not None:
         out["client_secret"] = secret
     _print_json(out)
     return 0
+
+
+def _registration(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``clients.register`` takes, from the flags given (issue 18)."""
+    out: dict[str, Any] = {}
+    if args.response_type:
+        out["response_types"] = args.response_type
+    if args.require_par is not None:
+        out["require_par"] = args.require_par
+    if args.jwks is not None:
+        text = args.jwks
+        if text.startswith("@"):
+            text = Path(text[1:]).read_text()
+        out["jwks"] = text
+    for name in ("jwks_uri", "backchannel_logout_uri", "frontchannel_logout_uri"):
+        if getattr(args, name) is not None:
+            out[name] = getattr(args, name)
+    return out
+
+
+def _registration_out(client) -> dict[str, Any]:
+    return {
+        "response_types": list(client.response_types),
+        "require_pushed_authorization_requests": client.require_par,
+        "jwks": client.jwks,
+        "jwks_uri": client.jwks_uri,
+        "backchannel_logout_uri": client.backchannel_logout_uri,
+        "frontchannel_logout_uri": client.frontchannel_logout_uri,
+    }
+
+
+def cmd_client_set(args: argparse.Namespace) -> int:
+    """``portal client set SLUG CLIENT_ID [flags]``: change what a relying party
+    registered beyond its URIs (response types, PAR, keys, logout URIs)."""
+    from portal.tenants import clients
+
+    registration = _registration(args)
+    if not registration:
+        raise CommandError("nothing to set", error="invalid_arguments")
+    with stores(dict(os.environ), dev=False) as settings:
+
+        async def run(conn):
+            pool = await _pool_or_fail(conn, args.slug)
+            client = await clients.get(conn, pool.id, args.client_id)
+            if client is None or client.is_management:
+                raise CommandError(f"no application client {args.client_id!r} in {args.slug}",
+                                   error="not_found")  # fmt: skip
+            async with conn.transaction():
+                changed = await clients.register(
+                    conn, client, allow_http=settings.is_dev, **registration
+                )
+                await _audit(conn, pool.id, "client.update", client.client_id,
+                             before=_registration_out(client), after=_registration_out(changed))  # fmt: skip
+            return changed
+
+        client = asyncio.run(_with_conn(settings, run))
+        asyncio.run(_announce(settings, args.slug))
+    _print_json({"client_id": client.client_id, "pool": args.slug, **_registration_out(client)})
+    return 0
+
+
+def _registration_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of what a relying party registers (issue 18; docs/api.md)."""
+    p.add_argument("--response-type", nargs="+", default=[], action="extend",
+                   help='"code" (default), "id_token", "code id_token"')  # fmt: skip
+    p.add_argument("--require-par", action=argparse.BooleanOptionalAction, default=None,
+                   help="its authorization requests must be pushed first (RFC 9126)")  # fmt: skip
+    p.add_argument("--jwks", help="its public JWK Set: JSON, or @FILE")
+    p.add_argument("--jwks-uri", help="where its public JWK Set is served (https)")
+    p.add_argument("--backchannel-logout-uri", help="Back-Channel Logout 1.0 endpoint")
+    p.add_argument("--frontchannel-logout-uri", help="Front-Channel Logout 1.0 page")
 
 
 def _create_management_client(args: argparse.Namespace) -> int:
@@ -677,7 +750,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a management client's scopes: users:read users:write clients:read "
         "clients:write logins:read webhooks:write settings:write",
     )
+    _registration_flags(p)
     p.set_defaults(func=cmd_client_create)
+    p = client.add_parser("set", help="change an application client's registration")
+    p.add_argument("slug")
+    p.add_argument("client_id")
+    _registration_flags(p)
+    p.set_defaults(func=cmd_client_set)
 
     admin = sub.add_parser("admin", help="console admins").add_subparsers(
         dest="action", required=True

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from portal.console import (
     messages,  # noqa: F401  (registers the console's texts)
+    messages_oidc,  # noqa: F401  (the OpenID Connect registration's texts)
     messages_privacy,  # noqa: F401  (the audit trail's and personal data's texts)
     views_audit,
     views_auth,
@@ -82,6 +83,7 @@ def routes() -> list[Route]:
         ),
         Route(p + "/clients/{client_id}", guarded(views_clients.detail_get), methods=get),
         Route(p + "/clients/{client_id}", guarded(views_clients.edit_post), methods=post),
+        Route(p + "/clients/{client_id}/oidc", guarded(views_clients.oidc_post), methods=post),
         Route(p + "/clients/{client_id}/rotate", guarded(views_clients.rotate_get), methods=get),
         Route(p + "/clients/{client_id}/rotate", guarded(views_clients.rotate_post), methods=post),
         Route(p + "/clients/{client_id}/delete", guarded(views_clients.delete_post), methods=post),

@@ -280,16 +280,28 @@ async def update_client(
         raise NotFound()
 
 
+async def _sealed_secret(
+    conn: asyncpg.Connection, box: SecretBox, pool_id: int, client_id: str, secret: str
+) -> bytes | None:
+    pk = await conn.fetchval(
+        "SELECT id FROM clients WHERE pool_id = $1 AND client_id = $2", pool_id, client_id
+    )
+    return None if pk is None else box.encrypt(secret, f"{clients.SECRET_CONTEXT}:{pk}")
+
+
 async def rotate_client_secret(
     conn: asyncpg.Connection, box: SecretBox, pool_id: int, client_id: str
 ) -> str:
     secret = secrets.token_urlsafe(32)
+    # Kept encrypted beside the hash too, for client_secret_jwt (clients.seal_secret).
     result = await conn.execute(
-        """UPDATE clients SET secret_hash = $3, updated_at = now()
+        """UPDATE clients SET secret_hash = $3, updated_at = now(),
+                  secret_jwt_enc = $4::bytea
            WHERE pool_id = $1 AND client_id = $2 AND NOT is_public""",
         pool_id,
         client_id,
         box.hash_secret(secret),
+        await _sealed_secret(conn, box, pool_id, client_id, secret),
     )
     if result.endswith(" 0"):
         raise Conflict("a public client has no secret", error="public_client")

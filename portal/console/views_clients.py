@@ -3,6 +3,8 @@ rotate the secret, delete."""
 
 from __future__ import annotations
 
+import json
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -153,7 +155,78 @@ async def _client(request: Request, ctx: Ctx) -> clients.Client:
     return client
 
 
-async def _detail_page(ctx: Ctx, client, *, values=None, errors=None, status=200) -> Response:
+def _oidc_values(client: clients.Client) -> dict:
+    return {
+        "response_types": client.response_types,
+        "require_par": client.require_par,
+        "jwks": json.dumps(client.jwks, indent=2) if client.jwks else "",
+        "jwks_uri": client.jwks_uri or "",
+        "backchannel_logout_uri": client.backchannel_logout_uri or "",
+        "frontchannel_logout_uri": client.frontchannel_logout_uri or "",
+    }
+
+
+async def oidc_post(request: Request, ctx: Ctx) -> Response:
+    """What a relying party registers beyond its URIs (issue 18): response types,
+    PAR, its public keys, back- and front-channel logout URIs."""
+    assert ctx.pool is not None and ctx.form is not None
+    client = await _client(request, ctx)
+    if client.is_management:
+        raise HTTPException(404)
+    _ = _t(request)
+    form = ctx.form
+    entered = {
+        "response_types": [str(v) for v in form.getlist("response_type")],
+        "require_par": form.get("require_par") == "on",
+        "jwks": str(form.get("jwks") or "").strip(),
+        **{
+            k: str(form.get(k) or "").strip()
+            for k in ("jwks_uri", "backchannel_logout_uri", "frontchannel_logout_uri")
+        },
+    }
+    errors: dict[str, str] = {}
+    if not entered["response_types"]:
+        errors["response_types"] = _("console.oidc.err.response_types")
+    if entered["jwks"] and entered["jwks_uri"]:
+        errors["jwks"] = _("console.oidc.err.both")
+    elif entered["jwks"]:
+        try:
+            clients.public_jwks(entered["jwks"])
+        except PortalError as exc:
+            errors["jwks"] = _("console.oidc.err.jwks", reason=str(exc))
+    allow_http = request.state.settings.is_dev
+    for field in ("jwks_uri", "backchannel_logout_uri", "frontchannel_logout_uri"):
+        if entered[field]:
+            try:
+                validation.redirect_uri(entered[field], field=field, allow_http=allow_http)
+            except PortalError:
+                errors[field] = _("console.oidc.err.uri", value=entered[field][:200])
+    if not errors:
+        try:
+            async with request.state.db.acquire() as conn, conn.transaction():
+                changed = await clients.register(conn, client, allow_http=allow_http, **entered)
+                await audited(conn, ctx, "client.update", client.client_id,
+                              before=_oidc_values(client), after=_oidc_values(changed))  # fmt: skip
+        except PortalError as exc:
+            errors["response_types"] = str(exc)
+    if errors:
+        return await _detail_page(ctx, client, oidc_values=entered, oidc_errors=errors, status=400)
+    await pools.announce_change(request.state.hub, ctx.pool.slug)
+    return await done(
+        ctx, pool_path(ctx.pool, f"/clients/{client.client_id}"), "ok", "console.oidc.saved"
+    )
+
+
+async def _detail_page(
+    ctx: Ctx,
+    client,
+    *,
+    values=None,
+    errors=None,
+    status=200,
+    oidc_values=None,
+    oidc_errors=None,
+) -> Response:
     box = ctx.request.state.box
     secret = None
     # Pull the one-time secret out of the flashes before the page pops them.
@@ -186,6 +259,8 @@ async def _detail_page(ctx: Ctx, client, *, values=None, errors=None, status=200
             "errors": errors or {},
             "issuer": ctx.request.state.settings.pool_url(ctx.pool.slug) if ctx.pool else "",
             "management_scopes": clients.MANAGEMENT_SCOPES,
+            "oidc_values": oidc_values or _oidc_values(client),
+            "oidc_errors": oidc_errors or {},
         },
         status,
         get_path=pool_path(ctx.pool, f"/clients/{client.client_id}") if ctx.pool else None,

@@ -37,6 +37,7 @@ class Client:
     jwks_uri: str | None = None
     backchannel_logout_uri: str | None = None
     frontchannel_logout_uri: str | None = None
+    secret_jwt_enc: bytes | None = field(default=None, repr=False)  # seal_secret
     # A management client (sql/0009) calls the pool's management API with the
     # client credentials grant and holds these scopes (MANAGEMENT_SCOPES) instead.
     is_management: bool = False
@@ -70,7 +71,8 @@ MANAGEMENT_SCOPES = (
 _COLUMNS = """id, pool_id, client_id, name, is_public, is_default, redirect_uris,
     post_logout_redirect_uris, web_origins, secret_hash, scopes, is_management,
     management_scopes,
-    response_types, require_par, jwks, jwks_uri, backchannel_logout_uri, frontchannel_logout_uri"""
+    response_types, require_par, jwks, jwks_uri, backchannel_logout_uri, frontchannel_logout_uri,
+    secret_jwt_enc"""
 
 
 def _client(row: asyncpg.Record) -> Client:
@@ -157,11 +159,37 @@ async def create(
         granted,
     )
     client = _client(row)
+    if secret is not None:
+        client = await seal_secret(conn, box, client, secret)
     if registration:
         client = await register(conn, client, allow_http=allow_http, **registration)
     # The pool's webhooks (docs/webhooks.md), in the caller's transaction.
     await jobs.emit(conn, pool_id, "client.created", {"client_id": client.client_id})
     return client, secret
+
+
+SECRET_CONTEXT = "client secret for JWT"  # noqa: S105  (an encryption context, not a secret)
+
+
+async def seal_secret(
+    conn: asyncpg.Connection, box: SecretBox, client: Client, secret: str
+) -> Client:
+    """Keep ``secret`` encrypted beside its hash (sql/0013): client_secret_jwt and
+    HS256 request objects are HMACs keyed with the secret itself."""
+    row = await conn.fetchrow(
+        f"UPDATE clients SET secret_jwt_enc = $3 WHERE pool_id = $1 AND id = $2 RETURNING {_COLUMNS}",
+        client.pool_id,
+        client.id,
+        box.encrypt(secret, f"{SECRET_CONTEXT}:{client.id}"),
+    )
+    return _client(row)
+
+
+def jwt_secret(box: SecretBox, client: Client) -> str | None:
+    """The secret an HMAC-signed JWT of this client is keyed with, if kept."""
+    if client.is_public or not client.secret_jwt_enc:
+        return None
+    return box.decrypt(client.secret_jwt_enc, f"{SECRET_CONTEXT}:{client.id}").decode()
 
 
 # Response types a client may be registered for (OAuth 2.0 Multiple Response
@@ -179,7 +207,7 @@ def response_type(value: str) -> str | None:
     return normal if normal in RESPONSE_TYPES else None
 
 
-def _jwks(value: object) -> dict:
+def public_jwks(value: object) -> dict:
     """A public JWK Set: importable, and no private key in it."""
     from joserfc.errors import JoseError
     from joserfc.jwk import KeySet
@@ -237,7 +265,9 @@ async def register(
                 f"Unknown response type {bad[:40]!r}: use {', '.join(RESPONSE_TYPES)}."
             )
         types = [t for t in RESPONSE_TYPES if t in normal]
-    new_jwks = client.jwks if jwks is _UNSET else (_jwks(jwks) if jwks not in (None, "") else None)
+    new_jwks = (
+        client.jwks if jwks is _UNSET else (public_jwks(jwks) if jwks not in (None, "") else None)
+    )
     new_uri = client.jwks_uri if jwks_uri is _UNSET else url(jwks_uri, "jwks_uri")
     if jwks is not _UNSET and new_jwks is not None and jwks_uri is _UNSET:
         new_uri = None  # one key source: the one given now
