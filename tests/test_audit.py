@@ -95,6 +95,7 @@ async def test_secrets_and_personal_data_never_written(db, pool_id):
                 "client_secret": secret,
                 "private_jwk_enc": secret.encode(),
                 "refresh_token": secret,
+                "session_key": secret,
             },
         )
         await audit.record(

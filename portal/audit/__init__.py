@@ -22,7 +22,8 @@ Calling it (docs/architecture.md, "The audit trail")::
 
 ``before`` and ``after`` are dicts of fields; only the fields whose values
 differ are kept. Secrets never reach the table: a field whose name says it is
-one (``*secret*``, ``*password*``, ``*_hash``, ``*_enc``, ``*private*``, ``*token``)
+one (``*secret*``, ``*password*``, ``*_hash``, ``*_enc``, ``*private*``, ``*token``,
+``*key``)
 is written as ``"[redacted]"``, and so is the personal data of a pool's users
 (``nickname``, ``phone_number``, ``avatar_url``, ``openid``, ``unionid``...),
 which would otherwise outlive the user's deletion here. A user is named by
@@ -57,7 +58,7 @@ ACTION_RE = re.compile(r"^[a-z_]+(\.[a-z_]+)+$")
 
 # Field names that are, or hold, a secret: never written, whatever the caller passes.
 _SECRET_RE = re.compile(
-    r"(secret|password|passwd|credential|private|(^|_)token$|_hash$|^hash$|_enc$|^key$|api_key)",
+    r"(secret|password|passwd|credential|private|(^|_)token$|_hash$|^hash$|_enc$|(^|_)key$)",
     re.IGNORECASE,
 )
 # The personal data of a pool's users (PIPL): never copied into the trail, which
