@@ -371,3 +371,32 @@ async def test_a_deletion_emits_its_webhook_event_with_the_id_only(db, portal, a
     )
     assert [(r["type"], r["data"]) for r in rows] == [("user.deleted", {"user_id": str(user_id)})]
     assert await tables_holding(db, "Gone Soon") == {}
+
+
+async def test_two_deletions_at_once_delete_once(db, portal, acme):
+    """Two admins (or an admin and the API) deleting one user at the same moment:
+    one deletion, one NotFound, one audit row, one pseudonym."""
+    import asyncio
+
+    user_id = await db.fetchval(
+        "INSERT INTO users (pool_id, nickname) VALUES ($1, 'Twice') RETURNING id", acme.pool.id
+    )
+    for _ in range(3):
+        await _event(db, acme.pool.id, 1, "twice")
+    await db.execute("UPDATE login_events SET user_id = $1", user_id)
+    pool = await pools.get_by_slug(db, "acme")
+
+    async def delete() -> str:
+        async with db.acquire() as conn:
+            try:
+                await privacy.delete_user(
+                    conn, portal.state["redis"], pool, user_id, audit.Actor.cli()
+                )
+                return "deleted"
+            except NotFound:
+                return "not found"
+
+    outcomes = await asyncio.gather(*(delete() for _ in range(4)))
+    assert sorted(outcomes) == ["deleted", "not found", "not found", "not found"]
+    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'user.delete'") == 1
+    assert await db.fetchval("SELECT count(DISTINCT pseudonym) FROM login_events") == 1
