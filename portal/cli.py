@@ -654,6 +654,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging.config
+
+    env = dict(os.environ)
+    env.setdefault("PORTAL_ENV", "prod")
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        raise CommandError(str(exc), error="invalid_config") from None
+    if not settings.database_url:
+        raise CommandError(
+            "portal worker needs DATABASE_URL (`portal dev` runs a worker itself)",
+            error="invalid_config",
+        )
+    if args.concurrency < 1:
+        raise CommandError("--concurrency must be at least 1")
+    from portal import worker
+    from portal.obs import logs
+
+    try:
+        logging.config.dictConfig(logs.config_from_env(env))
+    except ValueError as exc:
+        raise CommandError(str(exc), error="invalid_config") from None
+    return worker.run(settings, concurrency=args.concurrency)
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from portal.dev import server as devserver
 
@@ -684,6 +710,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=0, help="default: one per core")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run the background work (webhooks, retention, ...)")
+    p.add_argument("--concurrency", type=int, default=20, help="jobs run at once (default: 20)")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("migrate", help="apply the SQL migrations in sql/")
     p.set_defaults(func=cmd_migrate)

@@ -81,6 +81,11 @@ class Settings:
     # Seconds a cached pool (or a cached "no such pool") is trusted without
     # an invalidation message: a safety net should a pub/sub message be lost.
     pool_cache_ttl: float = 300.0
+    # Webhooks (portal/webhooks): may an endpoint be on a loopback address (dev and
+    # tests only; private and link-local addresses never), and after how many days
+    # of nothing but failed deliveries an endpoint is disabled.
+    webhooks_allow_loopback: bool = False
+    webhooks_disable_after_days: int = 5
     # Rate limits (portal/stores/ratelimit.py): COUNT per WINDOW seconds; Limit(0) turns one off.
     rate_qr: Limit = DEFAULT_RATE_QR
     rate_mp_session: Limit = DEFAULT_RATE_MP_SESSION
@@ -171,6 +176,8 @@ class Settings:
             "ip2region_xdb": env.get("PORTAL_IP2REGION_XDB", ""),
             "qr_base": env.get("PORTAL_QR_BASE", ""),
             "trusted_proxies": parse_networks(env.get("PORTAL_TRUSTED_PROXIES", "")),
+            "webhooks_allow_loopback": env.get("PORTAL_WEBHOOKS_ALLOW_LOOPBACK", "").strip().lower()
+            in ("1", "true", "yes", "on"),
         }
 
         def integer(text: str, var: str) -> int:
@@ -201,6 +208,7 @@ class Settings:
             ("rate_wxacode", "PORTAL_RATE_WXACODE", Limit.parse),
             ("rate_mgmt", "PORTAL_RATE_MGMT", Limit.parse),
             ("waiters_per_ip", "PORTAL_WAITERS_PER_IP", integer),
+            ("webhooks_disable_after_days", "PORTAL_WEBHOOKS_DISABLE_AFTER_DAYS", integer),
         ):
             if var in env:
                 try:

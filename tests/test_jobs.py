@@ -28,9 +28,18 @@ async def jobs_db(db):
 
 @pytest.fixture
 async def pool_id(jobs_db) -> int:
-    return await jobs_db.fetchval(
+    """A pool with a webhook endpoint subscribed to user.*: an event no one consumes
+    is not kept (sql/0008)."""
+    pool = await jobs_db.fetchval(
         "INSERT INTO pools (slug, name) VALUES ('jobs', 'Jobs') RETURNING id"
     )
+    await jobs_db.execute(
+        "INSERT INTO webhook_endpoints (pool_id, url, events, secret_enc) "
+        "VALUES ($1, 'https://example.com/hook', $2, '\\x00')",
+        pool,
+        ["user.created", "user.updated"],
+    )
+    return pool
 
 
 async def run_worker(settings) -> None:
@@ -49,6 +58,15 @@ async def test_emit_commits_and_rolls_back_with_the_change(jobs_db, pool_id):
                 raise RuntimeError("the change failed")
     rows = await jobs_db.fetch("SELECT type, data FROM events ORDER BY created_at")
     assert [(r["type"], r["data"]) for r in rows] == [("user.created", {"user_id": "u1"})]
+    # What it causes (a webhook delivery and its job) commits or rolls back with it.
+    assert await jobs_db.fetchval("SELECT count(*) FROM webhook_deliveries") == 1
+    assert await jobs_db.fetchval("SELECT count(*) FROM procrastinate_jobs") == 1
+
+
+async def test_an_event_no_one_consumes_is_not_kept(jobs_db, pool_id):
+    async with jobs_db.acquire() as conn:
+        await jobs.emit(conn, pool_id, "login.succeeded", {"user_id": "u1"})
+    assert await jobs_db.fetchval("SELECT count(*) FROM events") == 0
 
 
 async def test_emit_refuses_a_malformed_type(jobs_db, pool_id):
@@ -88,7 +106,12 @@ async def test_a_queueing_lock_keeps_one_waiting_and_the_transaction_usable(jobs
             second = await jobs.defer(conn, "demo.record", queueing_lock="one", n=2)
             await jobs.emit(conn, pool_id, "user.updated", {"user_id": "u"})  # still usable
     assert first is not None and second is None
-    assert await jobs_db.fetchval("SELECT count(*) FROM procrastinate_jobs") == 1
+    assert (
+        await jobs_db.fetchval(
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'demo.record'"
+        )
+        == 1
+    )
     assert await jobs_db.fetchval("SELECT count(*) FROM events") == 1
 
 

@@ -1,0 +1,99 @@
+"""``portal worker``: runs the background work of every feature (portal/jobs).
+
+Any number of workers may run, on any machines, against the same PostgreSQL:
+each job is taken by one of them. A worker stopped with SIGTERM or SIGINT
+finishes what it is running (up to ``SHUTDOWN_GRACE`` seconds) and leaves; one
+killed outright leaves its jobs to be run again by the others (``jobs.retry_stalled``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+
+from portal import jobs
+from portal.settings import Settings
+from portal.stores import postgres as dbmod
+
+log = logging.getLogger("portal.worker")
+
+DEFAULT_CONCURRENCY = 20
+SHUTDOWN_GRACE = 30.0
+
+
+def task_sets() -> tuple[jobs.Tasks, ...]:
+    """Every feature's tasks. A feature with background work adds its ``tasks.py`` here."""
+    from portal.webhooks import tasks as webhook_tasks
+
+    return (webhook_tasks.tasks,)
+
+
+def create_app(settings: Settings, concurrency: int = DEFAULT_CONCURRENCY):
+    # A connection per job being fetched or finished, one listening, one beating.
+    return jobs.create_app(settings, *task_sets(), pool_size=min(concurrency, 20) + 3)
+
+
+async def run_async(
+    settings: Settings,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    install_signal_handlers: bool = True,
+    wait: bool = True,
+) -> None:
+    """Run the worker until stopped (or, ``wait=False``, until no job is left to do)."""
+    db = await dbmod.create_pool(settings.replace(db_pool_max=max(settings.db_pool_max, 4)))
+    try:
+        await dbmod.check_schema(db)
+        jobs.set_resources(jobs.Resources(settings=settings, db=db))
+        app = create_app(settings, concurrency)
+        async with app.open_async():
+            await app.run_worker_async(
+                concurrency=concurrency,
+                wait=wait,
+                install_signal_handlers=install_signal_handlers,
+                delete_jobs="successful",
+                shutdown_graceful_timeout=SHUTDOWN_GRACE,
+                update_heartbeat_interval=jobs.runtime.HEARTBEAT,
+            )
+    finally:
+        jobs.set_resources(None)
+        await db.close()
+
+
+def run(settings: Settings, *, concurrency: int = DEFAULT_CONCURRENCY) -> int:
+    log.info("worker starting (concurrency %d)", concurrency)
+    asyncio.run(run_async(settings, concurrency=concurrency))
+    return 0
+
+
+@contextlib.contextmanager
+def in_thread(settings: Settings, *, concurrency: int = 4) -> Iterator[None]:
+    """A worker on its own event loop in a thread, for ``portal dev``; stopped on exit."""
+    loop = asyncio.new_event_loop()
+    task: asyncio.Task | None = None
+    started = threading.Event()
+
+    def main() -> None:
+        nonlocal task
+        asyncio.set_event_loop(loop)
+        task = loop.create_task(
+            run_async(settings, concurrency=concurrency, install_signal_handlers=False)
+        )
+        started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(task)
+        loop.close()
+
+    thread = threading.Thread(target=main, name="portal-worker", daemon=True)
+    thread.start()
+    started.wait()
+    try:
+        yield
+    finally:
+        if task is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop ended on its own
+                loop.call_soon_threadsafe(task.cancel)
+        thread.join(timeout=SHUTDOWN_GRACE + 5)

@@ -1,0 +1,349 @@
+"""Webhooks (issue 19, part 3): what a receiver gets, signed per the Standard
+Webhooks specification (checked with its own library), delivered at least once
+through failures, a killed worker and replays, never to a non-public address,
+and only for changes that committed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import pytest
+from standardwebhooks import Webhook
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from portal import jobs, worker
+from portal.errors import NotFound, ValidationError
+from portal.stores.crypto import SecretBox
+from portal.webhooks import store
+from tests.support import free_socket, serve_asgi
+
+
+@dataclass
+class Receiver:
+    url: str = ""
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    fail_next: int = 0
+    hang: asyncio.Event | None = None
+    got_one: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def app(self) -> Starlette:
+        async def hook(request: Request):
+            body = await request.body()
+            self.received.append((dict(request.headers), body))
+            self.got_one.set()
+            if self.hang is not None:
+                await self.hang.wait()
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                return PlainTextResponse("down for maintenance", status_code=503)
+            return PlainTextResponse("thanks")
+
+        return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+
+
+@pytest.fixture
+async def receiver():
+    rec = Receiver()
+    sock = free_socket()
+    rec.url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+    async with serve_asgi(rec.app(), sock, name="the receiver", lifespan="off"):
+        yield rec
+        if rec.hang is not None:
+            rec.hang.set()
+
+
+@pytest.fixture
+async def wh_db(db):
+    await db.execute("TRUNCATE procrastinate_jobs, procrastinate_workers RESTART IDENTITY CASCADE")
+    return db
+
+
+@pytest.fixture
+async def pools(wh_db) -> tuple[int, int]:
+    a = await wh_db.fetchval("INSERT INTO pools (slug, name) VALUES ('acme', 'Acme') RETURNING id")
+    b = await wh_db.fetchval("INSERT INTO pools (slug, name) VALUES ('beta', 'Beta') RETURNING id")
+    return a, b
+
+
+@pytest.fixture
+def settings(settings_factory):
+    return settings_factory(webhooks_allow_loopback=True)
+
+
+async def run_worker(settings) -> None:
+    await worker.run_async(settings, concurrency=4, install_signal_handlers=False, wait=False)
+
+
+async def due_now(db) -> None:
+    """Fast-forward: retries scheduled for later are due now."""
+    await db.execute(
+        "UPDATE procrastinate_jobs SET scheduled_at = now() "
+        "WHERE status = 'todo' AND task_name = 'webhooks.deliver'"
+    )
+
+
+async def emit(db, pool_id: int, type_: str, data: dict) -> None:
+    async with db.acquire() as conn, conn.transaction():
+        await jobs.emit(conn, pool_id, type_, data)
+
+
+async def make_endpoint(db, settings, pool_id, url, events=("user.created",)):
+    async with db.acquire() as conn:
+        return await store.create_endpoint(
+            conn, settings, SecretBox(settings.secret_key), pool_id, url=url, events=list(events)
+        )
+
+
+async def test_a_committed_event_reaches_the_receiver_signed(wh_db, pools, receiver, settings):
+    acme, beta = pools
+    endpoint, secret = await make_endpoint(wh_db, settings, acme, receiver.url)
+    assert secret.startswith("whsec_")
+    await emit(wh_db, acme, "user.created", {"user_id": "u-1"})
+    await emit(wh_db, acme, "user.blocked", {"user_id": "u-1"})  # not subscribed
+    await emit(wh_db, beta, "user.created", {"user_id": "u-2"})  # another pool
+    await run_worker(settings)
+
+    assert len(receiver.received) == 1
+    headers, body = receiver.received[0]
+    payload = Webhook(secret).verify(body, headers)  # the library of the receiving side
+    assert payload["type"] == "user.created"
+    assert payload["data"] == {"user_id": "u-1"}
+    assert payload["timestamp"].endswith("Z")
+    with pytest.raises(Exception):  # noqa: B017 (any verification error)
+        Webhook(store.new_secret()).verify(body, headers)
+    log = await store.list_deliveries(wh_db, acme, endpoint["id"])
+    assert [(d["status"], d["attempts"], d["event_type"]) for d in log] == [
+        ("succeeded", 1, "user.created")
+    ]
+    assert headers["webhook-id"] == log[0]["event_id"]
+    detail = await store.get_delivery(wh_db, acme, log[0]["id"])
+    [attempt] = detail["attempts_log"]
+    assert attempt["status_code"] == 200 and attempt["response_excerpt"] == "thanks"
+    assert attempt["latency_ms"] >= 0 and attempt["error"] is None
+
+
+async def test_a_rolled_back_change_sends_nothing(wh_db, pools, receiver, settings):
+    acme, _ = pools
+    await make_endpoint(wh_db, settings, acme, receiver.url)
+    with pytest.raises(RuntimeError):
+        async with wh_db.acquire() as conn, conn.transaction():
+            await jobs.emit(conn, acme, "user.created", {"user_id": "u-1"})
+            raise RuntimeError("the change failed")
+    await run_worker(settings)
+    assert receiver.received == []
+    assert await wh_db.fetchval("SELECT count(*) FROM webhook_deliveries") == 0
+    assert (
+        await wh_db.fetchval(
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'webhooks.deliver'"
+        )
+        == 0
+    )
+
+
+async def test_a_receiver_that_fails_then_recovers_gets_everything(
+    wh_db, pools, receiver, settings
+):
+    acme, _ = pools
+    endpoint, secret = await make_endpoint(wh_db, settings, acme, receiver.url)
+    for i in range(3):
+        await emit(wh_db, acme, "user.created", {"user_id": f"u-{i}"})
+    receiver.fail_next = 5  # the 3 first attempts and 2 retries fail
+    await run_worker(settings)
+    assert len(receiver.received) == 3
+    # Retries wait (5 s, then 15 s...): nothing is attempted before its time.
+    await run_worker(settings)
+    assert len(receiver.received) == 3
+    for _ in range(3):
+        await due_now(wh_db)
+        await run_worker(settings)
+
+    by_id: dict[str, list[dict]] = {}
+    for headers, body in receiver.received:
+        by_id.setdefault(headers["webhook-id"], []).append(Webhook(secret).verify(body, headers))
+    assert len(by_id) == 3  # every event, under a stable id
+    assert sorted(p[0]["data"]["user_id"] for p in by_id.values()) == ["u-0", "u-1", "u-2"]
+    assert all(p == [p[0]] * len(p) for p in by_id.values())  # the same payload each time
+    assert len(receiver.received) == 5 + 3  # nothing sent again once received
+    log = await store.list_deliveries(wh_db, acme, endpoint["id"])
+    assert {d["status"] for d in log} == {"succeeded"}
+    assert sum(d["attempts"] for d in log) == 8
+    failed = await wh_db.fetch(
+        "SELECT status_code, error FROM webhook_attempts WHERE status_code <> 200"
+    )
+    assert {(r["status_code"], r["error"]) for r in failed} == {(503, "HTTP 503")}
+    row = await wh_db.fetchrow("SELECT enabled, failing_since FROM webhook_endpoints")
+    assert row["enabled"] and row["failing_since"] is None  # recovered
+
+
+async def test_retries_end_after_a_day_and_a_failing_endpoint_is_disabled(
+    wh_db, pools, receiver, settings
+):
+    acme, _ = pools
+    endpoint, _ = await make_endpoint(wh_db, settings, acme, receiver.url)
+    receiver.fail_next = 10**6
+    await emit(wh_db, acme, "user.created", {"user_id": "u-1"})
+    await run_worker(settings)
+    # The schedule spans 24 h: the job is retried until then, then given up.
+    from portal.webhooks.tasks import RETRY
+
+    waits = [RETRY.get_retry_decision(exception=Exception(), job=_Job(n)) for n in range(40)]
+    spans = [w.retry_at for w in waits if w is not None]
+    assert len(spans) == RETRY.max_attempts - 1
+    total = sum(min(4 * 3600, 5 * 3**n) for n in range(len(spans)))
+    assert 24 * 3600 <= total < 30 * 3600
+    # Days of failures: the next failure disables the endpoint (the console says so).
+    await wh_db.execute("UPDATE webhook_endpoints SET failing_since = now() - interval '6 days'")
+    await due_now(wh_db)
+    await run_worker(settings)
+    row = await wh_db.fetchrow("SELECT enabled, disabled_reason FROM webhook_endpoints")
+    assert (row["enabled"], row["disabled_reason"]) == (False, "failing")
+    assert [e["id"] for e in await store.failing_endpoints(wh_db, acme)] == [endpoint["id"]]
+    sent = len(receiver.received)
+    await emit(wh_db, acme, "user.created", {"user_id": "u-2"})  # a disabled endpoint gets none
+    await due_now(wh_db)
+    await run_worker(settings)
+    assert len(receiver.received) == sent
+    assert (
+        await wh_db.fetchval(
+            "SELECT count(*) FROM procrastinate_jobs "
+            "WHERE status = 'todo' AND task_name = 'webhooks.deliver'"
+        )
+        == 0
+    )
+    async with wh_db.acquire() as conn:  # enabled again, it is no longer failing
+        again = await store.update_endpoint(conn, settings, acme, endpoint["id"], enabled=True)
+    assert again["enabled"] and again["failing_since"] is None
+
+
+@dataclass
+class _Job:
+    attempts: int
+
+
+async def test_replay_sends_the_same_message_again(wh_db, pools, receiver, settings):
+    acme, beta = pools
+    endpoint, secret = await make_endpoint(wh_db, settings, acme, receiver.url)
+    await emit(wh_db, acme, "user.created", {"user_id": "u-1"})
+    await run_worker(settings)
+    [delivery] = await store.list_deliveries(wh_db, acme, endpoint["id"])
+    async with wh_db.acquire() as conn:
+        with pytest.raises(NotFound):  # another pool's delivery is not found
+            await store.replay(conn, beta, delivery["id"])
+        await store.replay(conn, acme, delivery["id"])
+        await store.replay(conn, acme, delivery["id"])  # a replay waiting is not doubled
+    await run_worker(settings)
+    assert len(receiver.received) == 2
+    (h1, b1), (h2, b2) = receiver.received
+    assert h1["webhook-id"] == h2["webhook-id"] and b1 == b2
+    Webhook(secret).verify(b2, h2)
+    detail = await store.get_delivery(wh_db, acme, delivery["id"])
+    assert [a["replay"] for a in detail["attempts_log"]] == [False, True]
+
+
+async def test_no_delivery_to_a_non_public_address(wh_db, pools, receiver, settings_factory):
+    """In production an endpoint on loopback (or private, link-local) is refused when
+    registered, and, should its name resolve there later, when connecting."""
+    acme, _ = pools
+    prod = settings_factory()  # webhooks_allow_loopback=False
+    for url in (
+        receiver.url,
+        "https://127.0.0.1/hook",
+        "https://10.1.2.3/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/hook",
+        "https://[fd00::1]/hook",
+        "https://localhost/hook",
+    ):
+        with pytest.raises(ValidationError):
+            await make_endpoint(wh_db, prod, acme, url)
+    # A public-looking name that resolves to loopback (as a rebinding DNS would):
+    # "localtest.me"-style names are not needed, the resolver is asked at connect time.
+    endpoint, _ = await make_endpoint(
+        wh_db, settings_factory(webhooks_allow_loopback=True), acme, receiver.url
+    )
+    await emit(wh_db, acme, "user.created", {"user_id": "u-1"})
+    await run_worker(prod)
+    assert receiver.received == []
+    [delivery] = await store.list_deliveries(wh_db, acme, endpoint["id"])
+    detail = await store.get_delivery(wh_db, acme, delivery["id"])
+    [attempt] = detail["attempts_log"]
+    assert attempt["status_code"] is None and attempt["error"].startswith("address not allowed")
+
+
+async def test_endpoints_are_the_pools_own(wh_db, pools, receiver, settings):
+    acme, beta = pools
+    endpoint, _ = await make_endpoint(wh_db, settings, acme, receiver.url)
+    async with wh_db.acquire() as conn:
+        box = SecretBox(settings.secret_key)
+        for call in (
+            store.get_endpoint(conn, beta, endpoint["id"]),
+            store.update_endpoint(conn, settings, beta, endpoint["id"], url=receiver.url),
+            store.rotate_secret(conn, box, beta, endpoint["id"]),
+            store.delete_endpoint(conn, beta, endpoint["id"]),
+            store.list_deliveries(conn, beta, endpoint["id"]),
+        ):
+            with pytest.raises(NotFound):
+                await call
+        assert await store.list_endpoints(conn, beta) == []
+        assert len(await store.list_endpoints(conn, acme)) == 1
+        row = await conn.fetchrow("SELECT secret_enc FROM webhook_endpoints")
+        assert b"whsec_" not in row["secret_enc"]  # sealed at rest
+
+
+async def test_a_worker_killed_mid_delivery_leaves_it_to_be_retried(
+    wh_db, pools, receiver, settings, stores, secret_key
+):
+    acme, _ = pools
+    _, secret = await make_endpoint(wh_db, settings, acme, receiver.url)
+    hang = receiver.hang = asyncio.Event()  # the first request never gets its answer
+    env = {
+        **os.environ,
+        "DATABASE_URL": stores.database_url,
+        "REDIS_URL": stores.redis_url,
+        "PORTAL_SECRET_KEY": secret_key,
+        "PORTAL_ENV": "prod",
+        "PORTAL_WEBHOOKS_ALLOW_LOOPBACK": "1",
+        "PORTAL_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(  # noqa: ASYNC220 (started once, killed below)
+        [sys.executable, "-m", "portal", "worker", "--concurrency", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        await emit(wh_db, acme, "user.created", {"user_id": "u-1"})
+        await asyncio.wait_for(receiver.got_one.wait(), timeout=30)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    receiver.hang = None
+    hang.set()  # the killed worker's connection: let the receiver close it
+    assert (
+        await wh_db.fetchval(
+            "SELECT status FROM procrastinate_jobs WHERE task_name = 'webhooks.deliver'"
+        )
+        == "doing"
+    )
+    # Its heartbeat goes silent; the periodic jobs.retry_stalled (here: with a
+    # shorter wait) puts the job back and the next worker delivers it.
+    app = worker.create_app(settings)
+    async with app.open_async():
+        assert await jobs.retry_stalled_jobs(app, after=0) >= 1  # (and its periodic jobs)
+    await run_worker(settings)
+    assert len(receiver.received) == 2
+    (h1, _), (h2, b2) = receiver.received
+    assert h1["webhook-id"] == h2["webhook-id"]
+    Webhook(secret).verify(b2, h2)
+    assert await wh_db.fetchval("SELECT status FROM webhook_deliveries") == "succeeded"
