@@ -218,6 +218,8 @@ async def open_link(request: Request) -> Response:
     data = await read_json(request)
     content = required_str(data, "content", max_len=_MAX_PREFILL)
     base = request.state.settings.wechat_api_base
+    if content.startswith(_APP_LINKS):
+        return await _open_app_link(base, content)
     try:
         async with httpx.AsyncClient(timeout=5) as client:
             r = await client.post(f"{base}/_fake/scan", json={"content": content})
@@ -232,6 +234,38 @@ async def open_link(request: Request) -> Response:
     if r.status_code == 200 and isinstance(answer, dict) and isinstance(answer.get("appid"), str):
         return JSONResponse({"appid": answer["appid"], "path": answer.get("path"), "checked": True})
     return JSONResponse({"appid": None, "checked": False})
+
+
+# A URL Scheme or a URL Link WeChat made for a ticket (issue 20: the phone's own login).
+_APP_LINKS = ("weixin://dl/business/", "https://wxaurl.cn/")
+_TICKET_QUERY = re.compile(r"(?:^|&)ticket=([A-Za-z0-9_-]{16,64})(?:&|$)")
+
+
+async def _open_app_link(base: str, link: str) -> Response:
+    """What WeChat does when the phone opens ``link`` (the fake's ``/_fake/openlink``):
+    → ``{"appid", "path", "ticket", "scene"}`` (1065 a URL Scheme, 1194 a URL Link)."""
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            r = await client.post(f"{base}/_fake/openlink", json={"link": link})
+        answer = r.json()
+    except (httpx.HTTPError, ValueError):
+        answer, r = None, None
+    if r is None or not isinstance(answer, dict):
+        return JSONResponse(
+            {"error": "unknown_link", "error_description": "WeChat did not answer."},
+            status_code=502,
+        )
+    if r.status_code != 200:
+        return JSONResponse(
+            {"error": str(answer.get("error") or "unknown_link"),
+             "error_description": str(answer.get("error_description") or "")},
+            status_code=r.status_code if r.status_code in (404, 410) else 502,
+        )  # fmt: skip
+    found = _TICKET_QUERY.search(str(answer.get("query") or ""))
+    return JSONResponse(
+        {"appid": answer.get("appid"), "path": answer.get("path"), "checked": True,
+         "ticket": found.group(1) if found else None, "scene": answer.get("scene")}
+    )  # fmt: skip
 
 
 def dev_routes() -> list[BaseRoute]:

@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from portal.errors import PortalError, ValidationError
 from portal.oidc import tokens
-from portal.scan import origin, qrcache, users
+from portal.scan import applink, origin, qrcache, users
 from portal.scan.tickets import FINAL, TicketNotFound, TicketState, dumps
 from portal.scan.waiters import Waiter
 from portal.tenants import linkrules
@@ -287,6 +287,25 @@ async def exchange(request: Request) -> Response:
     )
 
 
+async def app_link(request: Request) -> Response:
+    """``POST /api/qrcode/{ticket}/applink`` ``{"secret", "kind"?}``: a link that opens
+    the mini program's confirm page for this ticket on the phone itself (issue 20)."""
+    ticket = request.path_params["ticket"]
+    data = await read_json(request, optional=True)
+    kind = optional_str(data, "kind", max_len=16) or "scheme"
+    if kind not in applink.KINDS:
+        raise ValidationError("kind must be scheme or url_link.")
+    state = await _state_of_pool(request, ticket)
+    request.state.tickets.check_secret(
+        state, optional_str(data, "secret", max_len=100) or _secret(request)
+    )
+    url = await applink.link(request, request.state.pool, state, kind)
+    return FastJSONResponse(
+        {"url": url, "kind": kind, "expires_in": state.expires_in},
+        headers={"cache-control": "no-store"},
+    )
+
+
 class Direct:
     """An endpoint served as a plain ASGI app. Starlette wraps each function
     endpoint in two layers of its own (a per-request exception-handling
@@ -312,4 +331,5 @@ def routes() -> list[Route]:
         Route("/api/qrcode/{ticket}/status", Direct(status), methods=["GET"]),
         Route("/api/qrcode/{ticket}/events", Events(), methods=["GET"]),
         Route("/api/qrcode/{ticket}/exchange", Direct(exchange), methods=["POST"]),
+        Route("/api/qrcode/{ticket}/applink", Direct(app_link), methods=["POST"]),
     ]

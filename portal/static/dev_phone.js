@@ -74,9 +74,15 @@
     }).join("");
   }
 
+  // A URL Scheme or URL Link WeChat made for a ticket (issue 20): its ticket is
+  // what WeChat opens it with, asked of the fake when scanning.
+  var lastTicket = null; // the ticket the last link opened
+  var APP_LINK_RE = /^(?:weixin:\/\/dl\/business\/\?t=|https:\/\/wxaurl\.cn\/)[A-Za-z0-9]+/;
+
   function ticketFrom(text) {
     text = text.trim();
     if (TICKET_RE.test(text)) return text;
+    if (APP_LINK_RE.test(text)) return "link";
     var url;
     try {
       url = new URL(text);
@@ -117,7 +123,7 @@
       return invalid(fields.appid, t("no_appid"));
     }
     return {
-      ticket: ticket,
+      ticket: ticket === "link" ? lastTicket || ticket : ticket,
       user: user,
       phone: phone,
       appid: appid,
@@ -250,6 +256,12 @@
     var meta = [];
     if (typeof data.expires_in === "number") meta.push(t("expires_in", { seconds: data.expires_in }));
     if (data.phone_required) meta.push(t("phone_required"));
+    // Where the login was started and how the code reached the phone (issue 20).
+    var ctx = data.context || {};
+    var where = [ctx.browser, ctx.os, ctx.location, ctx.site].filter(Boolean).join(" · ");
+    if (where) meta.push(where);
+    if (data.scan_source) meta.push("scan_source: " + data.scan_source);
+    if (data.number_choices) meta.push("number_choices: " + data.number_choices.join(" / "));
     $("phone-scan-meta").textContent = meta.join(" · ");
     scannedEl.hidden = false;
   }
@@ -269,7 +281,9 @@
   // published link rule, and in the mini program that published it.
   async function openLink(v) {
     var text = fields.url.value.trim();
-    if (!/^https?:\/\/[^/]+\/q\//i.test(text)) return true; // a ticket or an image address
+    v.scene = 1011; // scanned with the camera
+    var appLink = APP_LINK_RE.test(text);
+    if (!appLink && !/^https?:\/\/[^/]+\/q\//i.test(text)) return true; // a ticket or an image
     setStatus(t("opening"), "busy");
     var r = await call("/dev/phone/open", { content: text });
     if (!r.ok) {
@@ -280,6 +294,15 @@
       fields.appid.value = r.data.appid;
       v.appid = r.data.appid;
     }
+    if (appLink) {
+      if (!r.data || !r.data.ticket) {
+        failed(r);
+        return false;
+      }
+      v.ticket = r.data.ticket;
+      v.scene = r.data.scene;
+      lastTicket = v.ticket; // confirm and cancel act on it
+    }
     return true;
   }
 
@@ -288,7 +311,8 @@
     if (!(await openLink(v))) return;
     var r = await withSession(v, function (token) {
       setStatus(t("scanning"), "busy");
-      return call(API.scan(v.ticket), undefined, token);
+      // How WeChat opened the mini program (issue 20): the camera, or the link.
+      return call(API.scan(v.ticket), v.scene ? { scene: v.scene } : undefined, token);
     });
     if (!r) return;
     if (!r.ok) return failed(r);

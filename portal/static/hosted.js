@@ -84,5 +84,36 @@
       });
   }
 
+  // The phone itself (issue 20): a link that opens the mini program's confirm page
+  // for this ticket. The page keeps following the ticket, and re-checks it at once
+  // when the person comes back from WeChat. Without a link, the text stays.
+  var open = document.getElementById("open-wechat");
+  if (open) {
+    fetch(open.dataset.applink, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ secret: d.secret, kind: "scheme" }),
+      cache: "no-store",
+    })
+      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+      .then(function (data) {
+        if (finished) return;
+        open.href = data.url;
+        document.getElementById("open-wechat-wrap").hidden = false;
+        statusText.textContent = d.msgOpenWechat;
+      })
+      .catch(function () {}); // no link (a personal account's mini program, quota): scan
+  }
+
+  function recheck() {
+    if (finished || document.visibilityState !== "visible") return;
+    fetch(d.status, { headers: { "X-Ticket-Secret": d.secret }, cache: "no-store" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) { if (data) show(data); })
+      .catch(function () {});
+  }
+  document.addEventListener("visibilitychange", recheck);
+  window.addEventListener("pageshow", recheck);
+
   listen();
 })();

@@ -40,6 +40,13 @@ class ErrCode(IntEnum):
     LINK_TAKEN = 85072  # another mini program has the prefix
     LINK_RULES_FULL = 85073  # the mini program's rules are capped
     RISKY_CONTENT = 87014  # content security: risky content
+    # URL Scheme and URL Link (generatescheme, generate_urllink; issue 20)
+    LINK_NO_PERMISSION = 40002  # "暂无生成权限": a personal account's mini program
+    LINK_INVALID_PATH = 40165  # not a published page, or a path with a query
+    LINK_INVALID_QUERY = 40212  # over 1024 characters, or a character WeChat refuses
+    MP_NOT_PUBLISHED = 85079  # the mini program has no published version
+    LINK_LONG_QUOTA = 85400  # long-lived links capped
+    LINK_EXPIRY = 85401  # the expiry is not between a minute and 30 days
 
 
 # The getPhoneNumber button's ``errno`` (not a server errcode) when the mini
@@ -74,6 +81,11 @@ ERRMSG: dict[int, str] = {
     ErrCode.LINK_TAKEN: "该链接已被占用 (the prefix belongs to another mini program)",
     ErrCode.LINK_RULES_FULL: "二维码规则已满",
     ErrCode.RISKY_CONTENT: "risky content",
+    ErrCode.LINK_INVALID_PATH: "invalid weapp pagepath",
+    ErrCode.LINK_INVALID_QUERY: "invalid query",
+    ErrCode.MP_NOT_PUBLISHED: "weapp not published",
+    ErrCode.LINK_LONG_QUOTA: "reach max long time quota limit",
+    ErrCode.LINK_EXPIRY: "time limit between 1min and 30 days",
 }
 
 

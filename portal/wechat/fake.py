@@ -71,6 +71,19 @@ Test-control endpoints (never counted, never busy; bad input → HTTP 400):
   "minute_quota"?: N}``: the published pages that ``check_path`` accepts, how
   many mini-program codes may be made before 45009 (null: no limit), and how
   many per AppID in one minute. → ``{"pages", "daily_quota", "minute_quota", "made"}``
+- ``POST /wxa/generatescheme`` and ``POST /wxa/generate_urllink``
+  (``?access_token=``): a URL Scheme (``weixin://dl/business/?t=…``) or a URL
+  Link (``https://wxaurl.cn/…``) opening a published page with a query (issue
+  20). As WeChat: a personal account's mini program may not (40002), the page
+  must be published and carry no query (40165), the query is at most 1024
+  characters of WeChat's set (40212), the expiry is between a minute and 30
+  days (85401), and links of both kinds are counted together against a daily
+  quota (500,000 per AppID; then 45009).
+- ``POST /_fake/links`` ``{"appid", "personal"?: bool, "daily_quota"?: N}``: make
+  the app a personal account's (no links), or set its daily quota.
+- ``POST /_fake/openlink`` ``{"link"}``: what WeChat does when the phone opens a
+  link → ``{"appid", "path", "query", "scene"}`` (1065 for a URL Scheme, 1194 for
+  a URL Link), or 404 ``unknown_link`` / 410 ``expired_link``.
 """
 
 from __future__ import annotations
@@ -85,6 +98,7 @@ import logging
 import random
 import re
 import secrets
+import string
 import threading
 import time
 from collections import Counter, deque
@@ -120,6 +134,14 @@ TOKEN = "/cgi-bin/token"
 PHONE_NUMBER = "/wxa/business/getuserphonenumber"
 WXACODE_UNLIMIT = "/wxa/getwxacodeunlimit"
 WXACODE_MINUTE_QUOTA = 5000  # per AppID (WeChat's getUnlimitedQRCode documentation)
+# URL Scheme and URL Link (issue 20): generated together at most 500,000 a day per
+# mini program; each valid at most 30 days; the launch scenes they open with.
+GENERATE_SCHEME = "/wxa/generatescheme"
+GENERATE_URLLINK = "/wxa/generate_urllink"
+LINKS_DAILY_QUOTA = 500_000
+LINK_MAX_DAYS = 30
+SCHEME_SCENE, URLLINK_SCENE = 1065, 1194
+_LINK_QUERY = re.compile(r"[0-9A-Za-z!#$&'()*+,/:;=?@\-._~%]{0,1024}")
 # Link rules ("扫普通链接二维码打开小程序"), managed by API as in the mini program's admin.
 LINK_ADD = "/cgi-bin/wxopen/qrcodejumpadd"
 LINK_PUBLISH = "/cgi-bin/wxopen/qrcodejumppublish"
@@ -254,6 +276,11 @@ class _FakeWeChat:
         # getPhoneNumber is quota-limited per AppID: numbers given, and the quota (None: none)
         self.phone_given: Counter[str] = Counter()
         self.phone_quota: dict[str, int] = {}
+        # URL Schemes and URL Links: token -> (appid, kind, path, query, expires at)
+        self.open_links: dict[str, tuple[str, str, str, str, float]] = {}
+        self.links_made: Counter[str] = Counter()  # appid -> links generated today
+        self.links_quota: dict[str, int] = {}  # appid -> daily quota (default 500,000)
+        self.personal: set[str] = set()  # apps of personal accounts: no links
 
     def now(self) -> float:
         return time.time() + self.clock_offset
@@ -442,6 +469,104 @@ class _FakeWeChat:
         self.wxacode_minutes[appid] = (minute, made + 1)
         self.wxacodes_made += 1
         return Response(_qr_png(scene, min(max(width, 280), 1280)), media_type="image/png")
+
+    # -- URL Scheme and URL Link (issue 20) ------------------------------
+
+    def _open_link(self, appid: str, kind: str, path: Any, query: Any, env: Any, body: dict):
+        if appid in self.personal:
+            raise _Refusal(ErrCode.LINK_NO_PERMISSION, "no permission (non-personal accounts only)")
+        if (
+            not isinstance(path, str)
+            or "?" in path
+            or (path and path.lstrip("/") not in self.pages)
+        ):
+            raise _Refusal(ErrCode.LINK_INVALID_PATH)
+        if not isinstance(query, str) or not _LINK_QUERY.fullmatch(query):
+            raise _Refusal(ErrCode.LINK_INVALID_QUERY)
+        if env not in ("release", "trial", "develop"):
+            raise _Refusal(ErrCode.INVALID_ARGS)
+        now = self.now()
+        if body.get("expire_type", 1) == 0:
+            until = body.get("expire_time")
+            if type(until) is not int or not now + 60 <= until <= now + LINK_MAX_DAYS * 86400:
+                raise _Refusal(ErrCode.LINK_EXPIRY)
+        else:
+            days = body.get("expire_interval", LINK_MAX_DAYS)
+            if type(days) is not int or not 1 <= days <= LINK_MAX_DAYS:
+                raise _Refusal(ErrCode.LINK_EXPIRY)
+            until = now + days * 86400
+        if self.links_made[appid] >= self.links_quota.get(appid, LINKS_DAILY_QUOTA):
+            raise _Refusal(ErrCode.DAILY_QUOTA)
+        self.links_made[appid] += 1
+        token = "".join(self.rng.choice(string.ascii_letters + string.digits) for _ in range(11))
+        self.open_links[token] = (appid, kind, path.lstrip("/"), query, float(until))
+        return token
+
+    async def generate_scheme(self, request: Request) -> dict[str, Any]:
+        appid = self._check_token(request)
+        body = await self._body(request)
+        jump = body.get("jump_wxa", {})
+        if not isinstance(jump, dict):
+            raise _Refusal(ErrCode.INVALID_ARGS)
+        token = self._open_link(
+            appid, "scheme", jump.get("path", ""), jump.get("query", ""),
+            jump.get("env_version", "release"), body,
+        )  # fmt: skip
+        return {"errcode": 0, "errmsg": "ok", "openlink": f"weixin://dl/business/?t={token}"}
+
+    async def generate_urllink(self, request: Request) -> dict[str, Any]:
+        appid = self._check_token(request)
+        body = await self._body(request)
+        token = self._open_link(
+            appid, "url_link", body.get("path", ""), body.get("query", ""),
+            body.get("env_version", "release"), body,
+        )  # fmt: skip
+        return {"errcode": 0, "errmsg": "ok", "url_link": f"https://wxaurl.cn/{token}"}
+
+    async def links_control(self, request: Request) -> Response:
+        body = await self._control_body(request, "appid")
+        personal, quota = (body or {}).get("personal"), (body or {}).get("daily_quota")
+        if (
+            body is None
+            or not (personal is None or isinstance(personal, bool))
+            or not (quota is None or (type(quota) is int and quota >= 0))
+        ):
+            return _bad_request('expected {"appid", "personal"?: bool, "daily_quota"?: N}')
+        appid = body["appid"]
+        if personal is not None:
+            (self.personal.add if personal else self.personal.discard)(appid)
+        if quota is not None:
+            self.links_quota[appid] = quota
+        return JSONResponse(
+            {"appid": appid, "personal": appid in self.personal,
+             "daily_quota": self.links_quota.get(appid, LINKS_DAILY_QUOTA),
+             "made": self.links_made[appid]}
+        )  # fmt: skip
+
+    async def openlink(self, request: Request) -> Response:
+        """``{"link"}``: the phone opens a URL Scheme or a URL Link."""
+        body = await self._control_body(request, "link")
+        if body is None:
+            return _bad_request('expected {"link"}')
+        link = body["link"]
+        token = ""
+        for prefix in ("weixin://dl/business/?t=", "https://wxaurl.cn/"):
+            if link.startswith(prefix):
+                token = link[len(prefix) :].split("&")[0].split("?")[0]
+        entry = self.open_links.get(token)
+        if entry is None:
+            return JSONResponse(
+                {"error": "unknown_link", "error_description": "WeChat made no such link"},
+                status_code=404,
+            )
+        appid, kind, path, query, until = entry
+        if self.now() >= until:
+            return JSONResponse(
+                {"error": "expired_link", "error_description": "the link has expired"},
+                status_code=410,
+            )
+        scene = SCHEME_SCENE if kind == "scheme" else URLLINK_SCENE
+        return JSONResponse({"appid": appid, "path": path, "query": query, "scene": scene})
 
     # -- link rules (扫普通链接二维码打开小程序) ----------------------------
 
@@ -824,6 +949,10 @@ def create_fake_wechat_app(
         Route(TOKEN, api(fake.token), methods=["GET"]),
         Route(PHONE_NUMBER, api(fake.phone_number), methods=["POST"]),
         Route(WXACODE_UNLIMIT, api(fake.wxacode_unlimit), methods=["POST"]),
+        Route(GENERATE_SCHEME, api(fake.generate_scheme), methods=["POST"]),
+        Route(GENERATE_URLLINK, api(fake.generate_urllink), methods=["POST"]),
+        Route("/_fake/links", fake.links_control, methods=["POST"]),
+        Route("/_fake/openlink", fake.openlink, methods=["POST"]),
         Route(LINK_ADD, api(fake.link_add), methods=["POST"]),
         Route(LINK_PUBLISH, api(fake.link_publish), methods=["POST"]),
         Route(LINK_GET, api(fake.link_get), methods=["POST"]),

@@ -5,14 +5,23 @@ PC page shows for number matching (the hosted page, the SDK's QR login and the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from urllib.parse import urlencode
 
+import httpx
 import pytest
+from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import expect
 
 from portal.tenants import pools
+from portal.web import i18n
+from portal.wechat.fake import DEMO_APPID
 from tests.browser.conftest import POOL_SLUG
 from tests.browser.test_hosted_page import (
+    IPHONE_SAFARI_UA,
+    PHONE_SCREEN,
+    WECHAT_IPHONE_UA,
     ZH,
     authorization,
     expect_callback,
@@ -22,6 +31,8 @@ from tests.browser.test_hosted_page import (
 from tests.browser.test_sdk import read_qr as read_widget_qr
 from tests.browser.test_sdk import site  # noqa: F401  (the example website, a fixture)
 from tests.phone import Phone
+
+SIM = i18n.translator("zh-CN")  # the phone simulator's texts (the browser's locale)
 
 
 class MatchingPhone(Phone):
@@ -104,3 +115,67 @@ async def test_the_sdk_and_the_component_show_the_number(
     assert r.status_code == 403 and r.json()["error"] == "number_mismatch"
     await expect(widget.locator(".portal-qr-why")).to_have_text("You cancelled the login")
     await expect(widget.locator(".portal-qr-number")).to_be_hidden()
+
+
+# --- the phone itself: "Open WeChat" (issue 20, item 5) ------------------------------
+
+
+async def test_a_phone_browser_logs_in_through_open_wechat(
+    dev_portal, rp, shop, new_page, db, doc_screenshot
+):
+    auth = authorization(dev_portal, shop, rp)
+    phone = await new_page(user_agent=IPHONE_SAFARI_UA, **PHONE_SCREEN)
+    await phone.goto(auth.url)
+    open_wechat = phone.get_by_role("link", name=ZH("login.open_wechat"))
+    await expect(open_wechat).to_be_visible()
+    await expect(phone.locator("#status-text")).to_have_text(ZH("login.open_wechat_hint"))
+    link = await open_wechat.get_attribute("href")
+    assert link and link.startswith("weixin://dl/business/?t="), link
+    await doc_screenshot(phone, "hosted-page-phone")
+    # WeChat opens the mini program's confirm page from the link: the phone simulator
+    # follows it as WeChat would (the fake says which ticket and scene it opens).
+    wechat = await new_page()
+    await wechat.goto(dev_portal.url("/dev/phone?" + urlencode({"url": link})))
+    await wechat.get_by_label(SIM("phone.user")).fill("pat")
+    await wechat.get_by_role("button", name=SIM("phone.scan"), exact=True).click()
+    await expect(wechat.get_by_role("status")).to_have_text(SIM("phone.js.scanned"))
+    await expect(wechat.locator("#phone-scan-meta")).to_contain_text("scan_source: ok")
+    await wechat.get_by_role("button", name=SIM("phone.confirm"), exact=True).click()
+    await expect(wechat.get_by_role("status")).to_have_text(SIM("phone.js.confirmed"))
+    # Back in the browser (it was in the background): the page re-checks at once; or
+    # its stream already told it, and it is on its way to the site.
+    with contextlib.suppress(PlaywrightError):
+        await phone.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    code = await expect_callback(phone, rp, auth, dev_portal)
+    assert (await redeem(dev_portal, shop, rp, auth, code))["sub"]
+    row = await db.fetchrow("SELECT result, scene, scan_source FROM login_events")
+    assert tuple(row) == ("signup", 1065, "ok")
+
+
+@pytest.mark.allow_console_errors(r"status of 503")
+async def test_without_links_the_phone_page_says_how_to_log_in(
+    dev_portal, rp, shop, new_page, fresh_fake
+):
+    """A personal account's mini program may not make links (WeChat's 40002): the
+    page keeps today's text, and WeChat is not asked again for every visitor."""
+    async with httpx.AsyncClient(base_url=fresh_fake.url) as fake:
+        r = await fake.post("/_fake/links", json={"appid": DEMO_APPID, "personal": True})
+        assert r.status_code == 200
+        for _ in range(2):
+            phone = await new_page(user_agent=IPHONE_SAFARI_UA, **PHONE_SCREEN)
+            await phone.goto(authorization(dev_portal, shop, rp).url)
+            await expect(phone.locator("#status-text")).to_have_text(ZH("login.on_phone"))
+            await phone.wait_for_load_state("networkidle")
+            await expect(phone.locator("#open-wechat-wrap")).to_be_hidden()
+        stats = (await fake.get("/_fake/stats")).json()["calls"]
+    assert stats.get("/wxa/generatescheme") == 1
+
+
+async def test_wechat_s_browser_gets_the_long_press_page(dev_portal, rp, shop, new_page):
+    phone = await new_page(user_agent=WECHAT_IPHONE_UA, **PHONE_SCREEN)
+    await phone.goto(authorization(dev_portal, shop, rp).url)
+    await expect(phone.locator("#status-text")).to_have_text(ZH("login.long_press"))
+    await expect(phone.locator("#open-wechat")).to_have_count(0)  # already in WeChat
+    qr = phone.get_by_role("img", name=ZH("login.qr_alt"))
+    box = await qr.bounding_box()
+    assert box is not None and box["width"] >= 240, box  # large: long-press to recognise
