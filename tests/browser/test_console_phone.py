@@ -74,6 +74,7 @@ async def test_every_console_page_fits_a_phone(dev_portal, db, box, new_page, do
         "users": base + "/users",
         "user": f"{base}/users/{user_id}",
         "logins": base + "/logins",
+        "audit": base + "/audit",
     }
     for name, path in pages.items():
         response = await page.goto(dev_portal.url(path))
