@@ -26,9 +26,10 @@ SHUTDOWN_GRACE = 30.0
 
 def task_sets() -> tuple[jobs.Tasks, ...]:
     """Every feature's tasks. A feature with background work adds its ``tasks.py`` here."""
+    from portal.privacy import tasks as privacy_tasks
     from portal.webhooks import tasks as webhook_tasks
 
-    return (webhook_tasks.tasks,)
+    return (webhook_tasks.tasks, privacy_tasks.tasks)
 
 
 def create_app(settings: Settings, concurrency: int = DEFAULT_CONCURRENCY):
