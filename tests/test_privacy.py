@@ -324,8 +324,10 @@ async def test_deleting_a_pool_takes_everything_in_it(pc, apex, db, portal, acme
 
 async def test_the_worker_applies_retention(db, acme, settings_factory):
     """The periodic task (portal/privacy/tasks.py) as a worker runs it."""
-    from portal import jobs
+    from portal import jobs, worker
     from portal.privacy import tasks as privacy_tasks
+
+    assert privacy_tasks.tasks in worker.task_sets()  # `portal worker` runs it
 
     await db.execute("TRUNCATE procrastinate_jobs RESTART IDENTITY CASCADE")
     await _event(db, acme.pool.id, 200, "old")
