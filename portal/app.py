@@ -34,7 +34,7 @@ from portal.obs.middleware import Observability
 from portal.oidc import authorize, endpoints
 from portal.oidc.codes import Codes
 from portal.oidc.tokens import KeyCache
-from portal.scan import avatars, mpapi, qpage, qrapi
+from portal.scan import avatars, contentsec, mpapi, qpage, qrapi
 from portal.scan.tickets import Tickets
 from portal.scan.waiters import Waiters
 from portal.settings import ConfigError, Settings
@@ -313,6 +313,7 @@ def routes(settings: Settings) -> list[BaseRoute]:
         *avatars.routes(),
         *console_routes(),
         *qpage.apex_routes(),  # the default mini program's link rule and its file
+        *contentsec.routes(),  # WeChat's message push: content security results
     ]
     if settings.is_dev:  # in production every /dev/* path is a 404
         apex += dev_routes()

@@ -99,6 +99,9 @@ class Settings:
     body_timeout: float = 30.0
     # The default mini program's one link rule is {qr_base}/q/ (issue 17); empty: the apex.
     qr_base: str = ""
+    # Content security (issue 17): nicknames through msgSecCheck, avatars through
+    # mediaCheckAsync (hidden until WeChat's pushed result passes them).
+    content_security: bool = False
     qr_origin: str = field(init=False)  # qr_base normalized, or the apex's base_url
     scheme: str = field(init=False)
     apex_host: str = field(init=False)
@@ -175,6 +178,8 @@ class Settings:
             "default_mp_secret": env.get("PORTAL_DEFAULT_MP_SECRET", ""),
             "ip2region_xdb": env.get("PORTAL_IP2REGION_XDB", ""),
             "qr_base": env.get("PORTAL_QR_BASE", ""),
+            "content_security": env.get("PORTAL_CONTENT_SECURITY", "").strip().lower()
+            in ("1", "true", "yes", "on"),
             "trusted_proxies": parse_networks(env.get("PORTAL_TRUSTED_PROXIES", "")),
             "webhooks_allow_loopback": env.get("PORTAL_WEBHOOKS_ALLOW_LOOPBACK", "").strip().lower()
             in ("1", "true", "yes", "on"),

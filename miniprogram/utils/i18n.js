@@ -88,6 +88,7 @@ var ERRORS = {
     wrong_mini_program: ['请使用正确的小程序', '该网站使用另一个小程序登录，请用微信“扫一扫”重新扫码。'],
     phone_required: ['需要手机号', '该网站需要你的手机号才能登录。'],
     invalid_phone_code: ['手机号授权失败', '请重新授权手机号。'],
+    nickname_refused: ['昵称不可用', '这个昵称未通过微信的内容安全检查，请换一个，或不填昵称。'],
     phone_quota_exhausted: ['暂时无法获取手机号', '该网站现在无法通过微信获取手机号（不是你拒绝了授权），请稍后再试。'],
     user_blocked: ['账号已被停用', '该网站已停用你的账号，如有疑问请联系网站管理员。'],
     signup_disabled: ['暂不开放注册', '该网站只允许已有用户登录。'],
@@ -111,6 +112,7 @@ var ERRORS = {
     wrong_mini_program: ['Wrong mini program', 'This site logs in with another mini program: scan the QR code with WeChat\'s "Scan".'],
     phone_required: ['Phone number needed', 'This site needs your phone number to log in.'],
     invalid_phone_code: ['Phone number not received', 'Please share your phone number again.'],
+    nickname_refused: ['Nickname not allowed', "WeChat's content security refused this nickname: choose another, or none."],
     phone_quota_exhausted: [
       'Phone number unavailable',
       'This site cannot get phone numbers from WeChat right now (you did not decline). Please try again later.',

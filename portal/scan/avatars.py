@@ -20,8 +20,10 @@ count against the mini-program session rate limit of the caller's address.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
+from pathlib import Path
 
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -30,11 +32,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from portal.errors import PortalError
-from portal.scan import qrimage
-from portal.scan.mpapi import mp_user
+from portal.scan import contentsec, qrimage
+from portal.scan.mpapi import mp_secret_for_appid, mp_user
 from portal.web.jsonapi import BodyTooLarge, read_body, read_form
 
 MAX_BYTES = 1_000_000
+# Shown while an avatar waits for content security (the mini program's placeholder).
+PLACEHOLDER = Path(__file__).resolve().parent.parent / "static" / "avatar-pending.png"
 _NAME_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -84,11 +88,9 @@ async def upload(request: Request) -> Response:
     except qrimage.LogoError as exc:
         raise InvalidAvatar(str(exc)) from None
     name = hashlib.sha256(png).hexdigest()
-    await state.db.execute(
-        "INSERT INTO avatars (sha256, png) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
-        name,
-        png,
-    )
+    # Stored, and with content security on, pending until WeChat passes it (issue 17).
+    secret = await mp_secret_for_appid(request, user["appid"])
+    await contentsec.submit_avatar(request, user["appid"], secret, user["openid"], name, png)
     return JSONResponse(
         {"avatar_url": f"{state.settings.base_url}/avatars/{name}.png"},
         status_code=201,
@@ -100,15 +102,25 @@ async def serve(request: Request) -> Response:
     name = request.path_params["name"]
     if not _NAME_RE.match(name):
         raise HTTPException(404)
-    png = await request.state.db.fetchval("SELECT png FROM avatars WHERE sha256 = $1", name)
-    if png is None:
+    row = await request.state.db.fetchrow("SELECT png, status FROM avatars WHERE sha256 = $1", name)
+    if row is None or row["status"] == "risky":  # refused by content security: gone
         raise HTTPException(404)
+    if row["status"] == "pending":  # not checked yet: the placeholder, for now
+        return Response(
+            _placeholder(), media_type="image/png", headers={"cache-control": "no-cache"}
+        )
+    png = row["png"]
     return Response(
         png,
         media_type="image/png",
         # nosniff, as on every response, comes from the middleware (portal/web/headers.py).
         headers={"cache-control": "public, max-age=31536000, immutable"},
     )
+
+
+@functools.cache
+def _placeholder() -> bytes:
+    return PLACEHOLDER.read_bytes()
 
 
 def routes() -> list[Route]:

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from portal.errors import PortalError, ServiceUnavailable
-from portal.scan import origin, phonecalls, users
+from portal.scan import contentsec, origin, phonecalls, users
 from portal.scan.qrapi import TICKET_RE, Direct
 from portal.scan.tickets import (
     FINAL,
@@ -320,6 +320,9 @@ async def confirm(request: Request) -> Response:
         await phonecalls.record(request.state.db, pool.id, "quota")
         if pool.phone_required and not await _phone_on_file(request, pool, appid, openid):
             raise phonecalls.PhoneQuotaExhausted()
+    if nickname and request.state.settings.content_security:  # msgSecCheck (issue 17)
+        secret = await mp_secret_for_appid(request, appid)
+        nickname = await contentsec.check_nickname(request, appid, secret, openid, nickname)
     tickets = request.state.tickets
     db = request.state.db
     # Only one confirmation wins the ticket; decided here, before WeChat is asked for

@@ -705,7 +705,7 @@ def _paths() -> dict[str, dict]:
                         _merge(
                             MP_SESSION,
                             JSON_BODY,
-                            {400: ["invalid_phone_code", "phone_required"]},
+                            {400: ["invalid_phone_code", "phone_required", "nickname_refused"]},
                             {403: ["not_scanner", "signup_disabled", "user_blocked"]},
                             mp_ticket_errors,
                             {409: ["ticket_not_scanned"], 410: ["ticket_expired"]},

@@ -234,6 +234,24 @@ class WeChatClient:
             appid, secret, "/cgi-bin/wxopen/qrcodejumppublish", {"prefix": prefix}
         )
 
+    async def msg_sec_check(
+        self, appid: str, secret: str, openid: str, content: str, *, scene: int = 1
+    ) -> dict[str, Any]:
+        """``security.msgSecCheck`` v2: ``result.suggest`` is ``pass``, ``review`` or
+        ``risky`` (scene 1: a profile)."""
+        body = {"content": content, "version": 2, "scene": scene, "openid": openid}
+        return await self._call_with_token(appid, secret, "/wxa/msg_sec_check", body)
+
+    async def media_check_async(
+        self, appid: str, secret: str, openid: str, media_url: str, *, scene: int = 1
+    ) -> str:
+        """``security.mediaCheckAsync`` v2 of an image: its ``trace_id``; the result is
+        pushed later to the mini program's message push URL."""
+        body = {"media_url": media_url, "media_type": 2, "version": 2, "scene": scene,
+                "openid": openid}  # fmt: skip
+        data = await self._call_with_token(appid, secret, "/wxa/media_check_async", body)
+        return data["trace_id"]
+
     async def request_domains(self, appid: str, secret: str) -> dict[str, Any]:
         """``modify_domain`` with ``action: get``: the server domains (``requestdomain``,
         ``uploaddomain``, ...) the mini program may call."""

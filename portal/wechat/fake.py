@@ -148,6 +148,11 @@ LINK_PUBLISH = "/cgi-bin/wxopen/qrcodejumppublish"
 LINK_GET = "/cgi-bin/wxopen/qrcodejumpget"
 LINK_DELETE = "/cgi-bin/wxopen/qrcodejumpdelete"
 LINK_DOWNLOAD = "/cgi-bin/wxopen/qrcodejumpdownload"
+# Content security (security.msgSecCheck v2, security.mediaCheckAsync v2): what the
+# fake calls risky unless tests say otherwise (/_fake/secblock).
+MSG_SEC_CHECK = "/wxa/msg_sec_check"
+MEDIA_CHECK_ASYNC = "/wxa/media_check_async"
+RISKY_WORDS = ("risky", "违规")
 PHONE_QUOTA_ERRMSG = "getPhoneNumber:fail 该功能使用次数已达当前小程序上限，暂时无法使用"
 LINK_RULES_MAX = 100  # rules per mini program ("about 100"; then 85073)
 MODIFY_DOMAIN = "/wxa/modify_domain"  # the mini program's server domains
@@ -248,6 +253,7 @@ class _FakeWeChat:
         self.initial_bound = dict(bound or {})  # appid -> Open Platform account
         self.busy_rate = busy_rate
         self.rng = random.Random(seed)
+        self._tasks: set[asyncio.Task] = set()  # message pushes on their way
         self.reset()
 
     def reset(self) -> None:
@@ -276,6 +282,12 @@ class _FakeWeChat:
         # getPhoneNumber is quota-limited per AppID: numbers given, and the quota (None: none)
         self.phone_given: Counter[str] = Counter()
         self.phone_quota: dict[str, int] = {}
+        # Content security: blocked words (risky), words for review, blocked media (URL parts)
+        self.sec_words: tuple[str, ...] = RISKY_WORDS
+        self.sec_review: tuple[str, ...] = ()
+        self.sec_media: tuple[str, ...] = ()
+        self.push: dict[str, tuple[str, str]] = {}  # appid -> (message push URL, Token)
+        self.pushed: list[dict[str, Any]] = []  # events pushed (and the HTTP status)
         # URL Schemes and URL Links: token -> (appid, kind, path, query, expires at)
         self.open_links: dict[str, tuple[str, str, str, str, float]] = {}
         self.links_made: Counter[str] = Counter()  # appid -> links generated today
@@ -667,6 +679,101 @@ class _FakeWeChat:
                     raise _Refusal(ErrCode.INVALID_ARGS)
         return {"errcode": 0, "errmsg": "ok", **{k: list(v) for k, v in mine.items()}}
 
+    # -- content security ------------------------------------------------
+
+    @staticmethod
+    def _sec_args(body: dict[str, Any]) -> tuple[str, int]:
+        """v2's required fields: version 2, a scene 1-4, the user's openid."""
+        openid, scene = body.get("openid"), body.get("scene")
+        if body.get("version") != 2 or type(scene) is not int or not 1 <= scene <= 4:
+            raise _Refusal(ErrCode.INVALID_ARGS)
+        if not isinstance(openid, str) or not openid:
+            raise _Refusal(ErrCode.INVALID_ARGS)
+        return openid, scene
+
+    async def msg_sec_check(self, request: Request) -> dict[str, Any]:
+        self._check_token(request)
+        body = await self._body(request)
+        self._sec_args(body)
+        content = body.get("content")
+        if not isinstance(content, str) or not content:
+            raise _Refusal(ErrCode.INVALID_ARGS)
+        if any(w and w in content for w in self.sec_words):
+            suggest, label = "risky", 20001
+        elif any(w and w in content for w in self.sec_review):
+            suggest, label = "review", 20001
+        else:
+            suggest, label = "pass", 100
+        trace_id = secrets.token_hex(12)
+        return {
+            "errcode": 0,
+            "errmsg": "ok",
+            "result": {"suggest": suggest, "label": label},
+            "detail": [{"strategy": "content_model", "errcode": 0, "suggest": suggest,
+                        "label": label, "prob": 90 if suggest != "pass" else 0}],
+            "trace_id": trace_id,
+        }  # fmt: skip
+
+    async def media_check_async(self, request: Request) -> dict[str, Any]:
+        """Answers a trace_id at once; the result is pushed later to the app's
+        message push URL (``wxa_media_check`` event), signed with its Token."""
+        appid = self._check_token(request)
+        body = await self._body(request)
+        openid, _ = self._sec_args(body)
+        url, kind = body.get("media_url"), body.get("media_type")
+        if (
+            not isinstance(url, str)
+            or not url.startswith(("http://", "https://"))
+            or kind not in (1, 2)
+        ):
+            raise _Refusal(ErrCode.INVALID_ARGS)
+        trace_id = secrets.token_hex(12)
+        risky = any(m and m in url for m in self.sec_media)
+        event = {
+            "ToUserName": "gh_" + hashlib.sha256(appid.encode()).hexdigest()[:12],
+            "FromUserName": openid,
+            "CreateTime": int(self.now()),
+            "MsgType": "event",
+            "Event": "wxa_media_check",
+            "appid": appid,
+            "trace_id": trace_id,
+            "version": 2,
+            "detail": [{"strategy": "content_model", "errcode": 0,
+                        "suggest": "risky" if risky else "pass", "label": 20002 if risky else 100,
+                        "prob": 90 if risky else 0}],
+            "errcode": 0,
+            "errmsg": "ok",
+            "result": {"suggest": "risky" if risky else "pass", "label": 20002 if risky else 100},
+        }  # fmt: skip
+        if appid in self.push:
+            task = asyncio.get_running_loop().create_task(self._push(appid, event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return {"errcode": 0, "errmsg": "ok", "trace_id": trace_id}
+
+    async def _push(self, appid: str, event: dict[str, Any]) -> None:
+        """WeChat's message push (plain mode): POST the JSON event to the URL with
+        ``signature`` = sha1 of the sorted Token, timestamp and nonce."""
+        await asyncio.sleep(0.05)  # the result comes later, never in the answer
+        url, token = self.push[appid]
+        timestamp, nonce = str(int(self.now())), str(self.rng.randrange(10**9))
+        signature = hashlib.sha1("".join(sorted([token, timestamp, nonce])).encode()).hexdigest()  # noqa: S324 (WeChat's scheme)
+        params = {"signature": signature, "timestamp": timestamp, "nonce": nonce}
+        status = 0
+        try:
+            parts = httpx.URL(url)
+            local = parts.host == "localhost" or parts.host.endswith(".localhost")
+            target = parts.copy_with(host="127.0.0.1") if local else parts
+            async with httpx.AsyncClient(timeout=5) as client:
+                r = await client.post(
+                    target, params=params, json=event, headers={"host": parts.netloc.decode()}
+                )
+            status = r.status_code
+        except httpx.HTTPError:
+            pass
+        self.pushed.append({"appid": appid, "trace_id": event["trace_id"], "status": status,
+                            "suggest": event["result"]["suggest"]})  # fmt: skip
+
     def open_for(self, content: str) -> tuple[_LinkRule | None, str]:
         """What WeChat's scanner does with a link QR: the published rule (the
         longest prefix) that opens a mini program, or None and why not."""
@@ -828,6 +935,33 @@ class _FakeWeChat:
         self.minted_phone[code] = _Minted(body["appid"], body["phone"], openid, self.now())
         return JSONResponse({"code": code})
 
+    async def secblock(self, request: Request) -> Response:
+        """``{"words"?: [...], "review"?: [...], "media"?: [...]}``: what content
+        security calls risky (words in a text; parts of a media URL) or sends to review."""
+        try:
+            body = json.loads(await request.body())
+            lists = {k: body.get(k) for k in ("words", "review", "media") if k in body}
+            if not all(
+                isinstance(v, list) and all(isinstance(i, str) for i in v) for v in lists.values()
+            ):
+                raise TypeError
+        except (ValueError, TypeError, AttributeError):
+            return _bad_request('expected {"words"?: [...], "review"?: [...], "media"?: [...]}')
+        self.sec_words = tuple(lists.get("words", self.sec_words))
+        self.sec_review = tuple(lists.get("review", self.sec_review))
+        self.sec_media = tuple(lists.get("media", self.sec_media))
+        return JSONResponse({"words": list(self.sec_words), "review": list(self.sec_review),
+                             "media": list(self.sec_media), "pushed": self.pushed})  # fmt: skip
+
+    async def push_control(self, request: Request) -> Response:
+        """``{"appid", "url", "token"}``: the app's message push URL and Token (its admin's
+        开发管理 → 消息推送), where media check results are pushed."""
+        body = await self._control_body(request, "appid", "url", "token")
+        if body is None:
+            return _bad_request('expected {"appid", "url", "token"}')
+        self.push[body["appid"]] = (body["url"], body["token"])
+        return JSONResponse({"appid": body["appid"], "url": body["url"]})
+
     async def phonequota(self, request: Request) -> Response:
         """``{"appid", "quota": N or null}``: numbers the app may still get before the
         phone button answers errno 1400001 (counted from the numbers given so far)."""
@@ -961,6 +1095,10 @@ def create_fake_wechat_app(
         Route(MODIFY_DOMAIN, api(fake.modify_domain), methods=["POST"]),
         Route("/_fake/linkrules", fake.linkrules_control, methods=["POST"]),
         Route("/_fake/phonequota", fake.phonequota, methods=["POST"]),
+        Route(MSG_SEC_CHECK, api(fake.msg_sec_check), methods=["POST"]),
+        Route(MEDIA_CHECK_ASYNC, api(fake.media_check_async), methods=["POST"]),
+        Route("/_fake/secblock", fake.secblock, methods=["POST"]),
+        Route("/_fake/push", fake.push_control, methods=["POST"]),
         Route("/_fake/scan", fake.scan, methods=["POST"]),
         Route("/_fake/faults", fake.add_fault, methods=["POST"]),
         Route("/_fake/stats", fake.stats, methods=["GET"]),

@@ -118,6 +118,9 @@ Component({
           function (err) {
             if (err.error === 'phone_required') {
               self.setData({ state: 'confirm', phoneRequired: true, notice: self.data.t.phoneNeeded })
+            } else if (err.error === 'nickname_refused') {
+              // WeChat's content security refused it: pick another, or none.
+              self.setData({ state: 'confirm', nickname: '', notice: i18n.error(err.error, self.data.lang).message })
             } else if (err.error === 'invalid_phone_code') {
               self.setData({ state: 'confirm', notice: i18n.error(err.error, self.data.lang).message })
             } else {
