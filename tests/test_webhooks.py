@@ -6,10 +6,12 @@ and only for changes that committed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -49,15 +51,24 @@ class Receiver:
         return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
 
 
-@pytest.fixture
-async def receiver():
+@contextlib.asynccontextmanager
+async def running_receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver over real HTTP on loopback, recording what it gets."""
     rec = Receiver()
     sock = free_socket()
     rec.url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
     async with serve_asgi(rec.app(), sock, name="the receiver", lifespan="off"):
+        try:
+            yield rec
+        finally:
+            if rec.hang is not None:
+                rec.hang.set()
+
+
+@pytest.fixture
+async def receiver():
+    async with running_receiver() as rec:
         yield rec
-        if rec.hang is not None:
-            rec.hang.set()
 
 
 @pytest.fixture

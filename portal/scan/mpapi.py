@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import secrets
 import time
 
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from portal import jobs
 from portal.errors import PortalError, ServiceUnavailable
 from portal.scan import contentsec, origin, phonecalls, users
 from portal.scan.qrapi import TICKET_RE, Direct
@@ -36,6 +38,8 @@ from portal.tenants.pools import Pool
 from portal.web.jsonapi import optional_str, read_json, required_str
 from portal.web.validation import redirect_uri
 from portal.wechat.errors import PHONE_QUOTA_ERRNO, ErrCode, WeChatError, WeChatUnavailable
+
+log = logging.getLogger(__name__)
 
 SESSION_TTL = 7200
 
@@ -406,10 +410,17 @@ async def _confirm_claimed(
         # cancelled it): a user created for this login goes again, and the
         # login's event says how it ended.
         if result.created:
-            await db.execute("DELETE FROM users WHERE id = $1", user["id"])
+            await db.execute(_UNREGISTER, user["id"])
         await users.mark_event(db, result.event_id, exc.error)
         raise
     users.count(result.result)
+
+
+# A user registered by a login that did not complete goes again; the pool's
+# webhooks, told of user.created, are told of user.deleted.
+_UNREGISTER = """WITH gone AS (DELETE FROM users WHERE id = $1 RETURNING pool_id, id)
+INSERT INTO events (pool_id, type, data)
+SELECT pool_id, 'user.deleted', jsonb_build_object('user_id', id) FROM gone"""
 
 
 async def _phone_on_file(request: Request, pool: Pool, appid: str, openid: str) -> bool:
@@ -427,6 +438,20 @@ async def _phone_on_file(request: Request, pool: Pool, appid: str, openid: str) 
     )
 
 
+async def _emit_cancelled(db, pool_id: int, client_id: str | None, reason: str | None) -> None:
+    """login.cancelled for the pool's webhooks (the person said no on the phone);
+    a failure to write it never fails the request."""
+    try:
+        await jobs.emit(
+            db,
+            pool_id,
+            "login.cancelled",
+            {"client_id": client_id, "reason": reason or "cancelled"},
+        )
+    except (asyncpg.PostgresError, OSError) as exc:
+        log.warning("could not record a cancelled login (%s)", type(exc).__name__)
+
+
 async def cancel(request: Request) -> Response:
     who = await mp_user(request)
     data = await read_json(request, optional=True)
@@ -437,6 +462,7 @@ async def cancel(request: Request) -> Response:
     if who["appid"] != pool_appid(request, pool):
         raise WrongMiniProgram()
     found = await request.state.tickets.cancel(ticket, who["appid"], who["openid"])
+    await _emit_cancelled(request.state.db, pool.id, state.client_id, reason)
     if reason == "not_me":
         # "This wasn't me" (issue 20): someone else started this login and sent the
         # QR code; the attempt is flagged for the pool's login log.

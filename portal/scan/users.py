@@ -127,6 +127,14 @@ WITH identity AS (
                               scene, scan_source, started_from)
     SELECT $5, usr.id, $10, $6, $8, $13, $11::inet, $12, $14, $15, $16 FROM usr
     RETURNING id
+), outbox AS (
+    -- login.succeeded for the pool's webhooks (portal.jobs.emit's row, in this same
+    -- statement; the outbox's trigger drops it when no endpoint subscribes).
+    INSERT INTO events (pool_id, type, data)
+    SELECT $5, 'login.succeeded', jsonb_build_object(
+        'user_id', usr.id, 'client_id', $10::text, 'login_event_id', event.id,
+        'signup', $13 = 'signup')
+    FROM usr, event
 )
 SELECT usr.*, event.id AS event_id FROM usr, event"""
 
@@ -247,6 +255,7 @@ async def _first_login(
             phone.country_code if phone else None,
         )
         created = link = True
+        await jobs.emit(conn, pool.id, "user.created", {"user_id": str(row["id"])})
     if row["blocked"]:
         raise UserBlocked()
     if pool.phone_required and phone is None and not row["phone_number"]:
@@ -287,12 +296,21 @@ _INSERT_REFUSAL = """INSERT INTO login_events (pool_id, client_id, appid, openid
                      VALUES ($1, $2, $3, $4, $5, $6::inet, $7, $8, $9, $10, $11)"""
 
 
+# A refusal and its login.failed event for the pool's webhooks, in one statement.
+_INSERT_FAILURE = f"""WITH refusal AS ({_INSERT_REFUSAL} RETURNING id)
+INSERT INTO events (pool_id, type, data)
+SELECT $1, 'login.failed', jsonb_build_object(
+    'client_id', $2::text, 'login_event_id', refusal.id, 'reason', $5::text)
+FROM refusal"""
+
+
 async def record_event(db: asyncpg.Pool, event: LoginEvent, result: str) -> None:
     """A refused login attempt, recorded apart from the login's own transaction
-    (which rolled back); a failure to record it never fails the request."""
+    (which rolled back), with its login.failed event; a failure to record it never
+    fails the request."""
     count(result)
     await _best_effort(
-        db, _INSERT_REFUSAL, event.pool_id, event.client_id, event.appid, event.openid, result,
+        db, _INSERT_FAILURE, event.pool_id, event.client_id, event.appid, event.openid, result,
         event.ip, event.agent, event.scene, event.scan_source, event.flagged, event.started_from,
     )  # fmt: skip
 
@@ -328,7 +346,18 @@ async def record_suspicious(db: asyncpg.Pool, event: LoginEvent, result: str) ->
 async def mark_event(db: asyncpg.Pool, event_id: int, result: str) -> None:
     """A recorded login did not complete after all (its ticket ended meanwhile)."""
     count(result)
-    await _best_effort(db, "UPDATE login_events SET result = $2 WHERE id = $1", event_id, result)
+    await _best_effort(db, _MARK_FAILED, event_id, result)
+
+
+# The login's event says how it ended, and login.failed follows its login.succeeded.
+_MARK_FAILED = """WITH marked AS (
+    UPDATE login_events SET result = $2 WHERE id = $1
+    RETURNING pool_id, user_id, client_id, id
+)
+INSERT INTO events (pool_id, type, data)
+SELECT pool_id, 'login.failed', jsonb_build_object(
+    'user_id', user_id, 'client_id', client_id, 'login_event_id', id, 'reason', $2::text)
+FROM marked"""
 
 
 async def _best_effort(db: asyncpg.Pool, statement: str, *args: Any) -> None:

@@ -18,6 +18,7 @@ EVENTS: tuple[str, ...] = (
     "login.succeeded",
     "login.failed",
     "login.cancelled",
+    "login.suspicious",
     "client.created",
     "client.deleted",
     "settings.updated",
