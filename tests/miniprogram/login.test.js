@@ -271,6 +271,32 @@ test('phone quota spent (errno 1400001): "the site cannot get a number now", not
   }
 })
 
+test('privacy guide: the phone button waits for consent, and a refusal is said as such', async () => {
+  backend.reset('pia')
+  const ticket = await createTicket('phoneco')
+  const page = await open(linkOptions(ticket))
+  expect(has(page, '#privacy')).toBe(false)
+  // Before the phone dialog, WeChat needs the person's consent to the privacy guide.
+  const first = backend.needPrivacy('getPhoneNumber')
+  await waitFor(() => page.data.privacy, 'the privacy popup')
+  expect(page.querySelector('#privacy-agree').dom.getAttribute('open-type')).toBe('agreePrivacyAuthorization')
+  await tap(page, '#privacy-disagree', () => !page.data.privacy)
+  expect(await first).toEqual({ event: 'disagree' })
+  // Refused: WeChat fails the button with errno 104; the page says why, sends nothing.
+  page.querySelector('#phone').dispatchEvent('getphonenumber', {
+    detail: { errno: 104, errMsg: 'getPhoneNumber:fail privacy permission is not authorized' },
+  })
+  await waitFor(() => page.data.notice === i18n.texts('zh').privacyDenied, 'the notice')
+  expect(backend.state.requests.filter((r) => r.url.endsWith('/confirm'))).toEqual([])
+  // Agreed: the phone button goes on.
+  const second = backend.needPrivacy('getPhoneNumber')
+  await waitFor(() => page.data.privacy, 'the privacy popup again')
+  page.querySelector('#privacy-agree').dispatchEvent('agreeprivacyauthorization', {})
+  expect(await second).toEqual({ buttonId: 'privacy-agree', event: 'agree' })
+  page.querySelector('#phone').dispatchEvent('getphonenumber', backend.phoneEvent('13800138000'))
+  await waitFor(() => page.data.state === 'success', 'success')
+})
+
 test('phone_required from confirm switches to the phone button', async () => {
   backend.reset('carol')
   const ticket = await createTicket('phoneco')

@@ -205,6 +205,14 @@ function install(wx) {
     if (state.scanResult) complete(options, true, { ...state.scanResult, errMsg: 'scanCode:ok' })
     else complete(options, false, { errMsg: 'scanCode:fail cancel' })
   }
+  // The privacy guide: WeChat calls the page's handler before a protected API runs.
+  wx.onNeedPrivacyAuthorization = (handler) => {
+    state.privacyHandler = handler
+  }
+  wx.openPrivacyContract = (options = {}) => {
+    state.navigations.push({ api: 'openPrivacyContract', url: '' })
+    complete(options, true, { errMsg: 'openPrivacyContract:ok' })
+  }
   wx.exitMiniProgram = (options = {}) => {
     state.exited += 1
     complete(options, true, { errMsg: 'exitMiniProgram:ok' })
@@ -221,7 +229,18 @@ function reset(user = 'alice', language = 'zh_CN') {
   state.logins = 0
   state.exited = 0
   state.scanResult = null
+  state.privacyHandler = null
   state.scene = 1011
+}
+
+/** What WeChat does before a privacy-protected API (the phone button, chooseAvatar) while
+ * the person has not agreed to the privacy guide: it calls the page's handler; resolves
+ * with the page's answer ({event: 'agree' | 'disagree', buttonId?}). */
+function needPrivacy(referrer) {
+  return new Promise((resolve, reject) => {
+    if (!state.privacyHandler) return reject(new Error('the page did not register wx.onNeedPrivacyAuthorization'))
+    state.privacyHandler(resolve, { referrer })
+  })
 }
 
 /** The getPhoneNumber button's event detail for phone number `digits`. */
@@ -229,4 +248,4 @@ function phoneEvent(digits) {
   return { detail: { code: `${digits}.${random()}`, errMsg: 'getPhoneNumber:ok' } }
 }
 
-module.exports = { install, reset, state, httpRequest, phoneEvent, random, requestDomains }
+module.exports = { install, reset, state, httpRequest, phoneEvent, random, requestDomains, needPrivacy }

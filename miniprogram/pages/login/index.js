@@ -48,6 +48,7 @@ Component({
     warning: '', // the QR code came from an image or a link: confirm only if it was you
     numbers: [], // number matching: the three numbers offered
     picked: null, // the number tapped
+    privacy: false, // WeChat asks for consent to the privacy guide (the popup is shown)
   },
 
   methods: {
@@ -56,6 +57,9 @@ Component({
       var t = i18n.texts(lang)
       this.setData({ lang: lang, t: t })
       if (wx.setNavigationBarTitle) wx.setNavigationBarTitle({ title: t.title })
+      // The privacy guide (用户隐私保护指引): before the phone button or chooseAvatar may
+      // run, WeChat asks this page to get the person's consent (its own popup).
+      if (wx.onNeedPrivacyAuthorization) wx.onNeedPrivacyAuthorization(this.onNeedPrivacy.bind(this))
       var found = tickets.fromOptions(options, config)
       if (found.error) return this.fail({ error: found.error })
       this.setData({ ticket: found.ticket, scene: launchScene() })
@@ -134,10 +138,40 @@ Component({
       return this.confirm({})
     },
 
+    // WeChat needs consent to the privacy guide first: show the popup, answer later.
+    onNeedPrivacy: function (resolve) {
+      this._privacyResolve = resolve
+      this.setData({ privacy: true })
+    },
+
+    onPrivacyOpen: function () {
+      if (wx.openPrivacyContract) wx.openPrivacyContract({})
+    },
+
+    // The popup's agree button is open-type="agreePrivacyAuthorization".
+    onPrivacyAgree: function () {
+      var resolve = this._privacyResolve
+      this._privacyResolve = null
+      this.setData({ privacy: false, notice: '' })
+      if (resolve) resolve({ buttonId: 'privacy-agree', event: 'agree' })
+    },
+
+    onPrivacyDisagree: function () {
+      var resolve = this._privacyResolve
+      this._privacyResolve = null
+      this.setData({ privacy: false, notice: this.data.t.privacyDenied })
+      if (resolve) resolve({ event: 'disagree' })
+    },
+
     // The getPhoneNumber button: detail.code is exchanged by the portal for the number.
     onPhone: function (e) {
       var detail = (e && e.detail) || {}
       if (detail.code) return this.confirm({ phone_code: detail.code })
+      // 104: the privacy guide was not agreed to (not a refusal of the phone number).
+      if (detail.errno === 104) {
+        this.setData({ notice: this.data.t.privacyDenied })
+        return Promise.resolve()
+      }
       // 1400001: the mini program's phone-number quota is spent (not the person's refusal).
       // The portal counts it; without a number the login goes on where the site allows.
       if (detail.errno === 1400001) return this.confirm({ phone_errno: 1400001 })
