@@ -122,7 +122,16 @@ SCHEMAS: dict[str, Schema] = {
                 "pool's `scan_reveal` setting allows of a returning user (default: nothing, "
                 "null; `avatar`: the avatar only; `profile`: nickname and avatar)",
             },
-        }
+        },
+        {
+            "number": {
+                "type": "integer",
+                "minimum": 10,
+                "maximum": 99,
+                "description": "number matching (the pool's `number_match`), while `scanned` "
+                "only: show it; the person picks it among three on the phone",
+            }
+        },
     ),
     "User": _object(
         {
@@ -161,6 +170,58 @@ SCHEMAS: dict[str, Schema] = {
                 "type": "boolean",
                 "description": "the pool wants a phone number: show the getPhoneNumber button",
             },
+        },
+        {
+            "context": {
+                **_ref("LoginContext"),
+                "description": "where the login was started: show it on the confirm screen",
+            },
+            "scan_source": {
+                "type": "string",
+                "enum": ["ok", "warned", "unknown"],
+                "description": "how the QR code reached the phone against where the ticket "
+                "was made: `warned` (a computer's QR code from an image or the album, or a "
+                "link for a ticket not made on a phone browser) needs a clear warning; "
+                "`unknown` when no `scene` was sent",
+            },
+            "number_choices": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 10, "maximum": 99},
+                "minItems": 3,
+                "maxItems": 3,
+                "description": "number matching: the three numbers to offer; confirm with "
+                "the one picked",
+            },
+        },
+    ),
+    "LoginContext": _object(
+        {
+            "browser": _nullable(STRING),
+            "os": _nullable(STRING),
+            "device": _nullable({"type": "string", "enum": ["pc", "mobile", "wechat"]}),
+            "location": {
+                **_nullable(STRING),
+                "description": "province and city (offline ip2region database); null "
+                "when unknown (private address, no database)",
+            },
+            "site": {**_nullable(STRING), "description": "the website's host that asked"},
+            "client": {
+                **_nullable(STRING),
+                "description": "the client's name (null: the pool's own page)",
+            },
+            "started_s_ago": _nullable(SECONDS),
+        }
+    ),
+    "AppLink": _object(
+        {
+            "url": {
+                "type": "string",
+                "description": "`weixin://dl/business/?t=…` (URL Scheme) or "
+                "`https://wxaurl.cn/…` (URL Link): opens the mini program's confirm page "
+                "for this ticket",
+            },
+            "kind": {"type": "string", "enum": ["scheme", "url_link"]},
+            "expires_in": SECONDS,
         }
     ),
     "Discovery": _object(
@@ -583,6 +644,50 @@ def _paths() -> dict[str, dict]:
                 op_id="qrcodeExchange",
             )
         },
+        "/api/qrcode/{ticket}/applink": {
+            "post": _op(
+                "A link that opens the mini program for this ticket on the phone itself",
+                qr,
+                {
+                    "200": _json(_ref("AppLink"), "The link; the same for this ticket and kind."),
+                    **_errors(
+                        _merge(
+                            JSON_BODY,
+                            {403: ["invalid_secret", "origin_not_allowed"]},
+                            TICKET,
+                            {410: ["ticket_expired"]},
+                            {503: ["applink_unavailable", "applink_quota_exceeded"]},
+                            POOL_HOST,
+                            STORES,
+                        )
+                    ),
+                },
+                description="For a phone browser outside WeChat: WeChat's URL Scheme "
+                "(`kind: scheme`, the default; the browser stays on the page) or URL Link "
+                "(`url_link`) of the pool's mini program, opening its confirm page with "
+                "this ticket (launch scene 1065 or 1194). Keep following the ticket and "
+                "check it again when the page becomes visible. 503 `applink_unavailable`: "
+                "the mini program may not make links (a personal account's) or WeChat "
+                "refused; `applink_quota_exceeded`: the day's links are spent. Then show "
+                "the QR code as before.",
+                parameters=[TICKET_PARAM],
+                body={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "secret": {"type": "string", "maxLength": 100},
+                                    "kind": {"type": "string", "enum": ["scheme", "url_link"]},
+                                },
+                            }
+                        }
+                    },
+                },
+                op_id="qrcodeAppLink",
+            )
+        },
         "/api/mp/session": {
             "servers": [{"$ref": "pool"}, {"$ref": "apex"}],
             "post": _op(
@@ -683,13 +788,32 @@ def _paths() -> dict[str, dict]:
                     **_errors(
                         _merge(
                             mp_ticket_errors,
+                            JSON_BODY,
+                            {403: ["scan_source_refused"]},
                             {409: ["ticket_taken"], 410: ["ticket_expired"]},
                         )
                     ),
                 },
                 description="Scanning again by the same user is harmless. 403 "
-                "`wrong_mini_program`: the ticket's pool is served by another mini program.",
+                "`wrong_mini_program`: the ticket's pool is served by another mini program. "
+                "`scene` is WeChat's launch scene (`wx.getEnterOptionsSync().scene`); a "
+                "computer's QR code opened from an image or the album (1012, 1013, 1048, "
+                "1049) is warned about, or refused with 403 `scan_source_refused` when the "
+                "pool's `scan_source_policy` is `refuse` (the ticket stays pending).",
                 parameters=[TICKET_PARAM],
+                body={
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "scene": {"type": "integer", "minimum": 1000, "maximum": 9999},
+                                },
+                            }
+                        }
+                    },
+                },
                 security=[{"mpSession": []}],
                 op_id="mpScan",
             ),
@@ -706,6 +830,7 @@ def _paths() -> dict[str, dict]:
                             MP_SESSION,
                             JSON_BODY,
                             {400: ["invalid_phone_code", "phone_required", "nickname_refused"]},
+                            {400: ["number_required"], 403: ["number_mismatch"]},
                             {403: ["not_scanner", "signup_disabled", "user_blocked"]},
                             mp_ticket_errors,
                             {409: ["ticket_not_scanned"], 410: ["ticket_expired"]},
@@ -731,6 +856,11 @@ def _paths() -> dict[str, dict]:
                                 "type": "object",
                                 "properties": {
                                     "phone_code": {"type": "string", "maxLength": 256},
+                                    "number": {
+                                        "type": "integer",
+                                        "description": "number matching: the number picked; "
+                                        "a wrong one cancels the login (403 `number_mismatch`)",
+                                    },
                                     "phone_errno": {"type": "integer"},
                                     "nickname": {"type": "string", "maxLength": 64},
                                     "avatar_url": {
@@ -762,8 +892,20 @@ def _paths() -> dict[str, dict]:
                 },
                 description="Only the WeChat user who scanned the ticket may cancel it: a "
                 "pending ticket, or one scanned by someone else, is 403 `not_scanner` and "
-                "stays as it is.",
+                "stays as it is. `reason: not_me` (“this wasn't me”) also flags the "
+                "attempt in the pool's login log and emits `login.suspicious`.",
                 parameters=[TICKET_PARAM],
+                body={
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"reason": {"type": "string", "enum": ["not_me"]}},
+                            }
+                        }
+                    },
+                },
                 security=[{"mpSession": []}],
                 op_id="mpCancel",
             ),
