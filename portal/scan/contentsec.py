@@ -38,12 +38,14 @@ from starlette.routing import Route
 
 from portal.errors import PortalError
 from portal.settings import Settings
+from portal.tenants.mpsetup import PUSH_PATH, push_token, push_url
+
+__all__ = ["PUSH_PATH", "push_token", "push_url"]
 from portal.web.jsonapi import read_body
 from portal.wechat.errors import WeChatError
 
 log = logging.getLogger(__name__)
 
-PUSH_PATH = "/wechat/push/{appid}"  # WeChat's callback (text), not the JSON API
 MAX_SKEW = 300  # seconds a pushed message's timestamp may be off
 MAX_PUSH_BYTES = 64 * 1024
 
@@ -52,16 +54,6 @@ class NicknameRefused(PortalError):
     status_code = 400
     error = "nickname_refused"
     description = "WeChat's content security refused this nickname; choose another."
-
-
-def push_token(settings: Settings, appid: str) -> str:
-    """The message push Token of mini program ``appid`` (32 characters, as WeChat allows)."""
-    key = hashlib.sha256(("push-token:" + settings.secret_key).encode()).digest()
-    return hmac.new(key, appid.encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def push_url(settings: Settings, appid: str) -> str:
-    return settings.base_url + PUSH_PATH.format(appid=appid)
 
 
 def signature_ok(token: str, timestamp: str, nonce: str, signature: str) -> bool:

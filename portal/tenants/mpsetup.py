@@ -10,6 +10,8 @@ verification file it handed out from under the prefix, so the file is stored
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,19 @@ from portal.wechat.client import WeChatClient
 from portal.wechat.errors import ErrCode, WeChatError, whitelist_ip
 
 LOGIN_PAGE = "pages/login/index"
+# WeChat's message push (content security results, scan/contentsec.py): a text
+# callback, not the JSON API.
+PUSH_PATH = "/wechat/push/{appid}"
+
+
+def push_token(settings: Settings, appid: str) -> str:
+    """The message push Token of mini program ``appid`` (32 characters, as WeChat allows)."""
+    key = hashlib.sha256(("push-token:" + settings.secret_key).encode()).digest()
+    return hmac.new(key, appid.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def push_url(settings: Settings, appid: str) -> str:
+    return settings.base_url + PUSH_PATH.format(appid=appid)
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,7 @@ class Check:
 class Report:
     mp: MiniProgram
     checks: list[Check] = field(default_factory=list)
+    push: dict[str, str] | None = None  # the message push URL and Token to enter
 
     @property
     def ok(self) -> bool:
@@ -125,13 +141,20 @@ class Report:
             "prefix": self.mp.prefix,
             "ok": self.ok,
             "checks": [c.json() for c in self.checks],
+            **({"message_push": self.push} if self.push else {}),
         }
 
 
 async def _fetch(url: str, transport: httpx.AsyncBaseTransport | None) -> str | None:
+    """GET ``url`` as WeChat's checker would (``*.localhost`` is loopback, RFC 6761)."""
+    target = httpx.URL(url)
+    host = target.host
+    headers = {"host": target.netloc.decode()}
+    if host == "localhost" or host.endswith(".localhost"):
+        target = target.copy_with(host="127.0.0.1")
     try:
         async with httpx.AsyncClient(timeout=5, transport=transport) as client:
-            r = await client.get(url)
+            r = await client.get(target, headers=headers)
     except httpx.HTTPError:
         return None
     return r.text.strip() if r.status_code == 200 else None
@@ -150,6 +173,8 @@ async def check(
     is published, the verification file is served where WeChat looks, and no
     phone-number quota errors lately."""
     report = Report(mp)
+    if settings.content_security:  # 开发管理 → 消息推送: URL, Token, plain mode, JSON
+        report.push = {"url": push_url(settings, mp.appid), "token": push_token(settings, mp.appid)}
     add = report.checks.append
     try:
         await wechat.check_credentials(mp.appid, mp.secret)
@@ -201,7 +226,15 @@ async def check(
             add(Check("link_rule", True, f"{mp.prefix} → {rule.get('path')} is published"))
 
     file = await linkrules.get_file(conn, mp.appid)
-    if file is None:
+    try:  # the file WeChat hands out now: the one it will look for
+        wanted_file = await wechat.link_verify_file(mp.appid, mp.secret)
+    except WeChatError:
+        wanted_file = None
+    if file is not None and wanted_file is not None and (file.name, file.content) != wanted_file:
+        add(Check("verify_file", False, f"{file.name} is not the file WeChat hands out ({wanted_file[0]})",
+                  f"set it again: `portal mp verify-file {wanted_file[0]} --content ..."
+                  + (f" --pool {mp.pool}`" if mp.pool else "`")))  # fmt: skip
+    elif file is None:
         add(Check("verify_file", False, "no verification file is set",
                   "set it: `portal mp verify-file NAME --content CONTENT"
                   + (f" --pool {mp.pool}`" if mp.pool else "`")))  # fmt: skip
