@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser dev test lint bench clean
+.PHONY: install browser dev test test-cluster lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ browser:
 # Every test, against real stores (embedded ones unless DATABASE_URL / REDIS_URL are set).
 test: install browser
 	$(BIN)/python -m pytest -rs $(ARGS)
+
+# The tests of the Redis-touching features again on a Redis Cluster of their own (three
+# masters with a replica each, from the machine's redis-server; tests/rediscluster.py).
+CLUSTER_TESTS ?= tests/test_scan_flow.py tests/test_oidc.py tests/test_ratelimit.py \
+	tests/test_ticket_limits.py tests/test_redis_cluster.py tests/browser/test_multinode.py
+test-cluster: install
+	PORTAL_TEST_REDIS=cluster $(BIN)/python -m pytest -rs $(or $(ARGS),$(CLUSTER_TESTS))
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -131,6 +131,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--peer-rounds", type=int, help="alternating rounds (default 2; quick 1)")
     g.add_argument("--peer-connections", type=int, default=32, help="concurrency (default 32)")
+    g = p.add_argument_group("redis: on a Redis Cluster, beside one server (bench_cluster.py)")
+    g.add_argument(
+        "--redis",
+        choices=("single", "cluster", "both"),
+        default="single",
+        help="single: REDIS_URL or an embedded server (default); cluster: a Redis Cluster\n"
+        "of 3 masters and 3 replicas started here; both: alternating rounds of each,\n"
+        "one comparison table (e.g. --redis both --only sse,rps,logins)",
+    )
+    g.add_argument(
+        "--redis-rounds",
+        type=int,
+        default=2,
+        help="alternating rounds with --redis both (default 2)",
+    )
     p.add_argument(
         "--wait-quiet",
         type=float,
@@ -482,6 +497,74 @@ def print_table(rows: list[dict], info: dict, code: dict) -> None:
     )
 
 
+def run_benchmark(stack: Stack, name: str, args: argparse.Namespace) -> dict:
+    """One benchmark on a running stack: its results."""
+    if name == "sse":
+        return run_async(
+            bench_sse.run(
+                stack,
+                waiters=args.waiters,
+                rate=args.confirm_rate,
+                scan_rate=args.scan_rate,
+                confirm_connections=args.confirm_connections,
+                open_concurrency=args.open_concurrency,
+            )
+        )
+    elif name == "rps":
+        return bench_rps.run(
+            stack,
+            connections=args.rps_connections,
+            seconds=args.rps_seconds,
+            warmup=args.rps_warmup,
+            tool=args.rps_tool,
+            threads=args.wrk_threads,
+        )
+    elif name == "logins":
+        return run_async(
+            bench_logins.run(
+                stack,
+                users=args.login_users,
+                seconds=args.login_seconds,
+                warmup=args.login_warmup,
+            )
+        )
+    elif name == "soak":
+        return run_async(
+            bench_soak.run(
+                stack,
+                seconds=args.soak_seconds,
+                rate=args.soak_rate,
+                interval=args.soak_interval,
+            )
+        )
+    elif name == "signin":
+        return run_async(
+            bench_signin.run(
+                stack,
+                storm=args.signin_storm,
+                interval=args.signin_interval,
+                baseline=3.0 if args.quick else 10.0,
+            )
+        )
+    elif name == "peer":
+        return bench_peer.run(
+            stack,
+            connections=args.peer_connections,
+            seconds=args.peer_seconds,
+            rounds=args.peer_rounds,
+        )
+    elif name == "token":
+        return run_async(
+            bench_token.run(
+                stack,
+                users=args.login_users,
+                seconds=args.login_seconds,
+                warmup=args.login_warmup,
+            )
+        )
+    raise ValueError(f"unknown benchmark {name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     nofile = raise_nofile()
@@ -503,6 +586,10 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C must stop the run (and tear everything down) even when we were
     # started with SIGINT ignored, as background jobs of a script are.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if args.redis != "single":
+        import bench_cluster
+
+        return bench_cluster.main(args, run_benchmark, nofile)
     started = time.time()
     t0 = time.monotonic()
     results: dict = {}
@@ -526,69 +613,7 @@ def main(argv: list[str] | None = None) -> int:
                             file=sys.stderr,
                         )
                 try:
-                    if name == "sse":
-                        results["sse"] = run_async(
-                            bench_sse.run(
-                                stack,
-                                waiters=args.waiters,
-                                rate=args.confirm_rate,
-                                scan_rate=args.scan_rate,
-                                confirm_connections=args.confirm_connections,
-                                open_concurrency=args.open_concurrency,
-                            )
-                        )
-                    elif name == "rps":
-                        results["rps"] = bench_rps.run(
-                            stack,
-                            connections=args.rps_connections,
-                            seconds=args.rps_seconds,
-                            warmup=args.rps_warmup,
-                            tool=args.rps_tool,
-                            threads=args.wrk_threads,
-                        )
-                    elif name == "logins":
-                        results["logins"] = run_async(
-                            bench_logins.run(
-                                stack,
-                                users=args.login_users,
-                                seconds=args.login_seconds,
-                                warmup=args.login_warmup,
-                            )
-                        )
-                    elif name == "soak":
-                        results["soak"] = run_async(
-                            bench_soak.run(
-                                stack,
-                                seconds=args.soak_seconds,
-                                rate=args.soak_rate,
-                                interval=args.soak_interval,
-                            )
-                        )
-                    elif name == "signin":
-                        results["signin"] = run_async(
-                            bench_signin.run(
-                                stack,
-                                storm=args.signin_storm,
-                                interval=args.signin_interval,
-                                baseline=3.0 if args.quick else 10.0,
-                            )
-                        )
-                    elif name == "peer":
-                        results["peer"] = bench_peer.run(
-                            stack,
-                            connections=args.peer_connections,
-                            seconds=args.peer_seconds,
-                            rounds=args.peer_rounds,
-                        )
-                    elif name == "token":
-                        results["token"] = run_async(
-                            bench_token.run(
-                                stack,
-                                users=args.login_users,
-                                seconds=args.login_seconds,
-                                warmup=args.login_warmup,
-                            )
-                        )
+                    results[name] = run_benchmark(stack, name, args)
                 except Exception as exc:
                     failed = True
                     traceback.print_exc()

@@ -175,9 +175,17 @@ class Stack:
     """Use as a context manager; everything started is stopped on exit."""
 
     def __init__(
-        self, *, workers: int, db_pool_max: int, verbose: bool = True, keep_logs: Path | None = None
+        self,
+        *,
+        workers: int,
+        db_pool_max: int,
+        verbose: bool = True,
+        keep_logs: Path | None = None,
+        redis_cluster=None,
     ) -> None:
         self.keep_logs = keep_logs
+        # A Redis Cluster to use instead of REDIS_URL (bench_cluster: tests/rediscluster.py)
+        self.redis_cluster = redis_cluster
         self.workers = workers
         self.db_pool_max = db_pool_max
         self.verbose = verbose
@@ -229,6 +237,8 @@ class Stack:
     def _start(self) -> None:
         db_url = os.environ.get("DATABASE_URL", "")
         redis_url = os.environ.get("REDIS_URL", "")
+        if self.redis_cluster is not None:
+            redis_url = self.redis_cluster.url
         if not db_url or not redis_url:
             from portal.stores.embedded import EmbeddedStores
 
@@ -245,15 +255,28 @@ class Stack:
         self.stores = ", ".join(
             [
                 "PostgreSQL: " + ("DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"),
-                "Redis: " + ("REDIS_URL" if os.environ.get("REDIS_URL") else "embedded"),
+                "Redis: "
+                + (
+                    f"a cluster of {len(self.redis_cluster.nodes)} nodes"
+                    if self.redis_cluster is not None
+                    else "REDIS_URL"
+                    if os.environ.get("REDIS_URL")
+                    else "embedded"
+                ),
             ]
         )
         self.admin_db_url = db_url
         self.redis_url = redis_url
         self.store_pids = {
             "postgres": _postgres_pid(db_url, self.tmp / "stores" / "postgres"),
-            "redis": _redis_pid(redis_url, self.tmp / "stores" / "redis" / "redis.pid"),
         }
+        if self.redis_cluster is None:
+            self.store_pids["redis"] = _redis_pid(
+                redis_url, self.tmp / "stores" / "redis" / "redis.pid"
+            )
+        else:  # every node's CPU is the store's
+            for node in self.redis_cluster.nodes:
+                self.store_pids[f"redis {node.port}"] = node.proc.pid
         self.db_name = f"portal_bench_{os.getpid()}_{secrets.token_hex(3)}"
         asyncio.run(self._sql(self.admin_db_url, f'CREATE DATABASE "{self.db_name}"'))
         self._exit.callback(self._drop_db)

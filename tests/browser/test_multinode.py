@@ -1,5 +1,7 @@
 """Two `portal serve` instances (gunicorn, production mode) sharing one
-PostgreSQL and one Redis, behind a small load balancer, as on two machines.
+PostgreSQL and one Redis, behind a small load balancer, as on two machines;
+each test runs on one Redis server and on a Redis Cluster (three masters with
+a replica each, started here; skipped where redis-server is missing).
 
 A ticket made by one instance is awaited on the other and confirmed through
 the first; then, in a real browser, the instance holding the hosted page's
@@ -18,6 +20,7 @@ from playwright.async_api import expect
 
 from portal.tenants import pools
 from portal.web import i18n
+from tests import rediscluster
 from tests.phone import Phone
 from tests.support import ServeProcess, TcpProxy, serve_env
 
@@ -48,15 +51,23 @@ class Balancer:
         raise ConnectionRefusedError("no backend accepts connections")
 
 
-@pytest.fixture
-async def cluster(db, redis_client, box, stores, fake_wechat, secret_key, tmp_path):
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def cluster(request, db, redis_client, box, stores, fake_wechat, secret_key, tmp_path):
+    extra = {}
+    if request.param == "redis-cluster":
+        if rediscluster.MISSING:
+            pytest.skip(rediscluster.MISSING)
+        redis_cluster = await rediscluster.Cluster(tmp_path / "redis").start()
+        request.addfinalizer(redis_cluster.stop)
+        extra["REDIS_URL"] = redis_cluster.url
     async with db.acquire() as conn:
         await pools.create(conn, box, slug="acme", name="Acme Shop")
     balancer = Balancer()
     await balancer.proxy.start()
     env = serve_env(
-        stores, fake_wechat, secret_key, f"http://localhost:{balancer.port}", tmp_path / "data"
-    )
+        stores, fake_wechat, secret_key, f"http://localhost:{balancer.port}", tmp_path / "data",
+        **extra,
+    )  # fmt: skip
     instances = [ServeProcess(env, tmp_path / "a.log"), ServeProcess(env, tmp_path / "b.log")]
     try:
         host = f"acme.localhost:{balancer.port}"
