@@ -45,6 +45,26 @@ WeChat endpoints and their rules:
 - Missing or unknown access token → 40001, expired → 42001.
 - ``busy_rate`` F answers ``{"errcode": -1, "errmsg": "system error"}`` to
   that fraction of calls.
+- Link rules (issue 17), ``POST /cgi-bin/wxopen/qrcodejump{add,publish,get,
+  delete,download}?access_token=``: a prefix belongs to one AppID (85072;
+  85071 when it has it), at most 100 rules per AppID (85073; ``/_fake/linkrules``
+  ``{"max": N}``), publishing fetches the verification file (``verify_file_for``)
+  under the prefix's last path segment or at the host root (85069).
+  ``POST /_fake/linkrules`` ``{"appid", "prefix", "path"?, "published"?}`` adds
+  one by hand; ``POST /_fake/scan`` ``{"content"}`` is WeChat's scanner: →
+  ``{"appid", "path", "q", "scancode_time"}`` under a published rule, else 404
+  ``{"error": "no_rule", "error_description": why}``.
+- ``POST /wxa/modify_domain`` ``{"action": get|set|add|delete, "requestdomain"?,
+  ...}``: the server domains (https; http for localhost names).
+- getPhoneNumber's quota: ``POST /_fake/phonequota`` ``{"appid", "quota": N or
+  null}`` lets the app get N more numbers; then ``/_fake/phonecode`` answers the
+  button's ``{"errno": 1400001, "errMsg": ...}`` instead of a code.
+- Content security v2: ``POST /wxa/msg_sec_check`` (``version`` 2, ``scene``
+  1-4, ``openid``; else 40097) → ``result.suggest`` risky / review / pass by the
+  words of ``POST /_fake/secblock`` ``{"words"?, "review"?, "media"?}``;
+  ``POST /wxa/media_check_async`` → ``trace_id``, and 50 ms later the signed
+  ``wxa_media_check`` event pushed to the URL and Token of ``POST /_fake/push``
+  ``{"appid", "url", "token"}`` (``/_fake/secblock``'s answer lists the pushes).
 
 Test-control endpoints (never counted, never busy; bad input → HTTP 400):
 
