@@ -138,10 +138,9 @@ for i = 0, 1 do
 end
 local t = redis.call('TIME')
 local exp = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4]) * 1000
-redis.call('HSET', KEYS[1], 'status', 'pending', 'pool', ARGV[1], 'client', ARGV[2], 'sh', ARGV[3], 'exp', exp)
+redis.call('HSET', KEYS[1], 'status', 'pending', 'pool', ARGV[1], 'client', ARGV[2], 'sh', ARGV[3], 'exp', exp,
+  'ua', ARGV[11], 'ip', ARGV[12], 'site', ARGV[13], 'dev', ARGV[14], 'ct', exp - tonumber(ARGV[4]) * 1000)
 if ARGV[10] == '1' then redis.call('HSET', KEYS[1], 'hosted', '1') end
-redis.call('HSET', KEYS[1], 'ua', ARGV[11], 'ip', ARGV[12], 'site', ARGV[13], 'dev', ARGV[14],
-  'ct', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return {exp, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
 """
