@@ -214,3 +214,37 @@ async def flushed_client(url: str):
     client = aioredis.from_url(url, decode_responses=True)
     await client.flushdb()
     return client
+
+
+async def move_slot(cluster: Cluster, slot: int, to: ClusterNodeProcess) -> None:
+    """Migrate one hash slot, its keys included, to the master ``to`` (what
+    ``redis-cli --cluster reshard`` does for each slot it moves)."""
+
+    async def node_id(node: ClusterNodeProcess) -> str:
+        async with aioredis.Redis(port=node.port, decode_responses=True) as r:
+            return await r.execute_command("CLUSTER", "MYID")
+
+    src = None
+    for node in await cluster.masters():
+        async with aioredis.Redis(port=node.port, decode_responses=True) as r:
+            if await r.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) or any(
+                start <= slot <= end and int(m[1]) == node.port
+                for start, end, m, *_ in await r.execute_command("CLUSTER", "SLOTS")
+            ):
+                src = node
+                break
+    assert src is not None and src is not to
+    src_id, dst_id = await node_id(src), await node_id(to)
+    async with (
+        aioredis.Redis(port=src.port, decode_responses=True) as s,
+        aioredis.Redis(port=to.port, decode_responses=True) as d,
+    ):
+        await d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        await s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := await s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            await s.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+        # The new owner first, then the old one, then the others (as redis-cli does).
+        others = [n for n in await cluster.masters() if n is not to and n is not src]
+        for node in (to, src, *others):
+            async with aioredis.Redis(port=node.port) as r:
+                await r.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)

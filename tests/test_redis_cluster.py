@@ -207,6 +207,47 @@ async def test_qr_creation_limits_hold_across_processes_on_the_cluster(on_cluste
     assert all(r.headers.get("retry-after") for r in answers if r.status_code == 429)
 
 
+@needs_cluster
+async def test_a_pools_slot_moved_to_another_master_while_a_page_waits(on_cluster, redis_cluster):
+    """A resharding moves the pool's slot, tickets and all: the shared connection
+    follows MOVED, the other process's subscription moves to the new master (the
+    old one unsubscribes it), and the waiting page still hears the login."""
+    from redis.crc import key_slot
+
+    running, _, _ = on_cluster
+    async with (
+        run_portal(running.settings) as other,
+        running.client("acme") as pc,
+        running.client() as apex,
+    ):
+        page = httpx.AsyncClient(
+            base_url=other.url, headers={"host": other.host("acme")}, timeout=30
+        )
+        t = (await pc.post("/api/qrcode", json={})).json()
+        seen: list[str] = []
+        stream = asyncio.ensure_future(_sse(page, t, seen))
+        try:
+            await asyncio.sleep(0.3)
+            key = ticketsmod.key(t["ticket"])
+            src = await redis_cluster.master_of(key)
+            dst = next(m for m in await redis_cluster.masters() if m is not src)
+            await rediscluster.move_slot(redis_cluster, key_slot(key.encode()), dst)
+            assert await redis_cluster.master_of(key) is dst
+
+            phone = Phone(apex, "slot_mover")
+            assert (await phone.scan(t["ticket"])).status_code == 200
+            assert (await phone.confirm(t["ticket"], nickname="Mo")).status_code == 200
+            await asyncio.wait_for(stream, 10)
+            assert seen[0] == "pending" and seen[-1] == "confirmed"
+            channel = hashtags.ticket_channel(t["ticket"])
+            assert other.state["hub"]._placed[channel].node.port == dst.port
+            r = await pc.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
+            assert r.status_code == 200 and r.json()["user"]["nickname"] == "Mo"
+        finally:
+            stream.cancel()
+            await page.aclose()
+
+
 # --- a master lost mid-login ---------------------------------------------------------
 
 

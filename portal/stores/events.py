@@ -21,6 +21,7 @@ so a message lost meanwhile only delays a status.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -158,6 +159,7 @@ class _ShardLink:
         self.node = node
         self.name = node.name
         self.channels: set[str] = set()  # asked for on this connection
+        self.pending: collections.deque[str] = collections.deque()  # SSUBSCRIBEs unanswered
         self._conn = None
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task | None = None
@@ -178,6 +180,7 @@ class _ShardLink:
 
     def subscribe(self, channel: str) -> None:
         self.channels.add(channel)
+        self.pending.append(channel)
         self.send("SSUBSCRIBE", channel)  # one per command: a node refuses cross-slot lists
 
     def unsubscribe(self, channel: str) -> None:
@@ -204,9 +207,12 @@ class _ShardLink:
                 parser.feed(data)
                 while (reply := parser.gets()) is not False:
                     if isinstance(reply, list) and len(reply) >= 3:
+                        if reply[0] == "ssubscribe" and reply[1] in self.pending:
+                            self.pending.remove(reply[1])
                         self.hub._reply(self, reply[0], reply[1], reply[2])
-                    elif isinstance(reply, ResponseError):
-                        log.warning("event hub: %s", reply)
+                    elif isinstance(reply, ResponseError) and self.pending:
+                        # An SSUBSCRIBE refused (MOVED: the slot is elsewhere now).
+                        self.hub._refused(self, self.pending.popleft(), reply)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -244,6 +250,7 @@ class ShardedEventHub:
         self._ever: set[str] = set()  # channels confirmed at least once
         self._links: dict[str, _ShardLink] = {}
         self._dirty = asyncio.Event()
+        self._stale_map = False  # read the slot map again before placing channels
         self._task: asyncio.Task | None = None
         self.subscribed = asyncio.Event()
         self.reconnects = 0
@@ -297,6 +304,9 @@ class ShardedEventHub:
             await self._dirty.wait()
             self._dirty.clear()
             try:
+                if self._stale_map:
+                    self._stale_map = False
+                    await self._cluster.nodes_manager.initialize()
                 await self._place()
                 delay = 0.1
             except (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError) as exc:
@@ -342,12 +352,20 @@ class ShardedEventHub:
         elif kind == "sunsubscribe":
             link.channels.discard(channel)
             if self._placed.get(channel) is link:  # the node dropped us: the slot moved
-                del self._placed[channel]
-                self._heard.discard(channel)
-                self._dirty.set()
-                with contextlib.suppress(Exception):
-                    task = asyncio.ensure_future(self._cluster.nodes_manager.initialize())
-                    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                self._replace(channel)
+
+    def _refused(self, link: _ShardLink, channel: str, error: Exception) -> None:
+        log.info("event hub: %s refused %s (%s)", link.name, channel, str(error)[:80])
+        link.channels.discard(channel)
+        if self._placed.get(channel) is link:
+            self._replace(channel)
+
+    def _replace(self, channel: str) -> None:
+        """Subscribe ``channel`` again, where a fresh slot map says."""
+        del self._placed[channel]
+        self._heard.discard(channel)
+        self._stale_map = True
+        self._dirty.set()
 
     def _confirmed(self, channel: str) -> None:
         self._heard.add(channel)
@@ -375,6 +393,7 @@ class ShardedEventHub:
                 self._heard.discard(channel)
         if POOLS_CHANNEL not in self._heard:
             self.subscribed.clear()
+        self._stale_map = True
         self._dirty.set()
 
     _run_reconnect_hooks = EventHub._run_reconnect_hooks
