@@ -96,6 +96,8 @@ class World:
         self.rp_id, self.rp_secret = rp.client_id, rp_secret
         self.http = httpx.Client(base_url=url, timeout=10)
         self.access_token = ""
+        self.management_token = ""
+        self.management: tuple[str, str] = ("", "")
 
     def ticket(self, state: str) -> tuple[str, str]:
         """A new ticket of the pool, brought to ``state``; (ticket, secret)."""
@@ -147,6 +149,10 @@ def realistic(world: World, case, data) -> dict[str, str]:
         headers["authorization"] = "Basic " + base64.b64encode(pair).decode()
     if op.startswith("oidcUserinfo") and data.draw(st.booleans(), label="access token"):
         headers["authorization"] = f"Bearer {world.access_token}"
+    if path.startswith("/api/v1/") and data.draw(st.booleans(), label="management token"):
+        # A management client with every scope: the fuzzer reaches each route's own
+        # validation, not only the 401 in front of it.
+        headers["authorization"] = f"Bearer {world.management_token}"
     return headers
 
 
@@ -157,6 +163,14 @@ def fuzz(doc: dict, world: World) -> tuple[list[str], int, int]:
     failures: list[str] = []
     operations = examples = 0
     world.access_token = world.exchange_access_token()
+    r = world.http.post(
+        "/oidc/token",
+        data={"grant_type": "client_credentials"},
+        auth=world.management,
+        headers={"host": world.pool_host},
+    )
+    assert r.status_code == 200, r.text
+    world.management_token = r.json()["access_token"]
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
@@ -200,12 +214,16 @@ async def running(db, redis_client, settings_factory, box):
         rp, rp_secret = await clients.create(
             conn, box, pool_id=acme.pool.id, name="RP", redirect_uris=[REDIRECT]
         )
+        mgmt, mgmt_secret = await clients.create_management(
+            conn, box, pool_id=acme.pool.id, name="Back office", scopes=clients.MANAGEMENT_SCOPES
+        )
     sock = free_socket()
     settings = settings_factory(
         base_url=f"http://localhost:{sock.getsockname()[1]}",
         rate_qr=Limit(0, 60),
         rate_mp_session=Limit(0, 60),
         rate_token=Limit(0, 60),
+        rate_mgmt=Limit(0, 60),
     )
     async with run_portal(settings, sock=sock) as portal:
         async with portal.client() as apex:
@@ -213,6 +231,7 @@ async def running(db, redis_client, settings_factory, box):
             assert (await phone.login()).status_code == 200
             doc = (await apex.get("/openapi.json")).json()
         world = World(portal.url, portal.host("acme"), portal.host(), phone.token, rp, rp_secret)
+        world.management = (mgmt.client_id, mgmt_secret)
         yield doc, world
 
 

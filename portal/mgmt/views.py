@@ -65,6 +65,13 @@ async def _announce(request: Request) -> None:
     await pools.announce_change(request.state.hub, _pool(request).slug)
 
 
+def _single(request: Request) -> None:
+    """A query parameter given twice is refused, not one of its values picked."""
+    for name in request.query_params:
+        if len(request.query_params.getlist(name)) > 1:
+            raise ValidationError(f"The parameter {name[:40]} is repeated.")
+
+
 def _limit(request: Request) -> int:
     raw = request.query_params.get("limit", "")
     if not raw:
@@ -111,6 +118,7 @@ def _user_id(request: Request) -> uuid.UUID:
 
 async def list_users(request: Request) -> Response:
     await caller(request, "users:read")
+    _single(request)
     q = _query(request, "q")
     cursor = request.query_params.get("cursor")
     after = _parse_user_cursor(cursor[:200]) if cursor else None
@@ -507,17 +515,17 @@ async def delete_client(request: Request) -> Response:
 
 async def list_logins(request: Request) -> Response:
     await caller(request, "logins:read")
+    _single(request)
     params = request.query_params
     days = {}
     for name in ("since", "until"):
-        raw = params.get(name, "")
-        if raw:
-            day = store.parse_day(raw[:20])
+        if name in params:
+            day = store.parse_day(params[name][:20])
             if day is None:
                 raise ValidationError(f"{name} must be a day, YYYY-MM-DD (UTC).")
             days[name] = day
     user_id = None
-    if params.get("user_id"):
+    if "user_id" in params:
         user_id = store.parse_uuid(params["user_id"])
         if user_id is None:
             raise ValidationError("user_id is not a user id.")
