@@ -83,6 +83,24 @@ class World:
     b_client: str  # a non-default client of B
     a_client: str
     b_family: uuid.UUID
+    a_webhook: tuple[str, str] = ("", "")  # (endpoint id, delivery id)
+    b_webhook: tuple[str, str] = ("", "")
+
+
+async def make_webhook(conn, pool_id: int) -> tuple[str, str]:
+    """A webhook endpoint and one delivery of it (the outbox's trigger makes it)."""
+    endpoint = await conn.fetchval(
+        """INSERT INTO webhook_endpoints (pool_id, url, events, secret_enc)
+           VALUES ($1, 'https://hooks.example/in', '{user.created}', '\\x00') RETURNING id""",
+        pool_id,
+    )
+    await conn.execute(
+        "INSERT INTO events (pool_id, type, data) VALUES ($1, 'user.created', '{}')", pool_id
+    )
+    delivery = await conn.fetchval(
+        "SELECT id FROM webhook_deliveries WHERE endpoint_id = $1", endpoint
+    )
+    return str(endpoint), str(delivery)
 
 
 async def make_user(conn, pool_id: int, nickname: str, phone: str) -> uuid.UUID:
@@ -127,7 +145,20 @@ async def world(portal, db, box) -> World:
             conn, box, pool_id=a.pool.id, name="A app", redirect_uris=["https://a.example/cb"]
         )
         family = await make_refresh_token(conn, b.pool.id, b_client.id, b_user)
-    return World(portal, a, b, a_user, b_user, b_client.client_id, a_client.client_id, family)
+        a_webhook = await make_webhook(conn, a.pool.id)
+        b_webhook = await make_webhook(conn, b.pool.id)
+    return World(
+        portal,
+        a,
+        b,
+        a_user,
+        b_user,
+        b_client.client_id,
+        a_client.client_id,
+        family,
+        a_webhook,
+        b_webhook,
+    )
 
 
 @pytest.fixture
@@ -168,6 +199,18 @@ async def snapshot(db, pool_id: int) -> dict:
                 "SELECT * FROM pool_admins WHERE pool_id = $1 ORDER BY admin_id", pool_id
             )
         ],
+        "webhooks": [
+            dict(r)
+            for r in await db.fetch(
+                "SELECT * FROM webhook_endpoints WHERE pool_id = $1 ORDER BY id", pool_id
+            )
+        ],
+        "deliveries": [
+            dict(r)
+            for r in await db.fetch(
+                "SELECT * FROM webhook_deliveries WHERE pool_id = $1 ORDER BY id", pool_id
+            )
+        ],
     }
 
 
@@ -189,6 +232,8 @@ def fill(path: str, slug: str, w: World, *, objects_of: str) -> str:
         "client_id": w.b_client if objects_of == "b" else w.a_client,
         "user_id": str(w.b_user if objects_of == "b" else w.a_user),
         "admin_id": "2" if objects_of == "b" else "1",  # b@example.com is admin 2
+        "endpoint_id": (w.b_webhook if objects_of == "b" else w.a_webhook)[0],
+        "delivery_id": (w.b_webhook if objects_of == "b" else w.a_webhook)[1],
     }
     names = set(re.findall(r"{(\w+)}", path))
     unknown = names - params.keys()

@@ -17,12 +17,14 @@ from portal.console import (
     messages,  # noqa: F401  (registers the console's texts)
     messages_oidc,  # noqa: F401  (the OpenID Connect registration's texts)
     messages_privacy,  # noqa: F401  (the audit trail's and personal data's texts)
+    messages_webhooks,  # noqa: F401  (the webhooks' texts)
     views_audit,
     views_auth,
     views_clients,
     views_pool,
     views_privacy,
     views_users,
+    views_webhooks,
 )
 from portal.console.common import Ctx, NotSignedIn, context, login_redirect
 
@@ -106,6 +108,25 @@ def routes() -> list[Route]:
         Route(p + "/users/{user_id}/export", guarded(views_privacy.user_export), methods=post),
         Route(p + "/retention", guarded(views_privacy.retention_post), methods=post),
         Route(p + "/delete", guarded(views_privacy.pool_delete), methods=post),
+        # webhooks (issue 19, part 3)
+        Route(p + "/webhooks", guarded(views_webhooks.list_get), methods=get),
+        Route(p + "/webhooks", guarded(views_webhooks.create_post), methods=post),
+        Route(p + "/webhooks/{endpoint_id}", guarded(views_webhooks.detail_get), methods=get),
+        Route(p + "/webhooks/{endpoint_id}", guarded(views_webhooks.edit_post), methods=post),
+        Route(
+            p + "/webhooks/{endpoint_id}/enable", guarded(views_webhooks.enable_post), methods=post
+        ),
+        Route(
+            p + "/webhooks/{endpoint_id}/rotate", guarded(views_webhooks.rotate_post), methods=post
+        ),
+        Route(
+            p + "/webhooks/{endpoint_id}/delete", guarded(views_webhooks.delete_post), methods=post
+        ),
+        Route(
+            p + "/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay",
+            guarded(views_webhooks.replay_post),
+            methods=post,
+        ),
     ]
 
 

@@ -31,6 +31,11 @@ _ENDPOINT_COLUMNS = (
 )
 
 
+def loopback_allowed(settings: Settings) -> bool:
+    """Endpoints on loopback: in dev mode, or with PORTAL_WEBHOOKS_ALLOW_LOOPBACK (tests)."""
+    return settings.webhooks_allow_loopback or settings.is_dev
+
+
 def secret_context(endpoint_id: uuid.UUID | str) -> str:
     return f"webhook_endpoint:{endpoint_id}"
 
@@ -53,18 +58,20 @@ def check_url(settings: Settings, value: str) -> str:
     checked again, resolved, on every delivery (portal.web.outbound)."""
     url = (value or "").strip()
     if not url or len(url) > 2000:
-        raise ValidationError("url: give the endpoint's URL (at most 2000 characters).")
+        raise ValidationError(
+            "url: give the endpoint's URL (at most 2000 characters).", error="invalid_url"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise ValidationError("url: not a valid URL.") from None
-    loopback = settings.webhooks_allow_loopback
+        raise ValidationError("url: not a valid URL.", error="invalid_url") from None
+    loopback = loopback_allowed(settings)
     allowed_schemes = ("https", "http") if loopback else ("https",)
     if parts.scheme not in allowed_schemes or not parts.hostname:
-        raise ValidationError("url: must be an https:// URL.")
+        raise ValidationError("url: must be an https:// URL.", error="invalid_url")
     if parts.username or parts.password or parts.fragment:
-        raise ValidationError("url: must not carry credentials or a fragment.")
+        raise ValidationError("url: must not carry credentials or a fragment.", error="invalid_url")
     del port
     host = parts.hostname
     try:
@@ -75,24 +82,27 @@ def check_url(settings: Settings, value: str) -> str:
     if (literal is not None and not address_allowed(literal, allow_loopback=loopback)) or (
         literal is None and local_name and not loopback
     ):
-        raise ValidationError("url: must be a public address (not loopback, private or local).")
+        raise ValidationError(
+            "url: must be a public address (not loopback, private or local).",
+            error="url_not_public",
+        )
     return url
 
 
 def check_events(values: list[str] | tuple[str, ...]) -> list[str]:
     chosen = sorted(set(values or ()))
     if not chosen:
-        raise ValidationError("events: choose at least one event.")
+        raise ValidationError("events: choose at least one event.", error="invalid_events")
     unknown = [v for v in chosen if v not in EVENTS]
     if unknown:
-        raise ValidationError(f"events: unknown event {unknown[0]!r}.")
+        raise ValidationError(f"events: unknown event {unknown[0]!r}.", error="invalid_events")
     return chosen
 
 
 def check_description(value: str | None) -> str:
     text = (value or "").strip()
     if len(text) > 200:
-        raise ValidationError("description: at most 200 characters.")
+        raise ValidationError("description: at most 200 characters.", error="invalid_description")
     return text
 
 
@@ -146,7 +156,10 @@ async def create_endpoint(
             "SELECT count(*) FROM webhook_endpoints WHERE pool_id = $1", pool_id
         )
         if count >= MAX_ENDPOINTS_PER_POOL:
-            raise ValidationError(f"A pool has at most {MAX_ENDPOINTS_PER_POOL} webhook endpoints.")
+            raise ValidationError(
+                f"A pool has at most {MAX_ENDPOINTS_PER_POOL} webhook endpoints.",
+                error="too_many_endpoints",
+            )
         row = await conn.fetchrow(
             "INSERT INTO webhook_endpoints (id, pool_id, url, description, events, secret_enc) "
             f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_ENDPOINT_COLUMNS}",

@@ -17,7 +17,7 @@ from standardwebhooks import Webhook
 from portal import jobs
 from portal.stores.crypto import SecretBox
 from portal.web.outbound import AddressNotAllowed, guarded_client
-from portal.webhooks.store import DELIVER_TASK, QUEUE, secret_context
+from portal.webhooks.store import DELIVER_TASK, QUEUE, loopback_allowed, secret_context
 
 log = logging.getLogger("portal.webhooks")
 
@@ -143,7 +143,7 @@ async def deliver(context: JobContext, *, delivery_id: int, replay: bool = False
     headers = signed_headers(secret, msg_id, body, datetime.now(UTC))
     started = time.perf_counter()
     status, error, excerpt = await _post(
-        _client(res.settings.webhooks_allow_loopback), row["url"], body, headers
+        _client(loopback_allowed(res.settings)), row["url"], body, headers
     )
     latency_ms = round((time.perf_counter() - started) * 1000)
     ok = status is not None and 200 <= status < 300
