@@ -26,10 +26,11 @@ SHUTDOWN_GRACE = 30.0
 
 def task_sets() -> tuple[jobs.Tasks, ...]:
     """Every feature's tasks. A feature with background work adds its ``tasks.py`` here."""
+    from portal.oidc import tasks as oidc_tasks
     from portal.privacy import tasks as privacy_tasks
     from portal.webhooks import tasks as webhook_tasks
 
-    return (webhook_tasks.tasks, privacy_tasks.tasks)
+    return (webhook_tasks.tasks, privacy_tasks.tasks, oidc_tasks.tasks)
 
 
 def create_app(settings: Settings, concurrency: int = DEFAULT_CONCURRENCY):

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from portal import jobs
 from portal.errors import Conflict, NotFound, ValidationError
+from portal.oidc import logout as rp_logout
 from portal.oidc import tokens
 from portal.stores.crypto import SecretBox
 from portal.tenants import admins, clients, keys, pools
@@ -552,6 +553,9 @@ async def set_blocked(
         )
         for row in families:
             await tokens.revoke_family(conn, redis, pool, str(row["family_id"]))
+        # Back-channel logout (issue 18): each client that registered for it hears,
+        # by the worker, that every login of this person has ended.
+        await rp_logout.notify_user(conn, pool.id, str(user_id))
     return len(families)
 
 

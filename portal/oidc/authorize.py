@@ -21,21 +21,22 @@ import time
 import uuid
 from urllib.parse import urlencode, urlsplit
 
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from portal.errors import PortalError
-from portal.oidc import sessions, tokens
+from portal.oidc import clientauth, jar, sessions, tokens
 from portal.oidc.codes import AuthRequest, CodeGrant, peek_request, save_request, take_request
-from portal.oidc.endpoints import issuer
+from portal.oidc.endpoints import NO_STORE, issuer, read_form
 from portal.scan import users
 from portal.scan.qrapi import TICKET_RE, started_at
 from portal.scan.tickets import RETENTION_S
 from portal.tenants import clients, linkrules
 from portal.tenants.clients import Client
 from portal.tenants.pools import Pool
-from portal.web import i18n, jsonapi
+from portal.web import cors, i18n, jsonapi
 from portal.web.pages import lang_switch_url, render
 
 RESPONSE_MODES = ("query", "fragment", "form_post", "web_message")
@@ -126,8 +127,6 @@ def _validate(params: dict[str, str], client: Client) -> tuple[AuthRequest, str 
         # OIDC Core §3.1.2.6: each parameter has its own error code.
         if params.get("request_uri"):
             raise AuthError("request_uri_not_supported", "request_uri is not supported.")
-        if params.get("request"):
-            raise AuthError("request_not_supported", "Request objects are not supported.")
         if response_type is None:
             raise AuthError(
                 "unsupported_response_type",
@@ -254,6 +253,24 @@ async def authorize(request: Request) -> Response:
     )
     if client is None or client.is_management:  # a management client logs nobody in
         return _page_error(request, "unknown_client")
+    # RFC 9126: a pushed request by reference, checked when it was pushed, used once.
+    request_uri = params.get("request_uri") or ""
+    if request_uri.startswith(jar.PAR_PREFIX):
+        stored = await jar.pushed(request, request_uri)
+        if stored is None or stored.get("client_id") != client.client_id:
+            return _page_error(request, "bad_request_uri")
+        params = stored
+    elif params.get("request"):
+        # RFC 9101: the signed request object's parameters, and only those.
+        try:
+            params = await jar.request_object(request, client, params["request"], issuer(request))
+        except jar.Invalid as exc:
+            return _early_error(request, client, params, "invalid_request_object", str(exc))
+    elif client.require_par:
+        return _early_error(
+            request, client, params, "invalid_request",
+            "This client must push its authorization requests (PAR) first.",
+        )  # fmt: skip
     if not params.get("redirect_uri"):
         # Required (OIDC Core §3.1.2.1), even for a client with one registered URI:
         # registration here says nothing of a default (docs/api.md).
@@ -267,6 +284,67 @@ async def authorize(request: Request) -> Response:
             request, exc.request, {"error": exc.error, "error_description": exc.description}
         )  # type: ignore[attr-defined]
     return await _login_or_page(request, client, req, prompt, params)
+
+
+def _early_error(
+    request: Request, client: Client, params: dict[str, str], error: str, description: str
+) -> Response:
+    """An error found before the request's own parameters are known good: to the
+    redirect URI named beside it if the client registered that one, else a page."""
+    redirect_uri = params.get("redirect_uri")
+    if not redirect_uri or redirect_uri not in client.redirect_uris:
+        return _page_error(request, "bad_request_object")
+    response_type = clients.response_type(params.get("response_type") or "") or "code"
+    mode = params.get("response_mode")
+    if mode not in RESPONSE_MODES or (mode == "query" and response_type != "code"):
+        mode = "query" if response_type == "code" else "fragment"
+    state = _bounded(params.get("state"))
+    req = AuthRequest(client.client_id, redirect_uri, "", state, None, None, mode)
+    return respond(request, req, {"error": error, "error_description": description})
+
+
+def _bounded(value: str | None) -> str | None:
+    return value if value and len(value) <= _MAX_PARAM else None
+
+
+# Client authentication fields: not part of a pushed authorization request.
+_AUTH_FIELDS = ("client_secret", "client_assertion", "client_assertion_type")
+
+
+async def par(request: Request) -> Response:
+    """``POST /oidc/par`` (RFC 9126): the client authenticates, its request is
+    checked as the authorization endpoint would, and kept 60 seconds under a
+    ``request_uri`` that the browser then takes to ``/oidc/auth``."""
+    form = await read_form(request)
+    client = await clientauth.authenticate(request, form)
+    cors.check(request, client)
+    if client.is_management:
+        raise InvalidRequestError(description="A management client logs nobody in.")
+    params = {k: str(v) for k, v in form.items() if k not in _AUTH_FIELDS}
+    if "request_uri" in params:
+        raise InvalidRequestError(description="request_uri cannot be pushed.")
+    if params.get("request"):
+        try:
+            params = await jar.request_object(request, client, params["request"], issuer(request))
+        except jar.Invalid as exc:
+            raise jar.InvalidRequestObject(description=str(exc)) from None
+    params["client_id"] = client.client_id
+    if not params.get("redirect_uri"):
+        raise InvalidRequestError(description="redirect_uri is required.")
+    if params["redirect_uri"] not in client.redirect_uris:
+        raise InvalidRequestError(description="redirect_uri is not registered for this client.")
+    try:
+        _validate(params, client)
+    except AuthError as exc:
+        return JSONResponse(
+            {"error": exc.error, "error_description": exc.description},
+            status_code=400,
+            headers=NO_STORE,
+        )
+    uri = await jar.push(request, params)
+    return JSONResponse(
+        {"request_uri": uri, "expires_in": jar.PAR_TTL}, status_code=201, headers=NO_STORE
+    )
 
 
 async def _login_or_page(
@@ -435,4 +513,5 @@ def routes() -> list[Route]:
         Route("/", pool_root, methods=["GET"]),
         Route("/oidc/auth", authorize, methods=["GET", "POST"]),
         Route("/oidc/auth/complete", complete, methods=["POST"]),
+        Route("/oidc/par", par, methods=["POST"]),
     ]

@@ -1,6 +1,8 @@
-"""Client authentication at the token, revocation and introspection endpoints:
-``client_secret_basic``, ``client_secret_post`` and ``none`` (public clients,
-which must then prove possession with PKCE)."""
+"""Client authentication at the token, revocation, introspection and PAR
+endpoints: ``client_secret_basic``, ``client_secret_post``, the JWT assertions
+of RFC 7523 (``private_key_jwt`` signed with a key of the client's registered
+JWK Set, ``client_secret_jwt`` an HS256 keyed with its secret; ``portal.oidc.jar``)
+and ``none`` (public clients, which must then prove possession with PKCE)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,17 @@ from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestErro
 from starlette.datastructures import FormData
 from starlette.requests import Request
 
+from portal.oidc import jar
 from portal.tenants import clients
 from portal.tenants.clients import Client
 
-METHODS = ("client_secret_basic", "client_secret_post", "none")
+METHODS = (
+    "client_secret_basic",
+    "client_secret_post",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "none",
+)
 
 
 def _invalid(basic: bool, description: str) -> InvalidClientError:
@@ -49,6 +58,8 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
 
 async def authenticate(request: Request, form: FormData) -> Client:
     """The calling client, authenticated, or InvalidClientError."""
+    if form.get("client_assertion") is not None or form.get("client_assertion_type") is not None:
+        return await _assertion(request, form)
     basic = _basic_credentials(request)
     if basic is not None:
         if form.get("client_secret"):
@@ -75,4 +86,32 @@ async def authenticate(request: Request, form: FormData) -> Client:
         return client
     if not secret or not clients.verify_secret(request.state.box, client, secret):
         raise _invalid(basic is not None, "Client authentication failed.")
+    return client
+
+
+async def _assertion(request: Request, form: FormData) -> Client:
+    """RFC 7523 §2.2: the client is who the assertion says, if its signature,
+    audience, lifetime and single use check out."""
+    if _basic_credentials(request) is not None or form.get("client_secret"):
+        raise InvalidRequestError(description="Use one client authentication method, not two.")
+    if form.get("client_assertion_type") != jar.ASSERTION_TYPE:
+        raise InvalidRequestError(
+            description=f"client_assertion_type must be {jar.ASSERTION_TYPE}."
+        )
+    token = str(form.get("client_assertion") or "")
+    client_id = jar.assertion_subject(token)
+    if client_id is None or form.get("client_id") not in (None, client_id):
+        raise _invalid(False, "Client authentication failed.")
+    state = request.state
+    await state.limits.check(
+        "client", f"{state.pool.id}:{client_id}:{state.client_ip}", state.settings.rate_token
+    )
+    client = await state.clients.get(state.pool.id, client_id)
+    if client is None or client.is_public:
+        raise _invalid(False, "Client authentication failed.")
+    issuer = state.settings.pool_url(state.pool.slug)
+    try:
+        await jar.check_assertion(request, client, token, issuer)
+    except jar.Invalid as exc:
+        raise _invalid(False, f"Client authentication failed: {exc}.") from None
     return client

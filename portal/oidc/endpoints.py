@@ -22,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from portal.oidc import clientauth, sessions, tokens
+from portal.oidc import clientauth, jar, sessions, tokens
+from portal.oidc import logout as rp_logout
 from portal.oidc.codes import CodeMismatch
 from portal.scan import users
 from portal.tenants.clients import Client
@@ -75,11 +76,16 @@ def _metadata(iss: str, pool: Pool) -> dict:
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algs,
         "token_endpoint_auth_methods_supported": list(clientauth.METHODS),
+        "token_endpoint_auth_signing_alg_values_supported": list(jar.ALGS),
         "revocation_endpoint_auth_methods_supported": list(clientauth.METHODS),
+        "revocation_endpoint_auth_signing_alg_values_supported": list(jar.ALGS),
         "introspection_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
+            m for m in clientauth.METHODS if m != "none"
         ],
+        "introspection_endpoint_auth_signing_alg_values_supported": list(jar.ALGS),
+        # RFC 9126: per client (require_pushed_authorization_requests), not for all.
+        "pushed_authorization_request_endpoint": f"{iss}/oidc/par",
+        "require_pushed_authorization_requests": False,
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": [
             "iss",
@@ -94,10 +100,16 @@ def _metadata(iss: str, pool: Pool) -> dict:
             "sid",
             *tokens.USER_CLAIMS,
         ],
-        "request_parameter_supported": False,
+        # RFC 9101: signed request objects by value; by reference only PAR's request_uri.
+        "request_parameter_supported": True,
+        "request_object_signing_alg_values_supported": list(jar.ALGS),
         "request_uri_parameter_supported": False,
         "claims_parameter_supported": False,
-        "frontchannel_logout_supported": False,
+        # Back- and Front-Channel Logout 1.0, per client (portal.oidc.logout).
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": True,
+        "frontchannel_logout_session_supported": True,
         "authorization_response_iss_parameter_supported": True,  # RFC 9207
         "ui_locales_supported": ["zh-CN", "en"],
     }
@@ -289,10 +301,14 @@ async def _refresh(request: Request, form: FormData, client: Client) -> dict:
         # Ended already (logout, revocation, a replay): nothing more to revoke.
         raise InvalidGrantError(description="The refresh token has been revoked.")
     if rotation.spent:
-        # Reuse of a rotated token: someone holds a copy. End the whole login.
-        await tokens.revoke_family(
-            request.state.db, request.state.redis, pool, str(rotation.family_id)
-        )
+        # Reuse of a rotated token: someone holds a copy. End the whole login, and
+        # tell the client (back-channel logout), in one transaction.
+        async with request.state.db.acquire() as conn, conn.transaction():
+            await tokens.revoke_family(conn, request.state.redis, pool, str(rotation.family_id))
+            sub = str(rotation.user["id"]) if rotation.user else None
+            await rp_logout.notify(
+                conn, pool.id, client.client_id, sub=sub, sid=str(rotation.family_id)
+            )
         raise InvalidGrantError(
             description="The refresh token was already used; the session is revoked."
         )
@@ -533,12 +549,29 @@ async def logout(request: Request) -> Response:
         )
         page.headers["cache-control"] = "no-store"
         return page
-    # End the portal's own login session for this browser.
+    # End the portal's own login session for this browser, and with it each
+    # login it made at the pool's clients (their token families), telling each
+    # client that registered how: back-channel (queued here, sent by the worker)
+    # and front-channel (frames on the page below).
+    logins = await sessions.end(request, Response())
+    if sid and str(sid) not in logins and client is not None:
+        logins[str(sid)] = client.client_id
+    sub = session.user_id if session is not None else claims.get("sub")
+    if logins:
+        async with request.state.db.acquire() as conn, conn.transaction():
+            for login in logins:
+                await tokens.revoke_family(conn, request.state.redis, pool, login)
+            if sub:
+                await rp_logout.notify_logins(conn, pool.id, str(sub), logins)
+    known = {c: await request.state.clients.get(pool.id, c) for c in set(logins.values())}
+    frames = rp_logout.frontchannel_urls(issuer(request), logins, known)
     response: Response
+    next_url = None
     if target and client is not None and target in client.post_logout_redirect_uris:
         query = urlencode({"state": params["state"]}) if params.get("state") else ""
         sep = "&" if "?" in target else "?"
-        response = RedirectResponse(target + (sep + query if query else ""), status_code=303)
+        next_url = target + (sep + query if query else "")
+        response = RedirectResponse(next_url, status_code=303)
     elif target:
         # Never redirect to an address the client did not register (open redirect).
         response = render(
@@ -546,10 +579,16 @@ async def logout(request: Request) -> Response:
         )
     else:
         response = render(request, "oidc_message.html", {"kind": "logged_out"})
-    await sessions.end(request, response)
-    if sid:
-        async with request.state.db.acquire() as conn:
-            await tokens.revoke_family(conn, request.state.redis, pool, str(sid))
+    if frames and response.status_code != 400:
+        # Front-Channel Logout 1.0 §4: the page frames each client's logout URI,
+        # then goes on to the post-logout redirect URI, if any.
+        response = render(
+            request,
+            "oidc_logged_out.html",
+            {"frames": frames, "next_url": next_url},
+            frame_sources=frames,
+        )
+    await sessions.end(request, response)  # the cookie's removal, on what is sent
     response.headers["cache-control"] = "no-store"
     return response
 

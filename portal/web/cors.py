@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from portal.errors import PortalError
 
 # Paths of a pool host that browsers on clients' websites may call.
-PREFIXES = ("/api/qrcode", "/oidc/token", "/oidc/userinfo", "/oidc/revoke")
+PREFIXES = ("/api/qrcode", "/oidc/token", "/oidc/userinfo", "/oidc/revoke", "/oidc/par")
 # Public documents: the same answer for everyone, readable from any origin.
 PUBLIC = (
     "/.well-known/openid-configuration",

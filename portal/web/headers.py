@@ -121,6 +121,11 @@ LOGOUT_CONFIRM = Policy(
     referrer="no-referrer",
 )
 
+# RP-initiated logout's last page when clients registered front-channel logout:
+# it frames each one's logout URI (their origins in frame-src, per response),
+# then a script goes on to the post-logout redirect URI.
+LOGGED_OUT = Policy("logged_out", referrer="no-referrer")
+
 # The phone simulator (dev only): calls the mini-program API on the apex, shows
 # the scanned pool's logo from the pool's host.
 DEV_PHONE = Policy(
@@ -142,6 +147,7 @@ _BY_TEMPLATE = {
     "oidc_form_post.html": FORM_POST,
     "oidc_web_message.html": WEB_MESSAGE,
     "oidc_logout_confirm.html": LOGOUT_CONFIRM,
+    "oidc_logged_out.html": LOGGED_OUT,
     "dev_phone.html": DEV_PHONE,
     "scan_outside_wechat.html": Q_PAGE,
 }
@@ -191,6 +197,7 @@ def csp(
     settings: Settings,
     form_target: str | None = None,
     frame_ancestor: str | None = None,
+    frame_sources: tuple[str, ...] | list[str] = (),
 ) -> str:
     """The Content-Security-Policy of one response of this kind. ``frame_ancestor``:
     the one origin (of this URI) that may frame it, for an authorization response
@@ -211,6 +218,9 @@ def csp(
         "form-action " + (" ".join(forms) or "'none'"),
         "frame-ancestors " + ((frame_ancestor and origin_source(frame_ancestor)) or "'none'"),
     ]
+    frames = [s for s in dict.fromkeys(origin_source(u) for u in frame_sources) if s]
+    if frames:  # front-channel logout: exactly these origins may be framed
+        directives.append("frame-src " + " ".join(frames))
     return "; ".join(directives)
 
 
@@ -227,11 +237,14 @@ def page_headers(
     path: str,
     form_target: str | None = None,
     frame_ancestor: str | None = None,
+    frame_sources: tuple[str, ...] | list[str] = (),
 ) -> dict[str, str]:
     """The page-only headers of one HTML response (the always-headers come from
     the middleware)."""
     return {
-        "content-security-policy": csp(policy, nonce, settings, form_target, frame_ancestor),
+        "content-security-policy": csp(
+            policy, nonce, settings, form_target, frame_ancestor, frame_sources
+        ),
         "referrer-policy": referrer_for(policy, path),
     }
 

@@ -328,9 +328,24 @@ RETRY_AFTER = {
 }
 # RFC 7009 §2.1: only a hint; an unknown one is ignored, as the search covers both kinds.
 TOKEN_TYPE_HINT = {"type": "string", "examples": ["access_token", "refresh_token"]}
+# What an authorization request may carry, pushed (RFC 9126) as at /oidc/auth.
+PAR_FIELDS = ("response_type", "redirect_uri", "scope", "state", "nonce", "code_challenge",
+              "code_challenge_method", "response_mode", "prompt", "max_age", "request")  # fmt: skip
+
 CLIENT_AUTH_FIELDS = {
     "client_id": {"type": "string", "description": "`client_secret_post` and `none`"},
     "client_secret": {"type": "string", "description": "`client_secret_post`"},
+    # RFC 7523 (issue 18): private_key_jwt and client_secret_jwt.
+    "client_assertion_type": {
+        "type": "string",
+        "enum": ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"],
+    },
+    "client_assertion": {
+        "type": "string",
+        "description": "`private_key_jwt` (signed with a key of the client's registered "
+        "JWK Set) or `client_secret_jwt` (HS256 keyed with its secret): iss and sub the "
+        "client_id, aud the issuer or the endpoint, exp, a jti used once",
+    },
 }
 
 # What a status means, for the responses' descriptions.
@@ -1074,6 +1089,43 @@ def _paths() -> dict[str, dict]:
                 ),
                 security=[{"clientBasic": []}, {}],
                 op_id="oidcRevoke",
+            )
+        },
+        "/oidc/par": {
+            "post": _op(
+                "Push an authorization request (RFC 9126)",
+                oidc,
+                {
+                    "201": _json(
+                        _object({"request_uri": STRING, "expires_in": INTEGER}),
+                        "Kept for expires_in (60) seconds: the browser opens "
+                        "/oidc/auth?client_id=...&request_uri=... once.",
+                    ),
+                    **_errors(
+                        _merge(
+                            OAUTH_CLIENT,
+                            {
+                                400: [
+                                    "invalid_request_object",
+                                    "unsupported_response_type",
+                                    "unauthorized_client",
+                                    "invalid_scope",
+                                ],
+                                403: ["origin_not_allowed"],
+                            },
+                            RATE,
+                            POOL_HOST,
+                            STORES,
+                        )
+                    ),
+                },
+                description="The client authenticates as at the token endpoint; the request "
+                "(its parameters, or a signed `request` object, RFC 9101) is checked as "
+                "/oidc/auth would. A client registered with "
+                "require_pushed_authorization_requests can start a login no other way.",
+                body=_form_body({name: STRING for name in PAR_FIELDS} | CLIENT_AUTH_FIELDS),
+                security=[{"clientBasic": []}, {}],
+                op_id="oidcPushedAuthorizationRequest",
             )
         },
         "/oidc/introspect": {

@@ -75,13 +75,15 @@ def render(
     *,
     form_target: str | None = None,
     frame_ancestor: str | None = None,
+    frame_sources: tuple[str, ...] | list[str] = (),
 ) -> HTMLResponse:
     """A page, with its security headers (``portal.web.headers``): a fresh CSP nonce is
     handed to the template as ``csp_nonce`` for its ``<script>`` tags.
     ``form_target``: the client's redirect URI a form of this page leads to
     (its origin joins ``form-action`` on pages whose policy allows one).
     ``frame_ancestor``: a URI whose origin alone may frame this page (an
-    authorization response in a client's hidden iframe); else none may."""
+    authorization response in a client's hidden iframe); else none may.
+    ``frame_sources``: URIs whose origins this page may frame (front-channel logout)."""
     env: jinja2.Environment = request.state.templates
     lang, chosen = i18n.pick(request)
     settings = request.state.settings
@@ -103,7 +105,13 @@ def render(
         env.get_template(template).render(ctx),
         status_code=status_code,
         headers=headers.page_headers(
-            policy, nonce, settings, request.url.path, form_target, frame_ancestor
+            policy,
+            nonce,
+            settings,
+            request.url.path,
+            form_target,
+            frame_ancestor,
+            frame_sources,
         ),
     )
     if chosen:

@@ -1,0 +1,234 @@
+"""Logout that reaches every site (issue 18, item 4 of "what broke"): Back-Channel
+Logout 1.0 tokens sent by the worker to each client of the pool the person was
+logged in to, when they log out at one, when an admin blocks them and when a
+rotated refresh token is reused; retried when a client is down; and
+Front-Channel Logout 1.0 frames on the logout page."""
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from portal import worker
+from portal.console import store
+from portal.oidc.logout import EVENT
+from portal.tenants import clients, pools
+from tests.support import LoopbackTransport, free_socket, serve_asgi
+from tests.test_oidc import auth_params, code_grant, scan_login
+
+SITE_A = "https://a.example.com"
+SITE_B = "https://b.example.com"
+
+
+class Receiver:
+    """The clients' back-channel logout endpoints: one local server, a path each."""
+
+    def __init__(self) -> None:
+        self.got: dict[str, list[str]] = {"a": [], "b": []}
+        self.fail_next = 0
+
+    async def endpoint(self, request: Request) -> Response:
+        if self.fail_next:
+            self.fail_next -= 1
+            return Response(status_code=503)
+        form = await request.form()
+        assert request.headers["content-type"].startswith("application/x-www-form-urlencoded")
+        self.got[request.path_params["site"]].append(str(form["logout_token"]))
+        return Response(status_code=200, headers={"cache-control": "no-store"})
+
+
+@pytest.fixture
+async def receiver():
+    rec = Receiver()
+    sock = free_socket()
+    app = Starlette(routes=[Route("/{site}/backchannel", rec.endpoint, methods=["POST"])])
+    async with serve_asgi(app, sock, name="the receiver", lifespan="off"):
+        rec.base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield rec
+
+
+@pytest.fixture
+async def setup(portal, db, box, receiver, settings_factory):
+    await db.execute("TRUNCATE procrastinate_jobs, procrastinate_workers RESTART IDENTITY CASCADE")
+    async with db.acquire() as conn:
+        acme = await pools.create(conn, box, slug="acme", name="Acme", allow_http=True)
+        made = {}
+        for name, site in (("a", SITE_A), ("b", SITE_B)):
+            made[name] = await clients.create(
+                conn, box, pool_id=acme.pool.id, name=name.upper(),
+                redirect_uris=[f"{site}/callback"], post_logout_redirect_uris=[f"{site}/bye"],
+                scopes=["openid", "profile", "offline_access"], allow_http=True,
+                registration={"backchannel_logout_uri": f"{receiver.base}/{name}/backchannel",
+                              "frontchannel_logout_uri": f"{site}/frontchannel"},
+            )  # fmt: skip
+    return {
+        "issuer": f"http://acme.localhost:{portal.port}",
+        "acme": acme,
+        "clients": made,
+        # The worker, as `portal worker` runs it; loopback allowed (dev) for the receiver.
+        "worker_settings": settings_factory(env="dev", base_url=portal.settings.base_url),
+    }
+
+
+@pytest.fixture
+async def browser(portal):
+    async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=10) as client:
+        yield client
+
+
+async def run_worker(setup) -> None:
+    await worker.run_async(
+        setup["worker_settings"], concurrency=2, install_signal_handlers=False, wait=False
+    )
+
+
+async def login(setup, browser, apex, name: str, *, scan: bool) -> dict:
+    """Log in to client ``name`` (scanning, or by the pool's session) and get tokens."""
+    client, secret = setup["clients"][name]
+    site = SITE_A if name == "a" else SITE_B
+    params, verifier = auth_params(client, redirect_uri=f"{site}/callback",
+                                   scope="openid profile offline_access")  # fmt: skip
+    url = f"{setup['issuer']}/oidc/auth?" + str(httpx.QueryParams(params))
+    done = await scan_login(browser, apex, url) if scan else await browser.get(url)
+    assert done.status_code == 303, done.text
+    code = parse_qs(urlsplit(done.headers["location"]).query)["code"][0]
+    form = {**code_grant(code, verifier), "redirect_uri": f"{site}/callback"}
+    r = await browser.post(f"{setup['issuer']}/oidc/token", data=form,
+                           auth=(client.client_id, secret))  # fmt: skip
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def keys(browser, setup) -> KeySet:
+    return KeySet.import_key_set((await browser.get(f"{setup['issuer']}/oidc/jwks")).json())
+
+
+def check_logout_token(token: str, key_set: KeySet, setup, name: str) -> dict:
+    decoded = jwt.decode(token, key_set)
+    assert decoded.header["typ"] == "logout+jwt"
+    claims = decoded.claims
+    assert claims["iss"] == setup["issuer"]
+    assert claims["aud"] == setup["clients"][name][0].client_id
+    assert claims["events"] == {EVENT: {}}
+    assert "nonce" not in claims and claims["jti"] and claims["exp"] > claims["iat"]
+    return claims
+
+
+def claims_of(id_token: str, key_set: KeySet) -> dict:
+    return jwt.decode(id_token, key_set).claims
+
+
+async def refresh(browser, setup, name: str, token: str) -> httpx.Response:
+    client, secret = setup["clients"][name]
+    return await browser.post(
+        f"{setup['issuer']}/oidc/token",
+        data={"grant_type": "refresh_token", "refresh_token": token},
+        auth=(client.client_id, secret),
+    )
+
+
+async def test_logging_out_at_one_site_reaches_every_site_of_the_session(
+    setup, browser, apex, receiver
+):
+    iss = setup["issuer"]
+    at_a = await login(setup, browser, apex, "a", scan=True)
+    at_b = await login(setup, browser, apex, "b", scan=False)  # single sign-on
+    key_set = await keys(browser, setup)
+    sid_a, sid_b = (
+        claims_of(at_a["id_token"], key_set)["sid"],
+        claims_of(at_b["id_token"], key_set)["sid"],
+    )
+    sub = claims_of(at_a["id_token"], key_set)["sub"]
+
+    r = await browser.get(f"{iss}/oidc/logout", params={
+        "id_token_hint": at_a["id_token"], "post_logout_redirect_uri": f"{SITE_A}/bye", "state": "s"})  # fmt: skip
+    # Front-channel: a page that frames both sites' logout URIs with iss and sid,
+    # then goes on to the post-logout redirect URI.
+    assert r.status_code == 200, r.text
+    frames = {parse_qs(urlsplit(u).query)["sid"][0]: u for u in
+              map(html.unescape, re.findall(r'<iframe class="frontchannel" src="([^"]+)"', r.text))}  # fmt: skip
+    assert set(frames) == {sid_a, sid_b}
+    for url in frames.values():
+        assert parse_qs(urlsplit(url).query)["iss"] == [iss]
+    policy = r.headers["content-security-policy"]
+    assert f"frame-src {SITE_A} {SITE_B}" in policy or f"frame-src {SITE_B} {SITE_A}" in policy
+    assert f'data-next="{SITE_A}/bye?state=s"' in r.text
+    # Nothing was sent during the request: the worker sends it.
+    assert receiver.got == {"a": [], "b": []}
+    await run_worker(setup)
+    got_a = [check_logout_token(t, key_set, setup, "a") for t in receiver.got["a"]]
+    got_b = [check_logout_token(t, key_set, setup, "b") for t in receiver.got["b"]]
+    assert [(c["sid"], c["sub"]) for c in got_a] == [(sid_a, sub)]
+    assert [(c["sid"], c["sub"]) for c in got_b] == [(sid_b, sub)]
+    # And both logins are over at the pool too: no refresh, no SSO.
+    for name, issued in (("a", at_a), ("b", at_b)):
+        assert (await refresh(browser, setup, name, issued["refresh_token"])).status_code == 400
+    params, _ = auth_params(setup["clients"]["b"][0], redirect_uri=f"{SITE_B}/callback")
+    page = await browser.get(f"{iss}/oidc/auth", params=params)
+    assert page.status_code == 200 and "data-ticket" in page.text
+
+
+async def test_blocking_a_person_reaches_every_site(setup, browser, apex, receiver, portal):
+    at_a = await login(setup, browser, apex, "a", scan=True)
+    await login(setup, browser, apex, "b", scan=False)
+    key_set = await keys(browser, setup)
+    sub = claims_of(at_a["id_token"], key_set)["sub"]
+    state = portal.state
+    async with state["db"].acquire() as conn:
+        await store.set_blocked(conn, state["redis"], setup["acme"].pool, uuid.UUID(sub), True)
+    await run_worker(setup)
+    for name in ("a", "b"):
+        (token,) = receiver.got[name]
+        claims = check_logout_token(token, key_set, setup, name)
+        assert claims["sub"] == sub and "sid" not in claims  # every session of that person
+
+
+async def test_refresh_token_reuse_tells_the_client_and_a_down_client_is_retried(
+    setup, browser, apex, receiver, db
+):
+    at_a = await login(setup, browser, apex, "a", scan=True)
+    key_set = await keys(browser, setup)
+    sid = claims_of(at_a["id_token"], key_set)["sid"]
+    assert (await refresh(browser, setup, "a", at_a["refresh_token"])).status_code == 200
+    replay = await refresh(browser, setup, "a", at_a["refresh_token"])
+    assert replay.status_code == 400
+    receiver.fail_next = 1  # the client is down for the first attempt
+    await run_worker(setup)
+    assert receiver.got["a"] == []
+    await db.execute("UPDATE procrastinate_jobs SET scheduled_at = now() WHERE status = 'todo'")
+    await run_worker(setup)
+    (token,) = receiver.got["a"]
+    assert check_logout_token(token, key_set, setup, "a")["sid"] == sid
+    assert receiver.got["b"] == []  # not logged in there
+
+
+async def test_a_logout_uri_on_a_private_address_is_not_called_outside_dev(
+    setup, browser, apex, receiver, settings_factory
+):
+    """SSRF: outside dev the worker refuses the loopback receiver (and does not retry)."""
+    await login(setup, browser, apex, "a", scan=True)
+    r = await browser.get(f"{setup['issuer']}/oidc/logout")
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', r.text))
+    await browser.post(f"{setup['issuer']}/oidc/logout", data=fields)
+    await worker.run_async(settings_factory(env="prod", base_url=setup["worker_settings"].base_url), concurrency=2,
+                           install_signal_handlers=False, wait=False)  # fmt: skip
+    assert receiver.got == {"a": [], "b": []}
+
+
+async def test_discovery_advertises_both(setup, browser):
+    meta = (await browser.get(f"{setup['issuer']}/.well-known/openid-configuration")).json()
+    assert meta["backchannel_logout_supported"] is True
+    assert meta["backchannel_logout_session_supported"] is True
+    assert meta["frontchannel_logout_supported"] is True
+    assert meta["frontchannel_logout_session_supported"] is True
