@@ -241,3 +241,64 @@ async def test_the_phone_simulator_opens_only_under_a_published_rule(
         old = content.replace("//localhost", "//acme.localhost")
         r = await apex.post("/dev/phone/open", json={"content": old})
         assert r.status_code == 404
+
+
+async def test_a_pool_admin_sets_the_prefix_and_file_in_the_console(portal, db, box, apex):
+    from portal.tenants import admins
+    from tests.test_console import Console
+
+    password = "correct horse battery staple"
+    async with db.acquire() as conn:
+        await pools.create(
+            conn, box, slug="own", name="Own", mp_appid=B2_APPID, mp_secret=B2_SECRET
+        )
+        await pools.create(conn, box, slug="acme", name="Acme")
+        await admins.create(
+            conn, email="o@example.com", password=password, pool_slugs=["own", "acme"]
+        )
+        await admins.create(conn, email="x@example.com", password=password, pool_slugs=["acme"])
+    console = Console(portal)
+    other = Console(portal)
+    try:
+        assert (await console.login("o@example.com", password)).status_code == 303
+        page = await console.get("/console/pools/own")
+        assert f"{portal.settings.pool_url('own')}/q/" in page.text
+        r = await console.post(
+            "/console/pools/own/link-rule",
+            {"prefix": "", "file_name": "own456.txt", "file_content": "privatecontent"},
+        )
+        assert r.status_code == 303
+        async with portal.client("own") as own:
+            got = await own.get("/q/own456.txt")
+            assert (got.status_code, got.text) == (200, "privatecontent")
+        # the platform's prefix is not the pool's to take; a bad file name is refused
+        await console.post(
+            "/console/pools/own/link-rule",
+            {"prefix": portal.settings.qr_prefix.replace("http:", "https:")},
+        )
+        await console.post(
+            "/console/pools/own/link-rule", {"prefix": "", "file_name": "../x", "file_content": "y"}
+        )
+        assert await db.fetchval("SELECT mp_qr_prefix FROM pools WHERE slug = 'own'") is None
+        assert await db.fetchval("SELECT name FROM mp_verify_files") == "own456.txt"
+        r = await console.post(
+            "/console/pools/own/link-rule", {"prefix": "https://login.own.example/q/"}
+        )
+        assert r.status_code == 303
+        assert await db.fetchval("SELECT mp_qr_prefix FROM pools WHERE slug = 'own'") == (
+            "https://login.own.example/q/"
+        )
+        # a pool on the default mini program has no rule of its own
+        await console.post("/console/pools/acme/link-rule", {"prefix": "https://a.example/q/"})
+        assert await db.fetchval("SELECT mp_qr_prefix FROM pools WHERE slug = 'acme'") is None
+        # another pool's admin, and a post without the CSRF token, change nothing
+        assert (await other.login("x@example.com", password)).status_code == 303
+        r = await other.post("/console/pools/own/link-rule", {"prefix": ""})
+        assert r.status_code == 404
+        await console.http.post("/console/pools/own/link-rule", data={"prefix": ""})
+        assert await db.fetchval("SELECT mp_qr_prefix FROM pools WHERE slug = 'own'") == (
+            "https://login.own.example/q/"
+        )
+    finally:
+        await console.aclose()
+        await other.aclose()

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from portal.console import store
+from portal.console import store, views_linkrule
 from portal.console.common import MAX_FILE_BYTES, Ctx, Forbidden, done, page, pool_path
 from portal.console.trail import audited
 from portal.errors import PortalError
@@ -86,6 +86,7 @@ async def _settings_page(
         "pool_url": request.state.settings.pool_url(pool.slug),
         "default_appid": request.state.settings.default_mp_appid,
         "logo_max_kb": LOGO_MAX_BYTES // 1024,
+        "link_rule": await views_linkrule.context(request, pool),  # issue 17
     }
     return await page(ctx, "console/settings.html", data, status, get_path=pool_path(pool))
 
