@@ -107,7 +107,7 @@ def test_nginx_accepts_the_site(tmp_path):
 def test_systemd_units_verify(tmp_path):
     venv_bin = Path(sys.executable).parent
     units = []
-    for name in ("portal.service", "portal-migrate.service"):
+    for name in ("portal.service", "portal-migrate.service", "portal-worker.service"):
         text = (DEPLOY / "systemd" / name).read_text()
         # Point the units at this checkout: verify checks that ExecStart exists.
         text = text.replace("/opt/portal/.venv/bin", str(venv_bin)).replace(
@@ -126,7 +126,11 @@ def test_compose_file_parses():
     yaml = pytest.importorskip("yaml")
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "portal"}
+    assert set(services) == {"postgres", "redis", "migrate", "portal", "worker"}
+    assert services["worker"]["command"][:2] == ["portal", "worker"]
+    assert services["worker"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully"
+    )
     assert services["migrate"]["command"] == ["portal", "migrate"]
     assert services["portal"]["depends_on"]["migrate"]["condition"] == (
         "service_completed_successfully"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import uvicorn
 
+from portal import worker
 from portal.app import create_app
 from portal.console import store as console_store
 from portal.errors import PortalError
@@ -254,6 +255,7 @@ def run(*, host: str, port: int, wechat_port: int | None) -> int:
                     f"  platform:            {settings.base_url}/",
                     f"  phone simulator:     {settings.base_url}/dev/phone",
                     f"  fake WeChat API:     {settings.wechat_api_base}",
+                    "  worker:              in this process (webhooks may point at localhost)",
                     f"  demo client_id:      {info['default_client_id']}"
                     " (the demo pool's own page; /dev/callback gets its codes)",
                     f"  demo client_secret:  {info['default_client_secret']}"
@@ -277,5 +279,8 @@ def run(*, host: str, port: int, wechat_port: int | None) -> int:
             http=protocol.PortalHttpProtocol,  # header/body limits and deadlines
             log_config=log_config(),
         )
-        _Server(config).run()
+        # The background work (webhooks, back-channel logout, retention) in a thread
+        # of this process, on its own event loop; it stops with the server.
+        with worker.in_thread(settings):
+            _Server(config).run()
     return 0
