@@ -98,6 +98,10 @@ async def test_wechat_refusals_fall_back_to_scanning(pc, portal, fresh_fake, ape
             r = await pc.post(f"/api/qrcode/{t['ticket']}/applink", json={"secret": t["secret"]})
             assert (r.status_code, r.json()["error"]) == (503, "applink_unavailable")
         assert await _calls(fresh_fake, "/wxa/generatescheme") == 2
+        # The fake outlives the test: back to a company's mini program.
+        await fake.post(
+            "/_fake/links", json={"appid": DEMO_APPID, "personal": False, "daily_quota": 500_000}
+        )
     # A final ticket gets none.
     await portal.state["redis"].delete(f"applink:off:{DEMO_APPID}")
     t = await _ticket(pc)

@@ -121,7 +121,7 @@ async def test_the_sdk_and_the_component_show_the_number(
 
 
 async def test_a_phone_browser_logs_in_through_open_wechat(
-    dev_portal, rp, shop, new_page, db, doc_screenshot
+    dev_portal, rp, shop, new_page, db, doc_screenshot, fresh_fake
 ):
     auth = authorization(dev_portal, shop, rp)
     phone = await new_page(user_agent=IPHONE_SAFARI_UA, **PHONE_SCREEN)
@@ -161,13 +161,16 @@ async def test_without_links_the_phone_page_says_how_to_log_in(
     async with httpx.AsyncClient(base_url=fresh_fake.url) as fake:
         r = await fake.post("/_fake/links", json={"appid": DEMO_APPID, "personal": True})
         assert r.status_code == 200
-        for _ in range(2):
-            phone = await new_page(user_agent=IPHONE_SAFARI_UA, **PHONE_SCREEN)
-            await phone.goto(authorization(dev_portal, shop, rp).url)
-            await expect(phone.locator("#status-text")).to_have_text(ZH("login.on_phone"))
-            await phone.wait_for_load_state("networkidle")
-            await expect(phone.locator("#open-wechat-wrap")).to_be_hidden()
-        stats = (await fake.get("/_fake/stats")).json()["calls"]
+        try:
+            for _ in range(2):
+                phone = await new_page(user_agent=IPHONE_SAFARI_UA, **PHONE_SCREEN)
+                await phone.goto(authorization(dev_portal, shop, rp).url)
+                await expect(phone.locator("#status-text")).to_have_text(ZH("login.on_phone"))
+                await phone.wait_for_load_state("networkidle")
+                await expect(phone.locator("#open-wechat-wrap")).to_be_hidden()
+            stats = (await fake.get("/_fake/stats")).json()["calls"]
+        finally:  # the fake outlives the test
+            await fake.post("/_fake/links", json={"appid": DEMO_APPID, "personal": False})
     assert stats.get("/wxa/generatescheme") == 1
 
 
@@ -179,3 +182,31 @@ async def test_wechat_s_browser_gets_the_long_press_page(dev_portal, rp, shop, n
     qr = phone.get_by_role("img", name=ZH("login.qr_alt"))
     box = await qr.bounding_box()
     assert box is not None and box["width"] >= 240, box  # large: long-press to recognise
+
+
+async def test_the_sdk_offers_open_wechat_as_an_option(
+    dev_portal,
+    site,  # noqa: F811
+    new_page,
+    fresh_fake,
+):
+    page = await new_page(user_agent=IPHONE_SAFARI_UA, **PHONE_SCREEN)
+    await page.goto(site.url("/sdk?lang=en"))
+    widget = page.locator("#login .portal-qr")
+    await expect(widget.get_by_role("img", name="QR code to scan with WeChat")).to_be_visible()
+    await expect(widget.locator(".portal-qr-open")).to_be_hidden()  # not asked for
+    await page.evaluate("Portal.qrLogin('#login', {openWeChat: true})")  # the site's option
+    open_wechat = widget.get_by_role("link", name="Open WeChat to log in")
+    await expect(open_wechat).to_be_visible()
+    link = await open_wechat.get_attribute("href")
+    assert link and link.startswith("weixin://dl/business/?t="), link
+    wechat = await new_page()
+    await wechat.goto(dev_portal.url("/dev/phone?" + urlencode({"url": link})))
+    await wechat.get_by_label(SIM("phone.user")).fill("sam")
+    await wechat.get_by_role("button", name=SIM("phone.scan"), exact=True).click()
+    await expect(wechat.get_by_role("status")).to_have_text(SIM("phone.js.scanned"))
+    await wechat.get_by_role("button", name=SIM("phone.confirm"), exact=True).click()
+    await expect(wechat.get_by_role("status")).to_have_text(SIM("phone.js.confirmed"))
+    await page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    await expect(page.locator("#result")).to_have_attribute("data-state", "verified")
+    await expect(open_wechat).to_be_hidden()

@@ -21,6 +21,7 @@
       scanned: "扫码成功，请在手机上确认登录",
       confirmHint: "请在手机上点击“确认登录”",
       matchNumber: "请在手机上选择这个数字",
+      openWeChat: "打开微信登录",
       confirmed: "已确认，正在登录…",
       success: "登录成功",
       expired: "二维码已过期",
@@ -38,6 +39,7 @@
       scanned: "Scanned: confirm the login on your phone",
       confirmHint: "Tap “Confirm login” on your phone",
       matchNumber: "Pick this number on your phone",
+      openWeChat: "Open WeChat to log in",
       confirmed: "Confirmed, logging you in…",
       success: "You are logged in",
       expired: "The QR code has expired",
@@ -65,7 +67,9 @@
     ".portal-qr button{font:inherit;padding:6px 16px;border:0;border-radius:6px;" +
     "background:#07c160;color:#fff;cursor:pointer}" +
     ".portal-qr-status{margin:8px 0 0;min-height:1.5em}" +
-    ".portal-qr-dev{font-size:13px;color:#576b95}";
+    ".portal-qr-dev{font-size:13px;color:#576b95}" +
+    ".portal-qr-open{display:inline-block;margin:8px 0 0;padding:8px 16px;border-radius:6px;" +
+    "background:#07c160;color:#fff;text-decoration:none}";
 
   // --- small helpers ----------------------------------------------------------
 
@@ -202,6 +206,8 @@
     var button = make("button", "portal-qr-refresh", retry);
     var line = make("p", "portal-qr-status", root);
     var dev = make("a", "portal-qr-dev", root); // a dev portal only: its phone simulator
+    var open = make("a", "portal-qr-open", root); // openWeChat: the phone itself (issue 20)
+    open.hidden = true;
     dev.target = "_blank";
     dev.rel = "noopener";
     avatar.alt = "";
@@ -225,8 +231,42 @@
       button.textContent = t.refresh;
       hint.textContent = t.confirmHint;
       dev.textContent = t.devPhone;
+      open.textContent = t.openWeChat;
       if (status) show(status);
+      if (tk && !open.href) offerLink(gen);
     }
+
+    // openWeChat (issue 20): on a phone's browser outside WeChat, a link that opens the
+    // mini program's confirm page for this ticket; the widget keeps following it and
+    // checks it again when the page comes back into view. Without one: the QR code.
+    function onPhoneOutsideWeChat() {
+      var ua = navigator.userAgent || "";
+      return /Mobile|Android|iPhone/.test(ua) && !/MicroMessenger/.test(ua);
+    }
+
+    function offerLink(my) {
+      if (!o.openWeChat || !tk || FINAL[status] || !onPhoneOutsideWeChat()) return;
+      var body = { secret: tk.secret, kind: "scheme" };
+      request("POST", base() + "/api/qrcode/" + tk.ticket + "/applink", body).then(
+        function (data) {
+          if (my !== gen || FINAL[status]) return;
+          open.href = data.url;
+          open.hidden = false;
+        },
+        function () {} // no link for this site (a personal account's mini program, quota)
+      );
+    }
+
+    document.addEventListener("visibilitychange", function () {
+      if (document.visibilityState !== "visible" || !tk || FINAL[status] || stopped) return;
+      var my = gen;
+      request("GET", ticketUrl("status")).then(
+        function (data) {
+          if (my === gen) update(my, data);
+        },
+        function () {}
+      );
+    });
 
     function fire(name, arg) {
       later(o[name])(arg);
@@ -249,7 +289,7 @@
     function quiet() {
       if (source) source.close();
       if (ctrl) ctrl.abort();
-      dev.hidden = true;
+      dev.hidden = open.hidden = true;
       clearTimeout(timer);
       clearTimeout(deadline);
       source = ctrl = timer = deadline = null;
@@ -264,7 +304,8 @@
       tk = scannedKey = null;
       failures = 0;
       status = "loading";
-      scanned.hidden = retry.hidden = number.hidden = true;
+      scanned.hidden = retry.hidden = number.hidden = open.hidden = true;
+      open.removeAttribute("href");
       hint.textContent = t.confirmHint;
       show("loading");
       ctrl = new AbortController();
@@ -287,6 +328,7 @@
             if (my === gen) update(my, { status: "expired" });
           }, (ticket.expires_in + 5) * 1000);
           follow(my);
+          offerLink(my);
         },
         function (err) {
           if (my !== gen) return;
