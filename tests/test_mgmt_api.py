@@ -14,6 +14,7 @@ import uuid
 import httpx
 import pytest
 
+from portal import jobs
 from portal.oidc import tokens
 from portal.settings import Limit
 from portal.tenants import clients, pools
@@ -23,6 +24,7 @@ from tests.test_openapi import Contract
 
 ALL = list(clients.MANAGEMENT_SCOPES)
 REDIRECT = "https://rp.example.com/callback"
+HOOK = "https://hooks.example.com/in"
 USER = "00000000-0000-4000-8000-000000000001"
 
 # Every route: (method, path, the scope it needs, a body). {user}, {client}: filled in.
@@ -44,6 +46,15 @@ ROUTES = [
     ("DELETE", "/api/v1/clients/{client}", "clients:write", None),
     ("POST", "/api/v1/clients/{client}/secret", "clients:write", None),
     ("GET", "/api/v1/logins", "logins:read", None),
+    ("GET", "/api/v1/webhooks", "webhooks:write", None),
+    ("POST", "/api/v1/webhooks", "webhooks:write", {"url": HOOK, "events": ["user.created"]}),
+    ("GET", "/api/v1/webhooks/{webhook}", "webhooks:write", None),
+    ("PATCH", "/api/v1/webhooks/{webhook}", "webhooks:write", {"description": "x"}),
+    ("DELETE", "/api/v1/webhooks/{webhook}", "webhooks:write", None),
+    ("POST", "/api/v1/webhooks/{webhook}/secret", "webhooks:write", None),
+    ("GET", "/api/v1/webhooks/{webhook}/deliveries", "webhooks:write", None),
+    ("GET", "/api/v1/webhooks/{webhook}/deliveries/{delivery}", "webhooks:write", None),
+    ("POST", "/api/v1/webhooks/{webhook}/deliveries/{delivery}/replay", "webhooks:write", None),
     ("GET", "/api/v1/settings", "settings:write", None),
     ("PATCH", "/api/v1/settings", "settings:write", {"name": "Renamed"}),
 ]
@@ -70,7 +81,21 @@ async def _pool(conn, box, slug: str) -> dict:
         user,
         f"openid-{slug}",
     )
+    # A webhook endpoint with one delivery (an event it subscribes to).
+    webhook = await conn.fetchval(
+        """INSERT INTO webhook_endpoints (pool_id, url, events, secret_enc)
+           VALUES ($1, $2, '{user.created}', '\\x00') RETURNING id""",
+        created.pool.id,
+        HOOK,
+    )
+    async with conn.transaction():
+        await jobs.emit(conn, created.pool.id, "user.created", {"user_id": str(user)})
+    delivery = await conn.fetchval(
+        "SELECT id FROM webhook_deliveries WHERE endpoint_id = $1", webhook
+    )
     return {
+        "webhook": str(webhook),
+        "delivery": delivery,
         "pool": created.pool,
         "mgmt": mgmt,
         "secret": secret,
@@ -141,7 +166,12 @@ async def api(portal, acme, doc):
 
 
 def _path(template: str, pool: dict) -> str:
-    return template.format(user=pool["user"], client=pool["rp"].client_id)
+    return template.format(
+        user=pool["user"],
+        client=pool["rp"].client_id,
+        webhook=pool["webhook"],
+        delivery=pool["delivery"],
+    )
 
 
 async def _call(http, method: str, path: str, body, token: str | None):
@@ -628,3 +658,69 @@ async def test_writes_emit_the_consoles_events(api, db, acme):
         ("settings.updated", {"fields": ["qr_lifetime"]}),
     ]
     assert "Ann" not in str([r["data"] for r in rows])  # identifiers, no personal data
+
+
+# --- webhooks ---------------------------------------------------------------------------
+
+
+async def test_webhooks(api, db, acme):
+    """Endpoints (secret shown once), the delivery log and replay: portal.webhooks'
+    functions, as the console's."""
+    pool_id, hook = acme["pool"].id, acme["webhook"]
+    r = await api.get("/api/v1/webhooks")
+    assert [w["id"] for w in r.json()["webhooks"]] == [hook]
+    for bad in (
+        {"url": "http://127.0.0.1:9/in", "events": ["user.created"]},
+        {"url": "https://10.0.0.8/in", "events": ["user.created"]},
+        {"url": HOOK, "events": ["no.such"]},
+        {"url": HOOK},
+    ):
+        r = await api.post("/api/v1/webhooks", json=bad)
+        assert r.status_code == 400, (bad, r.text)
+    r = await api.post(
+        "/api/v1/webhooks", json={"url": HOOK + "2", "events": ["user.deleted", "login.failed"]}
+    )
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["secret"].startswith("whsec_") and made["events"] == [
+        "login.failed",
+        "user.deleted",
+    ]
+    r = await api.patch(f"/api/v1/webhooks/{made['id']}", json={"enabled": False})
+    assert r.status_code == 200 and r.json()["enabled"] is False
+    r = await api.post(f"/api/v1/webhooks/{made['id']}/secret")
+    assert r.status_code == 200 and r.json()["secret"] not in (made["secret"], None)
+    assert "secret" not in (await api.get(f"/api/v1/webhooks/{made['id']}")).json()
+    # The fixture's endpoint has one delivery; its log, then a replay.
+    r = await api.get(f"/api/v1/webhooks/{hook}/deliveries", params={"limit": "10"})
+    [delivery] = r.json()["deliveries"]
+    assert delivery["event_type"] == "user.created" and r.json()["next_cursor"] is None
+    r = await api.get(f"/api/v1/webhooks/{hook}/deliveries/{delivery['id']}")
+    assert r.status_code == 200 and r.json()["event_id"] == delivery["event_id"]
+    jobs_before = await db.fetchval(
+        "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'webhooks.deliver'"
+    )
+    r = await api.post(f"/api/v1/webhooks/{hook}/deliveries/{delivery['id']}/replay")
+    assert r.status_code == 202 and r.json()["delivery_id"] == delivery["id"]
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'webhooks.deliver'"
+        )
+        == jobs_before + 1
+    )
+    # A delivery is found only under its own endpoint.
+    r = await api.get(f"/api/v1/webhooks/{made['id']}/deliveries/{delivery['id']}")
+    assert r.status_code == 404
+    r = await api.delete(f"/api/v1/webhooks/{made['id']}")
+    assert r.status_code == 204
+    assert (await api.get(f"/api/v1/webhooks/{made['id']}")).status_code == 404
+    assert (await api.get("/api/v1/webhooks/not-an-id")).status_code == 404
+    rows = await audit_rows(db, pool_id)
+    assert [r["action"] for r in rows] == [
+        "webhook.create",
+        "webhook.update",
+        "webhook.rotate_secret",
+        "webhook.replay",
+        "webhook.delete",
+    ]
+    assert made["secret"] not in str(rows)

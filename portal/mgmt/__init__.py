@@ -44,6 +44,22 @@ def routes() -> list[Route]:
         # settings
         Route(p + "/settings", views.get_settings, methods=get),
         Route(p + "/settings", views.update_settings, methods=patch),
-        # webhooks (issue 19, part 3): their CRUD, deliveries and replay go here, with
-        # the scope webhooks:write, calling portal.webhooks' functions.
+        # webhooks (issue 19, part 3): portal.webhooks' functions, scope webhooks:write
+        Route(p + "/webhooks", views.list_webhooks, methods=get),
+        Route(p + "/webhooks", views.create_webhook, methods=post),
+        Route(p + "/webhooks/{endpoint_id}", views.get_webhook, methods=get),
+        Route(p + "/webhooks/{endpoint_id}", views.update_webhook, methods=patch),
+        Route(p + "/webhooks/{endpoint_id}", views.delete_webhook, methods=delete),
+        Route(p + "/webhooks/{endpoint_id}/secret", views.rotate_webhook_secret, methods=post),
+        Route(p + "/webhooks/{endpoint_id}/deliveries", views.list_webhook_deliveries, methods=get),
+        Route(
+            p + "/webhooks/{endpoint_id}/deliveries/{delivery_id}",
+            views.get_webhook_delivery,
+            methods=get,
+        ),
+        Route(
+            p + "/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay",
+            views.replay_webhook_delivery,
+            methods=post,
+        ),
     ]

@@ -27,6 +27,7 @@ from portal.tenants import clients, keys, pools
 from portal.tenants.pools import APPID_RE, APPSECRET_RE, Pool
 from portal.web import validation
 from portal.web.jsonapi import read_json
+from portal.webhooks import store as webhooks_store
 
 NO_STORE = {"cache-control": "no-store"}
 MAX_LIMIT = 100
@@ -680,3 +681,193 @@ async def update_settings(request: Request) -> Response:
             )
     await _announce(request)
     return answer(after)
+
+
+# --- webhooks (issue 19 part 3: portal.webhooks' functions, as the console's) ----------
+
+
+def _endpoint_json(endpoint: dict[str, Any]) -> dict[str, Any]:
+    return webhooks_store.as_json(endpoint)
+
+
+def _delivery_id(request: Request) -> int:
+    raw = request.path_params["delivery_id"]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise NotFound("No such delivery.", error="delivery_not_found")
+    return int(raw)
+
+
+def _webhook_fields(data: dict[str, Any], *, create: bool) -> dict[str, Any]:
+    allowed = {"url", "events", "description"} | (set() if create else {"enabled"})
+    unknown = set(data) - allowed
+    if unknown:
+        raise ValidationError(f"Unknown field: {sorted(unknown)[0][:40]}.")
+    fields: dict[str, Any] = {}
+    for name in ("url", "description"):
+        if name in data:
+            if not isinstance(data[name], str) or "\x00" in data[name]:
+                raise ValidationError(f"{name} must be a string.")
+            fields[name] = data[name]
+    if "events" in data:
+        events = data["events"]
+        if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+            raise ValidationError("events must be a list of event names.")
+        fields["events"] = events
+    if "enabled" in data:
+        if not isinstance(data["enabled"], bool):
+            raise ValidationError("enabled must be true or false.")
+        fields["enabled"] = data["enabled"]
+    if create and ("url" not in fields or "events" not in fields):
+        raise ValidationError("url and events are required.")
+    return fields
+
+
+async def _webhook_audit(
+    conn, request: Request, who: Caller, action: str, target: str, **changes: Any
+) -> None:
+    await audit.record(
+        conn,
+        pool_id=_pool(request).id,
+        actor=_actor(request, who),
+        action=action,
+        target=target,
+        **changes,
+    )
+
+
+def _webhook_view(endpoint: dict[str, Any]) -> dict[str, Any]:
+    return {k: endpoint[k] for k in ("url", "events", "description", "enabled")}
+
+
+async def list_webhooks(request: Request) -> Response:
+    await caller(request, "webhooks:write")
+    async with request.state.db.acquire() as conn:
+        found = await webhooks_store.list_endpoints(conn, _pool(request).id)
+    return answer({"webhooks": [_endpoint_json(e) for e in found]})
+
+
+async def create_webhook(request: Request) -> Response:
+    who = await caller(request, "webhooks:write")
+    fields = _webhook_fields(await read_json(request), create=True)
+    state = request.state
+    async with state.db.acquire() as conn, conn.transaction():
+        endpoint, secret = await webhooks_store.create_endpoint(
+            conn, state.settings, state.box, _pool(request).id, **fields
+        )
+        await _webhook_audit(
+            conn, request, who, "webhook.create", endpoint["id"], after=_webhook_view(endpoint)
+        )
+    return answer({**_endpoint_json(endpoint), "secret": secret}, 201)  # shown this once
+
+
+async def get_webhook(request: Request) -> Response:
+    await caller(request, "webhooks:write")
+    async with request.state.db.acquire() as conn:
+        endpoint = await webhooks_store.get_endpoint(
+            conn, _pool(request).id, request.path_params["endpoint_id"]
+        )
+    return answer(_endpoint_json(endpoint))
+
+
+async def update_webhook(request: Request) -> Response:
+    who = await caller(request, "webhooks:write")
+    endpoint_id = request.path_params["endpoint_id"]
+    fields = _webhook_fields(await read_json(request), create=False)
+    state = request.state
+    pool_id = _pool(request).id
+    async with state.db.acquire() as conn, conn.transaction():
+        before = await webhooks_store.get_endpoint(conn, pool_id, endpoint_id)
+        after = await webhooks_store.update_endpoint(
+            conn, state.settings, pool_id, endpoint_id, **fields
+        )
+        await _webhook_audit(
+            conn,
+            request,
+            who,
+            "webhook.update",
+            after["id"],
+            before=_webhook_view(before),
+            after=_webhook_view(after),
+        )
+    return answer(_endpoint_json(after))
+
+
+async def rotate_webhook_secret(request: Request) -> Response:
+    who = await caller(request, "webhooks:write")
+    endpoint_id = request.path_params["endpoint_id"]
+    state = request.state
+    async with state.db.acquire() as conn, conn.transaction():
+        secret = await webhooks_store.rotate_secret(conn, state.box, _pool(request).id, endpoint_id)
+        await _webhook_audit(conn, request, who, "webhook.rotate_secret", endpoint_id)
+    return answer({"id": endpoint_id, "secret": secret})
+
+
+async def delete_webhook(request: Request) -> Response:
+    who = await caller(request, "webhooks:write")
+    endpoint_id = request.path_params["endpoint_id"]
+    async with request.state.db.acquire() as conn, conn.transaction():
+        before = await webhooks_store.get_endpoint(conn, _pool(request).id, endpoint_id)
+        await webhooks_store.delete_endpoint(conn, _pool(request).id, endpoint_id)
+        await _webhook_audit(
+            conn, request, who, "webhook.delete", before["id"], before=_webhook_view(before)
+        )
+    return Response(status_code=204, headers=NO_STORE)
+
+
+async def list_webhook_deliveries(request: Request) -> Response:
+    """An endpoint's deliveries, newest first, by cursor (the last delivery's id)."""
+    await caller(request, "webhooks:write")
+    _single(request)
+    limit = _limit(request)
+    cursor = request.query_params.get("cursor")
+    before = None
+    if cursor is not None:
+        if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
+            raise ValidationError("cursor is not one this API gave.", error="invalid_cursor")
+        before = int(cursor)
+    async with request.state.db.acquire() as conn:
+        rows = await webhooks_store.list_deliveries(
+            conn,
+            _pool(request).id,
+            request.path_params["endpoint_id"],
+            before=before,
+            limit=limit + 1,
+        )
+    page = rows[:limit]
+    more = len(rows) > limit
+    return answer({"deliveries": page, "next_cursor": str(page[-1]["id"]) if more else None})
+
+
+async def _endpoint_delivery(conn, request: Request) -> dict[str, Any]:
+    """The delivery of the path, if it is the path's endpoint's (else not found)."""
+    pool_id = _pool(request).id
+    endpoint = await webhooks_store.get_endpoint(conn, pool_id, request.path_params["endpoint_id"])
+    delivery = await webhooks_store.get_delivery(conn, pool_id, _delivery_id(request))
+    if delivery["endpoint_id"] != endpoint["id"]:
+        raise NotFound("No such delivery.", error="delivery_not_found")
+    return delivery
+
+
+async def get_webhook_delivery(request: Request) -> Response:
+    """A delivery with every attempt (status, latency, response excerpt)."""
+    await caller(request, "webhooks:write")
+    async with request.state.db.acquire() as conn:
+        delivery = await _endpoint_delivery(conn, request)
+    return answer(delivery)
+
+
+async def replay_webhook_delivery(request: Request) -> Response:
+    """Send a delivery again (the same webhook-id and payload, signed anew)."""
+    who = await caller(request, "webhooks:write")
+    async with request.state.db.acquire() as conn, conn.transaction():
+        delivery = await _endpoint_delivery(conn, request)
+        await webhooks_store.replay(conn, _pool(request).id, delivery["id"])
+        await _webhook_audit(
+            conn,
+            request,
+            who,
+            "webhook.replay",
+            delivery["endpoint_id"],
+            after={"delivery_id": delivery["id"]},
+        )
+    return answer({"delivery_id": delivery["id"], "status": "pending"}, 202)

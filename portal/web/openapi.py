@@ -1350,6 +1350,53 @@ MGMT_SCHEMAS: dict[str, Schema] = {
             "mp_appid": _nullable(STRING),
         }
     ),
+    "WebhookEndpoint": _object(
+        {
+            "id": {"type": "string", "format": "uuid"},
+            "url": {"type": "string", "format": "uri"},
+            "description": STRING,
+            "events": {"type": "array", "items": STRING},
+            "enabled": {"type": "boolean"},
+            "disabled_reason": _nullable({"enum": ["failing", "admin"]}),
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+        {
+            "secret": {
+                "type": "string",
+                "description": "the signing secret (whsec_…): only when created or rotated",
+            },
+        },
+    ),
+    "WebhookInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "url": {"type": "string", "maxLength": 2000, "description": "https, a public address"},
+            "events": {"type": "array", "items": STRING, "minItems": 1},
+            "description": {"type": "string", "maxLength": 200},
+            "enabled": {"type": "boolean", "description": "not when creating"},
+        },
+    },
+    "WebhookDelivery": _object(
+        {
+            "id": INTEGER,
+            "endpoint_id": STRING,
+            "event_id": {"type": "string", "description": "the webhook-id of every attempt"},
+            "event_type": STRING,
+            "status": STRING,
+            "attempts": INTEGER,
+        },
+        {
+            "attempts_log": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "description": "attempted_at, status_code, error, latency_ms, "
+                    "response_excerpt, replay",
+                },
+            }
+        },
+    ),
     "SettingsInput": {
         "type": "object",
         "additionalProperties": False,
@@ -1393,6 +1440,11 @@ MGMT_SCHEMAS: dict[str, Schema] = {
 
 # Every management call: a bearer token of the pool's client credentials grant.
 MGMT_AUTH = {401: ["invalid_token"], 403: ["insufficient_scope"], **RATE}
+NO_WEBHOOK = {404: ["not_found"]}
+NO_DELIVERY = {404: ["not_found", "delivery_not_found"]}
+WEBHOOK_INPUT = {
+    400: ["invalid_url", "url_not_public", "invalid_events", "invalid_description"],
+}
 
 
 def _mgmt_op(
@@ -1436,6 +1488,8 @@ def _mgmt_paths() -> dict[str, dict]:
     }
     no_user = {404: ["user_not_found", "not_found"]}
     no_client = {404: ["client_not_found", "not_found"]}
+    endpoint = {"name": "endpoint_id", "in": "path", "required": True, "schema": STRING}
+    delivery = {"name": "delivery_id", "in": "path", "required": True, "schema": STRING}
     deleted = {"204": {"description": "Done."}}
 
     def page(name: str, item: str) -> Schema:
@@ -1668,6 +1722,108 @@ def _mgmt_paths() -> dict[str, dict]:
                     cursor,
                 ],
                 op_id="mgmtListLogins",
+            ),
+        },
+        "/api/v1/webhooks": {
+            "get": _mgmt_op(
+                "The pool's webhook endpoints",
+                "webhooks:write",
+                {
+                    "200": _json(
+                        _object({"webhooks": {"type": "array", "items": _ref("WebhookEndpoint")}}),
+                        "The endpoints.",
+                    )
+                },
+                {},
+                op_id="mgmtListWebhooks",
+            ),
+            "post": _mgmt_op(
+                "Register a webhook endpoint; its signing secret is in this answer only",
+                "webhooks:write",
+                {"201": _json(_ref("WebhookEndpoint"), "Created, with `secret`.")},
+                _merge(JSON_BODY, WEBHOOK_INPUT),
+                body=_ref("WebhookInput"),
+                description="`url` and `events` are required (docs/webhooks.md lists the "
+                "events). An address that is not public is refused.",
+                op_id="mgmtCreateWebhook",
+            ),
+        },
+        "/api/v1/webhooks/{endpoint_id}": {
+            "parameters": [endpoint],
+            "get": _mgmt_op(
+                "A webhook endpoint",
+                "webhooks:write",
+                {"200": _json(_ref("WebhookEndpoint"), "The endpoint.")},
+                NO_WEBHOOK,
+                op_id="mgmtGetWebhook",
+            ),
+            "patch": _mgmt_op(
+                "Update a webhook endpoint (fields left out stay; enabling clears its failures)",
+                "webhooks:write",
+                {"200": _json(_ref("WebhookEndpoint"), "The endpoint as now.")},
+                _merge(JSON_BODY, WEBHOOK_INPUT, NO_WEBHOOK),
+                body=_ref("WebhookInput"),
+                op_id="mgmtUpdateWebhook",
+            ),
+            "delete": _mgmt_op(
+                "Delete a webhook endpoint",
+                "webhooks:write",
+                deleted,
+                NO_WEBHOOK,
+                op_id="mgmtDeleteWebhook",
+            ),
+        },
+        "/api/v1/webhooks/{endpoint_id}/secret": {
+            "parameters": [endpoint],
+            "post": _mgmt_op(
+                "Rotate an endpoint's signing secret",
+                "webhooks:write",
+                {"200": _json(_object({"id": STRING, "secret": STRING}), "The new secret.")},
+                NO_WEBHOOK,
+                op_id="mgmtRotateWebhookSecret",
+            ),
+        },
+        "/api/v1/webhooks/{endpoint_id}/deliveries": {
+            "parameters": [endpoint],
+            "get": _mgmt_op(
+                "An endpoint's deliveries, newest first",
+                "webhooks:write",
+                {"200": _json(page("deliveries", "WebhookDelivery"), "A page of deliveries.")},
+                _merge({400: ["invalid_request", "invalid_cursor"]}, NO_WEBHOOK),
+                parameters=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+                    },
+                    cursor,
+                ],
+                op_id="mgmtListWebhookDeliveries",
+            ),
+        },
+        "/api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}": {
+            "parameters": [endpoint, delivery],
+            "get": _mgmt_op(
+                "A delivery and every attempt (status, latency, response excerpt)",
+                "webhooks:write",
+                {"200": _json(_ref("WebhookDelivery"), "The delivery.")},
+                NO_DELIVERY,
+                op_id="mgmtGetWebhookDelivery",
+            ),
+        },
+        "/api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay": {
+            "parameters": [endpoint, delivery],
+            "post": _mgmt_op(
+                "Send a delivery again: the same webhook-id and payload, signed anew",
+                "webhooks:write",
+                {
+                    "202": _json(
+                        _object({"delivery_id": INTEGER, "status": {"const": "pending"}}),
+                        "Queued.",
+                    )
+                },
+                NO_DELIVERY,
+                op_id="mgmtReplayWebhookDelivery",
             ),
         },
         "/api/v1/settings": {
