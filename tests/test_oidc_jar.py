@@ -6,7 +6,9 @@ the SSRF checks on a client's ``jwks_uri``."""
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 import secrets
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -147,6 +149,14 @@ async def test_pushed_authorization_requests(setup, browser, apex, portal):
     # Used once.
     again = await browser.get(f"{iss}/oidc/auth", params={**front, "prompt": "login"})
     assert again.status_code == 400 and "request_uri" in again.text
+    # The hosted page's "new QR code" link repeats a pushed request by a request_uri of its own.
+    r = await browser.post(f"{iss}/oidc/par", data=params, auth=auth)
+    page = await browser.get(f"{iss}/oidc/auth", params={"client_id": rp.client_id,
+                                                         "request_uri": r.json()["request_uri"]})  # fmt: skip
+    link = html.unescape(re.search(r'id="refresh" href="([^"]+)"', page.text)[1])
+    assert "request_uri=urn" in link and r.json()["request_uri"] not in link
+    again = await browser.get(f"{iss}{link}")
+    assert again.status_code == 200 and "data-ticket" in again.text
     # Another client, or another pool, cannot use it.
     r = await browser.post(f"{iss}/oidc/par", data=params, auth=auth)
     uri = r.json()["request_uri"]

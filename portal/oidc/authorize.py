@@ -255,7 +255,8 @@ async def authorize(request: Request) -> Response:
         return _page_error(request, "unknown_client")
     # RFC 9126: a pushed request by reference, checked when it was pushed, used once.
     request_uri = params.get("request_uri") or ""
-    if request_uri.startswith(jar.PAR_PREFIX):
+    pushed = request_uri.startswith(jar.PAR_PREFIX)
+    if pushed:
         stored = await jar.pushed(request, request_uri)
         if stored is None or stored.get("client_id") != client.client_id:
             return _page_error(request, "bad_request_uri")
@@ -283,6 +284,14 @@ async def authorize(request: Request) -> Response:
         return respond(
             request, exc.request, {"error": exc.error, "error_description": exc.description}
         )  # type: ignore[attr-defined]
+    if pushed:
+        # The page's "new QR code" and language links repeat the request: by a
+        # request_uri of their own (this one is spent), valid while a code can be.
+        ttl = request.state.pool.qr_lifetime + jar.PAR_TTL
+        params = {
+            "client_id": client.client_id,
+            "request_uri": await jar.push(request, params, ttl),
+        }
     return await _login_or_page(request, client, req, prompt, params)
 
 

@@ -176,10 +176,10 @@ def _par_key(request: Request, uri: str) -> str:
     return f"par:{request.state.pool.id}:{request.state.box.hash_secret(uri)}"
 
 
-async def push(request: Request, params: dict[str, str]) -> str:
+async def push(request: Request, params: dict[str, str], ttl: int = PAR_TTL) -> str:
     """Keep a checked authorization request; its ``request_uri``."""
     uri = PAR_PREFIX + secrets.token_urlsafe(32)
-    await request.state.redis.set(_par_key(request, uri), json.dumps(params), ex=PAR_TTL)
+    await request.state.redis.set(_par_key(request, uri), json.dumps(params), ex=ttl)
     return uri
 
 
