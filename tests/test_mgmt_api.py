@@ -55,6 +55,7 @@ ROUTES = [
     ("GET", "/api/v1/webhooks/{webhook}/deliveries", "webhooks:write", None),
     ("GET", "/api/v1/webhooks/{webhook}/deliveries/{delivery}", "webhooks:write", None),
     ("POST", "/api/v1/webhooks/{webhook}/deliveries/{delivery}/replay", "webhooks:write", None),
+    ("GET", "/api/v1/audit", "settings:write", None),
     ("GET", "/api/v1/settings", "settings:write", None),
     ("PATCH", "/api/v1/settings", "settings:write", {"name": "Renamed"}),
 ]
@@ -724,3 +725,40 @@ async def test_webhooks(api, db, acme):
         "webhook.delete",
     ]
     assert made["secret"] not in str(rows)
+
+
+# --- the audit trail ----------------------------------------------------------------------
+
+
+async def test_audit_trail(api, db, acme):
+    """The pool's trail through the API: filters, pagination; never another pool's."""
+    for i in range(3):
+        await api.patch("/api/v1/settings", json={"qr_lifetime": 100 + i})
+    await api.post(f"/api/v1/users/{acme['user']}/block")
+    r = await api.get("/api/v1/audit", params={"limit": "2"})
+    assert r.status_code == 200
+    first = r.json()
+    assert [e["action"] for e in first["entries"]] == ["user.block", "settings.update"]
+    entry = first["entries"][0]
+    assert entry["actor"] == {"type": "client", "id": acme["mgmt"].client_id, "label": None}
+    assert entry["target"] == acme["user"] and entry["pool"] == "acme"
+    r = await api.get("/api/v1/audit", params={"limit": "2", "cursor": first["next_cursor"]})
+    assert [e["after"] for e in r.json()["entries"]] == [
+        {"qr_lifetime": 101},
+        {"qr_lifetime": 100},
+    ]
+    assert r.json()["next_cursor"] is None
+    r = await api.get("/api/v1/audit", params={"action": "user"})
+    assert [e["action"] for e in r.json()["entries"]] == ["user.block"]
+    r = await api.get("/api/v1/audit", params={"actor": f"client:{acme['mgmt'].client_id}"})
+    assert len(r.json()["entries"]) == 4
+    # Another pool's rows are not in this pool's trail.
+    await db.execute(
+        "INSERT INTO audit_log (pool_id, pool_slug, actor_type, actor_id, action) "
+        "VALUES ($1, 'other', 'cli', 'cli', 'client.create')",
+        acme["pool"].id + 1000,
+    )
+    r = await api.get("/api/v1/audit")
+    assert len(r.json()["entries"]) == 4
+    for bad in ({"cursor": "x"}, {"since": "soon"}, {"limit": "500"}):
+        assert (await api.get("/api/v1/audit", params=bad)).status_code == 400

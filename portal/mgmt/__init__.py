@@ -41,6 +41,8 @@ def routes() -> list[Route]:
         Route(p + "/clients/{client_id}/secret", views.rotate_client_secret, methods=post),
         # the login log
         Route(p + "/logins", views.list_logins, methods=get),
+        # the audit trail
+        Route(p + "/audit", views.list_audit, methods=get),
         # settings
         Route(p + "/settings", views.get_settings, methods=get),
         Route(p + "/settings", views.update_settings, methods=patch),

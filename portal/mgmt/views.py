@@ -226,8 +226,9 @@ async def _set_blocked(request: Request, blocked: bool) -> Response:
             after={"blocked": blocked},
         )
         user = await store.user_detail(conn, pool.id, user_id)
-    assert user is not None
-    user.pop("logins", None)
+        assert user is not None
+        user.pop("logins", None)
+        user["identities"] = await store.identities_of(conn, pool.id, user_id)
     return answer(user)
 
 
@@ -871,3 +872,35 @@ async def replay_webhook_delivery(request: Request) -> Response:
             after={"delivery_id": delivery["id"]},
         )
     return answer({"delivery_id": delivery["id"], "status": "pending"}, 202)
+
+
+# --- the audit trail (portal.audit, as the console's page) --------------------------------
+
+
+async def list_audit(request: Request) -> Response:
+    """The pool's audit trail, newest first: who changed what, when, from where."""
+    await caller(request, "settings:write")
+    _single(request)
+    params = request.query_params
+    days = {}
+    for name in ("since", "until"):
+        if name in params:
+            day = store.parse_day(params[name][:20])
+            if day is None:
+                raise ValidationError(f"{name} must be a day, YYYY-MM-DD (UTC).")
+            days[name] = day
+    flt = audit.AuditFilter(
+        actor=_query(request, "actor", 200),
+        action=_query(request, "action", 100),
+        since=days.get("since"),
+        until=days.get("until"),
+    )
+    before = None
+    if "cursor" in params:
+        before = audit.parse_cursor(params["cursor"])
+        if before is None:
+            raise ValidationError("cursor is not one this API gave.", error="invalid_cursor")
+    rows, more = await audit.query(
+        request.state.db, pool_id=_pool(request).id, flt=flt, before=before, limit=_limit(request)
+    )
+    return answer({"entries": [audit.entry_json(r) for r in rows], "next_cursor": more})

@@ -1367,6 +1367,26 @@ MGMT_SCHEMAS: dict[str, Schema] = {
             },
         },
     ),
+    "AuditEntry": _object(
+        {
+            "id": STRING,
+            "time": {"type": "string", "format": "date-time"},
+            "pool": _nullable(STRING),
+            "actor": _object(
+                {
+                    "type": {"enum": ["admin", "client", "cli", "system"]},
+                    "id": STRING,
+                    "label": _nullable(STRING),
+                }
+            ),
+            "action": STRING,
+            "target": _nullable(STRING),
+            "before": _nullable({"type": "object"}),
+            "after": _nullable({"type": "object"}),
+            "ip": _nullable(STRING),
+            "user_agent": _nullable(STRING),
+        }
+    ),
     "WebhookInput": {
         "type": "object",
         "additionalProperties": False,
@@ -1824,6 +1844,49 @@ def _mgmt_paths() -> dict[str, dict]:
                 },
                 NO_DELIVERY,
                 op_id="mgmtReplayWebhookDelivery",
+            ),
+        },
+        "/api/v1/audit": {
+            "get": _mgmt_op(
+                "The pool's audit trail, newest first",
+                "settings:write",
+                {"200": _json(page("entries", "AuditEntry"), "A page of the trail.")},
+                {400: ["invalid_request", "invalid_cursor"]},
+                description="Every change by an admin (console), a management client (API) "
+                "or the command line: who, what (the changed fields before and after; secrets "
+                "and users' personal data never), when, from which address and user agent.",
+                parameters=[
+                    {
+                        "name": "actor",
+                        "in": "query",
+                        "schema": {"type": "string", "maxLength": 200},
+                        "description": "`admin`, `client`, `cli`, `system`, `TYPE:ID`, or part "
+                        "of an admin's email",
+                    },
+                    {
+                        "name": "action",
+                        "in": "query",
+                        "schema": {"type": "string", "maxLength": 100},
+                        "description": "one action (`client.update`) or a noun (`client`)",
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "schema": {"type": "string", "format": "date"},
+                    },
+                    {
+                        "name": "until",
+                        "in": "query",
+                        "schema": {"type": "string", "format": "date"},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+                    },
+                    cursor,
+                ],
+                op_id="mgmtListAudit",
             ),
         },
         "/api/v1/settings": {
