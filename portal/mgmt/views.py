@@ -552,12 +552,13 @@ async def list_logins(request: Request) -> Response:
 
 # --- settings -----------------------------------------------------------------------
 
-_BOOLEANS = ("phone_required", "login_only", "link_by_phone", "qr_fallback")
+_BOOLEANS = ("phone_required", "login_only", "link_by_phone", "qr_fallback", "number_match")
 _RETENTION = ("login_retention_days", "ip_retention_days")
 _CHOICES = {
     "id_token_alg": keys.ALGORITHMS,
     "qr_type": pools.QR_TYPES,
     "scan_reveal": pools.SCAN_REVEALS,
+    "scan_source_policy": pools.SCAN_SOURCE_POLICIES,
     "logo_shape": ("square", "round"),
 }
 
