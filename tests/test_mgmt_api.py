@@ -15,7 +15,7 @@ import uuid
 import httpx
 import pytest
 
-from portal import jobs
+from portal import jobs, mgmt
 from portal.oidc import tokens
 from portal.settings import Limit
 from portal.tenants import clients, pools
@@ -776,3 +776,19 @@ async def test_audit_trail(api, db, acme):
     assert len(r.json()["entries"]) == 4
     for bad in ({"cursor": "x"}, {"since": "soon"}, {"limit": "500"}):
         assert (await api.get("/api/v1/audit", params=bad)).status_code == 400
+
+
+def test_every_route_is_in_the_refusal_table():
+    """A route added to the API without a row in ROUTES would escape the refusal
+    test (no token, another pool's, an OIDC token, a missing scope): not allowed."""
+    names = {"user_id": "user", "client_id": "client", "endpoint_id": "webhook"}
+    names |= {"delivery_id": "delivery", "identity_id": "1"}
+    in_app = set()
+    for route in mgmt.routes():
+        path = route.path
+        for param, placeholder in names.items():
+            path = path.replace(
+                "{" + param + "}", placeholder if placeholder == "1" else "{" + placeholder + "}"
+            )
+        in_app |= {(m, path) for m in route.methods if m != "HEAD"}
+    assert in_app == {(method, template) for method, template, _, _ in ROUTES}
