@@ -23,6 +23,7 @@ import pytest
 from portal.tenants import clients, pools
 from portal.wechat.fake import DEMO_APPID
 from tests.phone import Phone
+from tests.support import free_socket, run_portal
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIPROGRAM = ROOT / "miniprogram"
@@ -131,6 +132,18 @@ async def _run_node_tests(node_project: Path, portal, fake, ticket: dict, tmp_pa
     names = {t["title"] for s in results["testResults"] for t in s["assertionResults"]}
     assert "full scan and confirm of the ticket the PC page is waiting on" in names
     return results
+
+
+@pytest.fixture
+async def portal(db, redis_client, settings_factory):
+    """The portal as conftest's, with WeChat's content security on (issue 17): the
+    nicknames the mini program sends go through the fake's msgSecCheck."""
+    sock = free_socket()
+    settings = settings_factory(
+        base_url=f"http://localhost:{sock.getsockname()[1]}", content_security=True
+    )
+    async with run_portal(settings, sock=sock) as running:
+        yield running
 
 
 async def test_the_mini_program_against_the_real_portal(

@@ -297,6 +297,22 @@ test('privacy guide: the phone button waits for consent, and a refusal is said a
   await waitFor(() => page.data.state === 'success', 'success')
 })
 
+test('a nickname refused by content security: the field is cleared, another one logs in', async () => {
+  backend.reset('nick')
+  const ticket = await createTicket()
+  const page = await open(linkOptions(ticket))
+  // What WeChat's msgSecCheck calls risky (the fake's blocklist): nothing is written.
+  page.querySelector('#nickname').dispatchEvent('input', { detail: { value: 'a risky name' } })
+  await tap(page, '#confirm', () => page.data.state === 'confirm' && page.data.notice !== '')
+  expect(page.data.notice).toBe(i18n.error('nickname_refused', 'zh').message)
+  expect(page.data.nickname).toBe('')
+  expect(await ticketStatus('acme', ticket)).toBe('scanned')
+  page.querySelector('#nickname').dispatchEvent('input', { detail: { value: '安全的昵称' } })
+  await tap(page, '#confirm', () => page.data.state === 'success')
+  const confirms = backend.state.requests.filter((r) => r.url.endsWith('/confirm')).map((r) => r.status)
+  expect(confirms).toEqual([400, 200])
+})
+
 test('phone_required from confirm switches to the phone button', async () => {
   backend.reset('carol')
   const ticket = await createTicket('phoneco')
