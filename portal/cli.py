@@ -670,6 +670,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
     if args.concurrency < 1:
         raise CommandError("--concurrency must be at least 1")
+    import asyncpg
+
     from portal import worker
     from portal.obs import logs
 
@@ -677,7 +679,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         logging.config.dictConfig(logs.config_from_env(env))
     except ValueError as exc:
         raise CommandError(str(exc), error="invalid_config") from None
-    return worker.run(settings, concurrency=args.concurrency)
+    try:
+        return worker.run(settings, concurrency=args.concurrency)
+    except (dbmod.SchemaNotCurrent, dbmod.DatabaseUnreachable, OSError) as exc:
+        raise CommandError(str(exc), error="database_not_ready") from None
+    except asyncpg.PostgresError as exc:
+        raise CommandError(f"{type(exc).__name__}: {exc}", error="database_not_ready") from None
 
 
 def cmd_dev(args: argparse.Namespace) -> int:

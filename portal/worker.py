@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -21,6 +22,7 @@ from portal.stores import postgres as dbmod
 log = logging.getLogger("portal.worker")
 
 DEFAULT_CONCURRENCY = 20
+FETCHERS = 4  # fetch loops at most in one worker process
 SHUTDOWN_GRACE = 30.0
 
 
@@ -33,9 +35,19 @@ def task_sets() -> tuple[jobs.Tasks, ...]:
     return (webhook_tasks.tasks, privacy_tasks.tasks, oidc_tasks.tasks)
 
 
+def fetchers_for(concurrency: int) -> int:
+    """procrastinate's worker fetches one job at a time (one round trip each): a few
+    fetch loops side by side (SKIP LOCKED keeps them apart) let short jobs such as
+    webhook deliveries keep many slots busy."""
+    return max(1, min(FETCHERS, concurrency // 4))
+
+
 def create_app(settings: Settings, concurrency: int = DEFAULT_CONCURRENCY):
-    # A connection per job being fetched or finished, one listening, one beating.
-    return jobs.create_app(settings, *task_sets(), pool_size=min(concurrency, 20) + 3)
+    # A connection per fetch loop's fetch, listener and job finishing, one beating.
+    fetchers = fetchers_for(concurrency)
+    return jobs.create_app(
+        settings, *task_sets(), pool_size=min(concurrency, 20) + 3 * fetchers + 1
+    )
 
 
 async def run_async(
@@ -45,22 +57,40 @@ async def run_async(
     install_signal_handlers: bool = True,
     wait: bool = True,
 ) -> None:
-    """Run the worker until stopped (or, ``wait=False``, until no job is left to do)."""
-    db = await dbmod.create_pool(settings.replace(db_pool_max=max(settings.db_pool_max, 4)))
+    """Run the worker until stopped (SIGTERM, SIGINT, or cancelled; ``wait=False``:
+    until no job is left to do). Jobs running then may finish for SHUTDOWN_GRACE s."""
+    db_max = max(settings.db_pool_max, min(concurrency, 40))
+    db = await dbmod.create_pool(settings.replace(db_pool_max=db_max))
     try:
         await dbmod.check_schema(db)
         jobs.set_resources(jobs.Resources(settings=settings, db=db))
         app = create_app(settings, concurrency)
+        fetchers = fetchers_for(concurrency)
         async with app.open_async():
-            await app.run_worker_async(
-                concurrency=concurrency,
-                wait=wait,
-                install_signal_handlers=install_signal_handlers,
-                delete_jobs="successful",
-                shutdown_graceful_timeout=SHUTDOWN_GRACE,
-                update_heartbeat_interval=jobs.runtime.HEARTBEAT,
-            )
+            workers = [
+                app._worker(
+                    concurrency=max(1, concurrency // fetchers),
+                    wait=wait,
+                    install_signal_handlers=False,
+                    delete_jobs="successful",
+                    shutdown_graceful_timeout=SHUTDOWN_GRACE,
+                    update_heartbeat_interval=jobs.runtime.HEARTBEAT,
+                )
+                for _ in range(fetchers)
+            ]
+            loop = asyncio.get_running_loop()
+            signals = (signal.SIGTERM, signal.SIGINT) if install_signal_handlers else ()
+            for sig in signals:
+                loop.add_signal_handler(sig, lambda: [w.stop() for w in workers])
+            try:
+                await asyncio.gather(*(w.run() for w in workers))
+            finally:
+                for sig in signals:
+                    loop.remove_signal_handler(sig)
     finally:
+        from portal.webhooks import tasks as webhook_tasks
+
+        await webhook_tasks.close_clients()
         jobs.set_resources(None)
         await db.close()
 

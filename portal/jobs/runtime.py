@@ -15,12 +15,15 @@ transactions.
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import procrastinate
+import psycopg_pool
 from procrastinate import BaseRetryStrategy, JobContext
 
 from portal.settings import Settings
@@ -81,11 +84,34 @@ class Tasks:
         return register
 
 
+# A pooled connection idle longer than this is checked (one round trip) before use;
+# one used a moment ago is not: the fetch loop takes one per job.
+_CHECK_IDLE_AFTER = 5.0
+_returned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+async def _note_return(conn) -> None:
+    _returned[conn] = time.monotonic()
+
+
+async def _check_if_idle(conn) -> None:
+    if time.monotonic() - _returned.get(conn, 0.0) > _CHECK_IDLE_AFTER:
+        await psycopg_pool.AsyncConnectionPool.check_connection(conn)
+
+
+def _pool_factory(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
+    """procrastinate's pool, checking only connections that sat idle (a server
+    restart is still noticed) rather than every one it hands out."""
+    return psycopg_pool.AsyncConnectionPool(
+        **{**kwargs, "check": _check_if_idle, "reset": _note_return}
+    )
+
+
 def create_app(settings: Settings, *task_sets: Tasks, pool_size: int = 10) -> procrastinate.App:
     """A procrastinate app knowing the portal's own tasks and those of ``task_sets``.
     Open it with ``async with app.open_async():``."""
     connector = procrastinate.PsycopgConnector(
-        conninfo=settings.database_url, min_size=1, max_size=pool_size
+        conninfo=settings.database_url, min_size=1, max_size=pool_size, pool_factory=_pool_factory
     )
     app = procrastinate.App(connector=connector)
     for task_set in (builtin, *task_sets):

@@ -4,8 +4,10 @@ and ``webhooks.prune`` (the delivery log's retention)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,6 +89,24 @@ def _client(allow_loopback: bool) -> httpx.AsyncClient:
     return client
 
 
+async def close_clients() -> None:
+    """Close this event loop's HTTP clients (the worker calls it when it stops)."""
+    loop_id = id(asyncio.get_running_loop())
+    for key in [k for k in _clients if k[0] == loop_id]:
+        await _clients.pop(key).aclose()
+
+
+@functools.lru_cache(maxsize=4)
+def _box(secret_key: str) -> SecretBox:
+    return SecretBox(secret_key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret(secret_key: str, endpoint_id: uuid.UUID, sealed: bytes) -> str:
+    """An endpoint's signing secret, opened once per process (and per rotation)."""
+    return _box(secret_key).decrypt(sealed, secret_context(endpoint_id)).decode()
+
+
 def payload(event_type: str, created_at: datetime, data: dict[str, Any]) -> bytes:
     """The body: the Standard Webhooks envelope (type, timestamp, data)."""
     stamp = created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -136,8 +156,7 @@ async def deliver(context: JobContext, *, delivery_id: int, replay: bool = False
             "UPDATE webhook_deliveries SET status = 'failed' WHERE id = $1", delivery_id
         )
         return
-    box = SecretBox(res.settings.secret_key)
-    secret = box.decrypt(row["secret_enc"], secret_context(row["endpoint_id"])).decode()
+    secret = _secret(res.settings.secret_key, row["endpoint_id"], row["secret_enc"])
     body = payload(row["type"], row["created_at"], row["data"])
     msg_id = str(row["event_id"])
     headers = signed_headers(secret, msg_id, body, datetime.now(UTC))
