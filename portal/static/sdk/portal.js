@@ -206,8 +206,7 @@
     var button = make("button", "portal-qr-refresh", retry);
     var line = make("p", "portal-qr-status", root);
     var dev = make("a", "portal-qr-dev", root); // a dev portal only: its phone simulator
-    var open = make("a", "portal-qr-open", root); // openWeChat: the phone itself (issue 20)
-    open.hidden = true;
+    var open = null; // openWeChat: a link to the mini program, made only when offered (issue 20)
     dev.target = "_blank";
     dev.rel = "noopener";
     avatar.alt = "";
@@ -231,9 +230,9 @@
       button.textContent = t.refresh;
       hint.textContent = t.confirmHint;
       dev.textContent = t.devPhone;
-      open.textContent = t.openWeChat;
+      if (open) open.textContent = t.openWeChat;
       if (status) show(status);
-      if (tk && !open.href) offerLink(gen);
+      if (tk && !(open && open.getAttribute("href"))) offerLink(gen);
     }
 
     // openWeChat (issue 20): on a phone's browser outside WeChat, a link that opens the
@@ -250,6 +249,8 @@
       request("POST", base() + "/api/qrcode/" + tk.ticket + "/applink", body).then(
         function (data) {
           if (my !== gen || FINAL[status]) return;
+          if (!open) open = make("a", "portal-qr-open", root);
+          open.textContent = t.openWeChat;
           open.href = data.url;
           open.hidden = false;
         },
@@ -289,7 +290,8 @@
     function quiet() {
       if (source) source.close();
       if (ctrl) ctrl.abort();
-      dev.hidden = open.hidden = true;
+      dev.hidden = true;
+      if (open) open.hidden = true;
       clearTimeout(timer);
       clearTimeout(deadline);
       source = ctrl = timer = deadline = null;
@@ -304,8 +306,11 @@
       tk = scannedKey = null;
       failures = 0;
       status = "loading";
-      scanned.hidden = retry.hidden = number.hidden = open.hidden = true;
-      open.removeAttribute("href");
+      scanned.hidden = retry.hidden = number.hidden = true;
+      if (open) {
+        open.hidden = true;
+        open.removeAttribute("href");
+      }
       hint.textContent = t.confirmHint;
       show("loading");
       ctrl = new AbortController();
