@@ -107,7 +107,8 @@ async def login(setup, browser, apex, name: str, *, scan: bool) -> dict:
     r = await browser.post(f"{setup['issuer']}/oidc/token", data=form,
                            auth=(client.client_id, secret))  # fmt: skip
     assert r.status_code == 200, r.text
-    return r.json()
+    return {**r.json(), "replay": lambda: browser.post(f"{setup['issuer']}/oidc/token", data=form,
+                                                       auth=(client.client_id, secret))}  # fmt: skip
 
 
 async def keys(browser, setup) -> KeySet:
@@ -211,6 +212,21 @@ async def test_refresh_token_reuse_tells_the_client_and_a_down_client_is_retried
     (token,) = receiver.got["a"]
     assert check_logout_token(token, key_set, setup, "a")["sid"] == sid
     assert receiver.got["b"] == []  # not logged in there
+
+
+async def test_a_replayed_code_ends_its_login_at_the_client(setup, browser, apex, receiver):
+    """A code redeemed twice was probably stolen: what its first use issued is
+    revoked, and the client is told that login ended (sid alone)."""
+    at_a = await login(setup, browser, apex, "a", scan=True)
+    key_set = await keys(browser, setup)
+    sid = claims_of(at_a["id_token"], key_set)["sid"]
+    replay = await at_a["replay"]()
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    await run_worker(setup)
+    (token,) = receiver.got["a"]
+    claims = check_logout_token(token, key_set, setup, "a")
+    assert claims["sid"] == sid and "sub" not in claims
+    assert (await refresh(browser, setup, "a", at_a["refresh_token"])).status_code == 400
 
 
 async def test_a_logout_uri_on_a_private_address_is_not_called_outside_dev(

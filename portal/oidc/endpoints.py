@@ -253,9 +253,13 @@ async def _authorization_code(request: Request, form: FormData, client: Client) 
         raise InvalidGrantError(description=_MISMATCH[exc.what]) from None
     if grant is None:
         if replayed_family:
-            # A code used twice was probably stolen: revoke what its first use issued.
-            async with request.state.db.acquire() as conn:
+            # A code used twice was probably stolen: revoke what its first use issued,
+            # and tell the client that login has ended (back-channel logout).
+            async with request.state.db.acquire() as conn, conn.transaction():
                 await tokens.revoke_family(conn, request.state.redis, pool, replayed_family)
+                await rp_logout.notify(
+                    conn, pool.id, client.client_id, sub=None, sid=replayed_family
+                )
         raise InvalidGrantError(description="The code is invalid, expired or already used.")
     user = await users.get(request.state.db, pool.id, grant.user_id)
     if user is None or user["blocked"]:
@@ -553,7 +557,7 @@ async def logout(request: Request) -> Response:
     # login it made at the pool's clients (their token families), telling each
     # client that registered how: back-channel (queued here, sent by the worker)
     # and front-channel (frames on the page below).
-    logins = await sessions.end(request, Response())
+    logins = await sessions.end(request)
     if sid and str(sid) not in logins and client is not None:
         logins[str(sid)] = client.client_id
     sub = session.user_id if session is not None else claims.get("sub")
@@ -588,7 +592,7 @@ async def logout(request: Request) -> Response:
             {"frames": frames, "next_url": next_url},
             frame_sources=frames,
         )
-    await sessions.end(request, response)  # the cookie's removal, on what is sent
+    sessions.forget(request, response)  # the cookie's removal, on what is sent
     response.headers["cache-control"] = "no-store"
     return response
 

@@ -113,20 +113,25 @@ async def add_login(
         await pipe.execute()
 
 
-async def end(request: Request, response: Response) -> dict[str, str]:
-    """End this browser's session; returns its logins (``sid`` → client id)."""
+async def end(request: Request) -> dict[str, str]:
+    """End this browser's session; returns its logins (``sid`` → client id). The
+    response that follows removes the cookie (``forget``)."""
     sid = _sid(request)
     logins: dict[str, str] = {}
     if sid is not None:
         raw = await request.state.redis.hgetall(_logins_key(request, sid))
         logins = {_text(k): _text(v) for k, v in raw.items()}
         await request.state.redis.delete(_key(request, sid), _logins_key(request, sid))
+    return logins
+
+
+def forget(request: Request, response: Response) -> None:
+    """Remove the session cookie, with the attributes it was set with."""
     response.delete_cookie(
         cookie_name(request, COOKIE), path="/", httponly=True,
         samesite=_same_site(request),  # type: ignore[arg-type]
         secure=request.state.settings.scheme == "https",
     )  # fmt: skip
-    return logins
 
 
 def _text(value: bytes | str) -> str:
