@@ -222,6 +222,9 @@ async def test_every_page_of_both_sites_has_the_strict_headers(dev: World, brows
         "slug": "acme",
         "client_id": dev.client_id,
         "user_id": dev.user_id,
+        "endpoint_id": "00000000-0000-4000-8000-000000000000",  # webhooks (no such endpoint)
+        "delivery_id": "1",
+        "appid": "wx000000000000demo",  # /wechat/push/{appid} (issue 17)
         "name": "0" * 64,
         "path": "no/such/page",
     }
