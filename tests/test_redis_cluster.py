@@ -248,6 +248,42 @@ async def test_a_pools_slot_moved_to_another_master_while_a_page_waits(on_cluste
             await page.aclose()
 
 
+@needs_cluster
+async def test_durable_writes_are_on_the_replica_when_they_answer_one_wait_per_batch(
+    redis_cluster,
+):
+    from portal.stores import redis as redisconn
+    from portal.stores.redismux import ClusterMultiplexer
+
+    await redis_cluster.flushall()
+    client = redisconn.connect(redis_cluster.url, max_connections=4, decode_responses=True)
+    mux = ClusterMultiplexer(client)
+    try:
+        script = client.register_script("redis.call('SET', KEYS[1], ARGV[1]) return 1")
+        master = await redis_cluster.master_of("{durable}")
+        replica = None
+        for node in redis_cluster.nodes:
+            async with aioredis.Redis(port=node.port, decode_responses=True) as r:
+                info = await r.info("replication")
+                if info["role"] == "slave" and int(info["master_port"]) == master.port:
+                    replica = node
+        async with aioredis.Redis(port=master.port, decode_responses=True) as r:
+            await mux.evalsha(script, ["{durable}warm"], [0])  # connected, script loaded
+            await r.config_resetstat()
+            answers = await asyncio.gather(
+                *(mux.evalsha(script, [f"{{durable}}{i}"], [i], durable=True) for i in range(50))
+            )
+            waits = (await r.info("commandstats")).get("cmdstat_wait", {}).get("calls", 0)
+        assert answers == [1] * 50
+        assert 1 <= waits < 10  # one WAIT per batch written, not one per write
+        async with aioredis.Redis(port=replica.port, decode_responses=True) as r:
+            await r.execute_command("READONLY")
+            assert await r.get("{durable}49") == "49"  # already there when it answered
+    finally:
+        await mux.aclose()
+        await client.aclose()
+
+
 # --- a master lost mid-login ---------------------------------------------------------
 
 

@@ -309,7 +309,13 @@ class ShardedEventHub:
                     await self._cluster.nodes_manager.initialize()
                 await self._place()
                 delay = 0.1
-            except (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError) as exc:
+            except (
+                RedisConnectionError,
+                RedisTimeoutError,
+                RedisClusterException,
+                OSError,
+                KeyError,  # a slot missing from the map (not read yet)
+            ) as exc:
                 log.warning(
                     "event hub cannot subscribe (%s); again in %.1fs", type(exc).__name__, delay
                 )

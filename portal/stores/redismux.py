@@ -102,6 +102,8 @@ class _Link:
         self._waiting: collections.deque[tuple[asyncio.Future, float]] = collections.deque()
         self._out: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
+        # The WAIT that ends this turn's batch (durable writes), with its arguments.
+        self._batch_wait: tuple[asyncio.Future, int, int] | None = None
         self.closed: Exception | None = None
         self._task = asyncio.ensure_future(self._read())
 
@@ -117,8 +119,25 @@ class _Link:
             self._timer = self._loop.call_later(self._timeout, self._check_time)
         return future
 
+    def wait_after(self, replicas: int, wait_ms: int) -> asyncio.Future:
+        """The reply of a ``WAIT`` sent after every command of this turn's batch:
+        one WAIT covers all the writes before it on the connection, so the
+        durable writes of a batch share one (and the connection is held up once)."""
+        if self.closed is not None:
+            raise self.closed
+        if self._batch_wait is None:
+            self._batch_wait = (self._loop.create_future(), replicas, wait_ms)
+            if not self._out:
+                self._loop.call_soon(self._flush)
+        return self._batch_wait[0]
+
     def _flush(self) -> None:
         out, self._out = self._out, []
+        if self._batch_wait is not None:
+            future, replicas, wait_ms = self._batch_wait
+            self._batch_wait = None
+            self._waiting.append((future, self._loop.time()))
+            out.append(pack(("WAIT", replicas, wait_ms)))
         if out and self.closed is None:
             self._owner.writes += 1
             try:
@@ -174,6 +193,9 @@ class _Link:
             self._timer.cancel()
             self._timer = None
         waiting, self._waiting = self._waiting, collections.deque()
+        if self._batch_wait is not None:  # not written yet
+            waiting.append((self._batch_wait[0], 0.0))
+            self._batch_wait = None
         for future, _ in waiting:
             if not future.done():
                 future.set_exception(error)
@@ -223,13 +245,14 @@ class Multiplexer:
 
     async def execute_durable(self, args: Sequence[object], replicas: int, wait_ms: int) -> Any:
         """The command, then ``WAIT`` for ``replicas`` replicas to have it (at most
-        ``wait_ms``): its reply comes back once it is on a replica, or the wait ran
-        out (logged: the write is then only on the master)."""
+        ``wait_ms``; one WAIT for all the durable writes of a turn): its reply comes
+        back once it is on a replica, or the wait ran out (logged: the write is
+        then only on the master)."""
         link = self._link
         if link is None or link.closed is not None:
             link = await self._connect()
         reply = link.send(pack(args))
-        acked = link.send(pack(("WAIT", replicas, wait_ms)))
+        acked = link.wait_after(replicas, wait_ms)
         try:
             result = await reply
         except BaseException:
@@ -370,7 +393,7 @@ class ClusterMultiplexer:
     def _node(self, slot: int) -> ClusterNode:
         try:
             return self._nodes.get_node_from_slot(slot)
-        except RedisClusterException:  # SlotNotCoveredError: no master has it now
+        except (RedisClusterException, KeyError):  # no master has it now (or no map yet)
             self.refresh_soon()
             raise RedisConnectionError(f"No Redis Cluster node serves slot {slot} now") from None
 
@@ -386,6 +409,8 @@ class ClusterMultiplexer:
 
     async def _run(self, slot: int, args: Sequence[object], *, durable: bool = False) -> Any:
         asking: ClusterNode | None = None
+        if not self._nodes.slots_cache:  # a client nobody has used yet: read the map first
+            await self.refresh()
         for _ in range(5):
             node = asking or self._node(slot)
             mux = self._mux(node)
