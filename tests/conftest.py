@@ -168,6 +168,12 @@ async def db(stores: Stores) -> AsyncIterator[asyncpg.Pool]:
         stores.database_url, min_size=1, max_size=5, init=dbmod._init_connection
     )
     await pool.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    # Background jobs (procrastinate, sql/0007): none left over from another test
+    # (a job names rows by ids that RESTART IDENTITY hands out again).
+    await pool.execute(
+        "TRUNCATE procrastinate_jobs, procrastinate_workers, procrastinate_periodic_defers "
+        "RESTART IDENTITY CASCADE"
+    )
     await pool.execute(AUDIT_RESET)
     try:
         yield pool
