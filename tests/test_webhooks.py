@@ -358,3 +358,44 @@ async def test_a_worker_killed_mid_delivery_leaves_it_to_be_retried(
     assert h1["webhook-id"] == h2["webhook-id"]
     Webhook(secret).verify(b2, h2)
     assert await wh_db.fetchval("SELECT status FROM webhook_deliveries") == "succeeded"
+
+
+async def test_a_stopped_worker_finishes_the_delivery_it_is_making(
+    wh_db, pools, receiver, settings, stores, secret_key
+):
+    """SIGTERM (systemctl stop, a deploy): no new job, the running one finishes and
+    is recorded, the worker leaves with status 0."""
+    acme, _ = pools
+    await make_endpoint(wh_db, settings, acme, receiver.url)
+    hang = receiver.hang = asyncio.Event()
+    env = {
+        **os.environ,
+        "DATABASE_URL": stores.database_url,
+        "PORTAL_SECRET_KEY": secret_key,
+        "PORTAL_ENV": "prod",
+        "PORTAL_WEBHOOKS_ALLOW_LOOPBACK": "1",
+        "PORTAL_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(  # noqa: ASYNC220 (started once, waited for below)
+        [sys.executable, "-m", "portal", "worker", "--concurrency", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        await emit(wh_db, acme, "user.created", {"user_id": "u-1"})
+        await asyncio.wait_for(receiver.got_one.wait(), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        assert proc.poll() is None  # still finishing the delivery
+        hang.set()  # the receiver answers
+        status = await asyncio.to_thread(proc.wait, 30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert status == 0
+    assert len(receiver.received) == 1
+    assert await wh_db.fetchval("SELECT status FROM webhook_deliveries") == "succeeded"
+    assert await wh_db.fetchval("SELECT count(*) FROM procrastinate_workers") == 0
