@@ -77,6 +77,7 @@
   // A URL Scheme or URL Link WeChat made for a ticket (issue 20): its ticket is
   // what WeChat opens it with, asked of the fake when scanning.
   var lastTicket = null; // the ticket the last link opened
+  var picked = null; // number matching: the number picked
   var APP_LINK_RE = /^(?:weixin:\/\/dl\/business\/\?t=|https:\/\/wxaurl\.cn\/)[A-Za-z0-9]+/;
 
   function ticketFrom(text) {
@@ -261,8 +262,26 @@
     var where = [ctx.browser, ctx.os, ctx.location, ctx.site].filter(Boolean).join(" · ");
     if (where) meta.push(where);
     if (data.scan_source) meta.push("scan_source: " + data.scan_source);
-    if (data.number_choices) meta.push("number_choices: " + data.number_choices.join(" / "));
     $("phone-scan-meta").textContent = meta.join(" · ");
+    // Number matching: one button per number offered; the one picked goes with Confirm.
+    picked = null;
+    var choices = $("phone-number-choices");
+    choices.replaceChildren();
+    (Array.isArray(data.number_choices) ? data.number_choices : []).forEach(function (n) {
+      var b = document.createElement("button");
+      b.type = "button";
+      b.className = "phone-number";
+      b.textContent = String(n);
+      b.setAttribute("aria-pressed", "false");
+      b.addEventListener("click", function () {
+        picked = Number(n);
+        choices.querySelectorAll("button").forEach(function (other) {
+          other.setAttribute("aria-pressed", other === b ? "true" : "false");
+        });
+      });
+      choices.append(b);
+    });
+    $("phone-numbers").hidden = !choices.childElementCount;
     scannedEl.hidden = false;
   }
 
@@ -327,6 +346,7 @@
       if (v.phone) body.phone_code = v.phone + "." + random();
       if (v.nickname) body.nickname = v.nickname;
       if (v.avatar) body.avatar_url = v.avatar;
+      if (picked !== null) body.number = picked;
       setStatus(t("confirming"), "busy");
       return call(API.confirm(v.ticket), body, token);
     });

@@ -210,3 +210,26 @@ async def test_the_sdk_offers_open_wechat_as_an_option(
     await page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
     await expect(page.locator("#result")).to_have_attribute("data-state", "verified")
     await expect(open_wechat).to_be_hidden()
+
+
+async def test_the_phone_simulator_picks_the_number(dev_portal, rp, shop, new_page):
+    await _number_matching(dev_portal)
+    auth = authorization(dev_portal, shop, rp)
+    page = await new_page()
+    await page.goto(auth.url)
+    await read_qr(page, dev_portal)
+    # The hosted page's dev link: the simulator with this QR code's content filled in.
+    simulator = await page.locator("#dev-phone a").get_attribute("href")
+    wechat = await new_page()
+    await wechat.goto(simulator)
+    await wechat.get_by_label(SIM("phone.user")).fill("uma")
+    await wechat.get_by_role("button", name=SIM("phone.scan"), exact=True).click()
+    await expect(wechat.get_by_role("status")).to_have_text(SIM("phone.js.scanned"))
+    await expect(page.locator("#match-number")).to_have_text(re.compile(r"^\d\d$"))
+    shown = (await page.locator("#match-number").text_content()).strip()
+    await expect(wechat.locator("#phone-numbers")).to_contain_text(SIM("phone.pick_number"))
+    await wechat.get_by_role("button", name=shown, exact=True).click()
+    await wechat.get_by_role("button", name=SIM("phone.confirm"), exact=True).click()
+    await expect(wechat.get_by_role("status")).to_have_text(SIM("phone.js.confirmed"))
+    code = await expect_callback(page, rp, auth, dev_portal)
+    assert code
