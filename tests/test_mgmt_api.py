@@ -240,6 +240,25 @@ async def test_client_credentials_grant(portal, acme):
         assert r.status_code == 400 and r.json()["error"] == "invalid_client"
 
 
+async def test_a_management_client_revokes_its_token(portal, acme):
+    """RFC 7009 at the pool's /oidc/revoke: the token stops working at once."""
+    async with portal.client("acme") as http:
+        auth = (acme["mgmt"].client_id, acme["secret"])
+        token = await get_token(http, *auth)
+        bearer = {"authorization": f"Bearer {token}"}
+        assert (await http.get("/api/v1/users", headers=bearer)).status_code == 200
+        # Another client cannot revoke it.
+        r = await http.post(
+            "/oidc/revoke", data={"token": token}, auth=(acme["rp"].client_id, acme["rp_secret"])
+        )
+        assert r.status_code == 200
+        assert (await http.get("/api/v1/users", headers=bearer)).status_code == 200
+        r = await http.post("/oidc/revoke", data={"token": token}, auth=auth)
+        assert r.status_code == 200
+        r = await http.get("/api/v1/users", headers=bearer)
+        assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+
+
 async def test_management_token_is_no_userinfo_token(api):
     """A management token is for the API only: userinfo refuses it (its ``sub`` is
     a client, not a user)."""

@@ -362,10 +362,13 @@ def _invalid_token(request: Request, description: str) -> Response:
     )
 
 
-async def _access_claims(request: Request, token: str) -> dict:
+async def _access_claims(request: Request, token: str, *, management: bool = False) -> dict:
+    """``management``: a management API token (audience the pool's API) instead."""
     key_set = await request.state.keys.public_set(request.state.pool.id)
+    iss = issuer(request)
+    audience = tokens.api_audience(iss) if management else None
     return await tokens.verify_access_token(
-        key_set, request.state.redis, issuer=issuer(request), token=token
+        key_set, request.state.redis, issuer=iss, token=token, audience=audience
     )
 
 
@@ -451,7 +454,7 @@ async def revoke(request: Request) -> Response:
                 break
         if kind == "access_token":
             try:
-                claims = await _access_claims(request, token)
+                claims = await _access_claims(request, token, management=client.is_management)
             except tokens.InvalidToken:
                 continue
             if claims.get("client_id") == client.client_id:
