@@ -182,6 +182,11 @@ async def test_pushed_authorization_requests(setup, browser, apex, portal):
     portal.state["clients"].clear()
     got = location_params(await browser.get(f"{iss}/oidc/auth", params=params))
     assert got["error"] == "invalid_request" and "PAR" in got["error_description"]
+    # Not even with a signed request object by value.
+    by_value = {"client_id": rp.client_id, "redirect_uri": REDIRECT, "response_type": "code",
+                "request": signed(request_claims(setup))}  # fmt: skip
+    got = location_params(await browser.get(f"{iss}/oidc/auth", params=by_value))
+    assert got["error"] == "invalid_request" and "PAR" in got["error_description"]
     r = await browser.post(f"{iss}/oidc/par", data=params, auth=auth)
     r = await browser.get(f"{iss}/oidc/auth",
                           params={"client_id": rp.client_id, "request_uri": r.json()["request_uri"]})  # fmt: skip
@@ -281,6 +286,10 @@ async def test_a_jwks_uri_on_a_private_address_is_never_fetched(setup, browser, 
                 "client_assertion": assertion(setup)}  # fmt: skip
         r = await browser.post(f"{setup['issuer']}/oidc/token", data=form)
         assert r.json()["error"] == "invalid_client", r.text
+        assert "jwks_uri" in r.json()["error_description"], r.text
+        # A failure is remembered a moment: the next requests do not each try again.
+        form["client_assertion"] = assertion(setup)
+        r = await browser.post(f"{setup['issuer']}/oidc/token", data=form)
         assert "jwks_uri" in r.json()["error_description"], r.text
     assert hits == []
 

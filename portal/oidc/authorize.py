@@ -261,17 +261,18 @@ async def authorize(request: Request) -> Response:
         if stored is None or stored.get("client_id") != client.client_id:
             return _page_error(request, "bad_request_uri")
         params = stored
+    elif client.require_par:
+        # Not even a signed request object by value: only what was pushed.
+        return _early_error(
+            request, client, params, "invalid_request",
+            "This client must push its authorization requests (PAR) first.",
+        )  # fmt: skip
     elif params.get("request"):
         # RFC 9101: the signed request object's parameters, and only those.
         try:
             params = await jar.request_object(request, client, params["request"], issuer(request))
         except jar.Invalid as exc:
             return _early_error(request, client, params, "invalid_request_object", str(exc))
-    elif client.require_par:
-        return _early_error(
-            request, client, params, "invalid_request",
-            "This client must push its authorization requests (PAR) first.",
-        )  # fmt: skip
     if not params.get("redirect_uri"):
         # Required (OIDC Core §3.1.2.1), even for a client with one registered URI:
         # registration here says nothing of a default (docs/api.md).

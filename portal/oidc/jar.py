@@ -56,7 +56,8 @@ class InvalidRequestUri(OAuth2Error):
     status_code = 400
 
 
-_key_cache: dict[tuple[int, str], tuple[float, KeySet]] = {}
+_key_cache: dict[tuple[int, str], tuple[float, KeySet | str]] = {}
+FAILED_TTL = 30  # a jwks_uri that failed is not fetched again for this long
 
 
 async def client_keys(request: Request, client: Client) -> KeySet | None:
@@ -67,18 +68,23 @@ async def client_keys(request: Request, client: Client) -> KeySet | None:
         return None
     cached = _key_cache.get((client.id, client.jwks_uri))
     if cached is not None and cached[0] > time.monotonic():
+        if isinstance(cached[1], str):  # failed a moment ago: not fetched again per request
+            raise Invalid(cached[1])
         return cached[1]
-    try:
-        keys = clients.public_jwks(json.loads(await _fetch(request, client.jwks_uri)))
-    except outbound.AddressNotAllowed:
-        raise Invalid("the client's jwks_uri is not on a public address") from None
-    except httpx.HTTPError as exc:
-        raise Invalid(f"the client's jwks_uri cannot be fetched ({type(exc).__name__})") from None
-    except ValueError:
-        raise Invalid("the client's jwks_uri holds no valid public JWK Set") from None
-    key_set = KeySet.import_key_set(keys)
     if len(_key_cache) > 1000:
         _key_cache.clear()
+    try:
+        keys = clients.public_jwks(json.loads(await _fetch(request, client.jwks_uri)))
+    except (httpx.HTTPError, ValueError) as exc:
+        if isinstance(exc, outbound.AddressNotAllowed):
+            reason = "the client's jwks_uri is not on a public address"
+        elif isinstance(exc, httpx.HTTPError):
+            reason = f"the client's jwks_uri cannot be fetched ({type(exc).__name__})"
+        else:
+            reason = "the client's jwks_uri holds no valid public JWK Set"
+        _key_cache[(client.id, client.jwks_uri)] = (time.monotonic() + FAILED_TTL, reason)
+        raise Invalid(reason) from None
+    key_set = KeySet.import_key_set(keys)
     _key_cache[(client.id, client.jwks_uri)] = (time.monotonic() + JWKS_TTL, key_set)
     return key_set
 
