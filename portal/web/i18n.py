@@ -91,7 +91,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "phone.lead": "在这里扮演微信小程序：粘贴二维码里的链接，选一个微信用户，然后扫码、确认或取消。它调用的是真实的小程序接口，微信一方由开发用的模拟微信服务器扮演。",
         "phone.noscript": "此页面需要启用 JavaScript。",
         "phone.url": "二维码内容（链接）",
-        "phone.url_help": "形如 {池地址}/q/{ticket}；也可以粘贴二维码图片的地址（…/api/qrcode/{ticket}.png）或只填 ticket。",
+        "phone.url_help": "形如 {平台地址}/q/{ticket}（私有小程序：它的前缀）；二维码内容会像微信扫码一样，只在已发布的链接规则下打开小程序。也可以粘贴二维码图片的地址（…/api/qrcode/{ticket}.png）或只填 ticket。",
         "phone.user": "微信用户名",
         "phone.user_help": "字母、数字或下划线；同一用户名就是同一个微信用户。",
         "phone.number": "手机号（可选）",
@@ -253,8 +253,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "program API; the dev fake WeChat server plays WeChat.",
         "phone.noscript": "This page needs JavaScript.",
         "phone.url": "QR code content (link)",
-        "phone.url_help": "Like {pool URL}/q/{ticket}; the QR image's address "
-        "(…/api/qrcode/{ticket}.png) or the ticket alone work too.",
+        "phone.url_help": "Like {platform URL}/q/{ticket} (a private mini program: its prefix); "
+        "a QR content opens the mini program only under a published link rule, as WeChat's "
+        "scanner does. The QR image's address (…/api/qrcode/{ticket}.png) or the ticket alone "
+        "work too.",
         "phone.user": "WeChat user name",
         "phone.user_help": "Letters, digits or underscores; the same name is the same WeChat user.",
         "phone.number": "Phone number (optional)",
