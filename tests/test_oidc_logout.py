@@ -229,6 +229,36 @@ async def test_a_replayed_code_ends_its_login_at_the_client(setup, browser, apex
     assert (await refresh(browser, setup, "a", at_a["refresh_token"])).status_code == 400
 
 
+async def test_each_logout_token_names_the_person_of_its_login(setup, browser, apex, receiver):
+    """A logout confirmed in Alice's browser with an id_token_hint of Bob's login
+    (another browser): both logins end, each token with its own person."""
+    at_alice = await login(setup, browser, apex, "a", scan=True)
+    async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=10) as other:
+        client, secret = setup["clients"]["b"]
+        params, verifier = auth_params(client, redirect_uri=f"{SITE_B}/callback")
+        url = f"{setup['issuer']}/oidc/auth?" + str(httpx.QueryParams(params))
+        done = await scan_login(other, apex, url, user="bob")
+        code = parse_qs(urlsplit(done.headers["location"]).query)["code"][0]
+        r = await other.post(f"{setup['issuer']}/oidc/token", auth=(client.client_id, secret),
+                             data={**code_grant(code, verifier), "redirect_uri": f"{SITE_B}/callback"})  # fmt: skip
+        bob_token = r.json()["id_token"]
+    key_set = await keys(browser, setup)
+    alice, bob = claims_of(at_alice["id_token"], key_set), claims_of(bob_token, key_set)
+    assert alice["sub"] != bob["sub"]
+    page = await browser.get(f"{setup['issuer']}/oidc/logout", params={"id_token_hint": bob_token})
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+    assert fields["confirm"]  # the hint is not this browser's person: asked first
+    r = await browser.post(f"{setup['issuer']}/oidc/logout", data=fields)
+    assert r.status_code == 200
+    await run_worker(setup)
+    (to_a,) = receiver.got["a"]
+    (to_b,) = receiver.got["b"]
+    got_a = check_logout_token(to_a, key_set, setup, "a")
+    got_b = check_logout_token(to_b, key_set, setup, "b")
+    assert (got_a["sub"], got_a["sid"]) == (alice["sub"], alice["sid"])
+    assert (got_b["sub"], got_b["sid"]) == (bob["sub"], bob["sid"])
+
+
 async def test_a_logout_uri_on_a_private_address_is_not_called_outside_dev(
     setup, browser, apex, receiver, settings_factory
 ):

@@ -560,16 +560,22 @@ async def logout(request: Request) -> Response:
     # login it made at the pool's clients (their token families), telling each
     # client that registered how: back-channel (queued here, sent by the worker)
     # and front-channel (frames on the page below).
-    logins = await sessions.end(request)
-    if sid and str(sid) not in logins and client is not None:
-        logins[str(sid)] = client.client_id
-    sub = session.user_id if session is not None else claims.get("sub")
+    # Each login with the person it is of: the session's, and the hint's (whose
+    # person may differ when no session matches it).
+    by_sub: dict[str, dict[str, str]] = {}
+    session_logins = await sessions.end(request)
+    if session is not None:
+        by_sub[session.user_id] = session_logins
+    if sid and client is not None and str(sid) not in session_logins:
+        by_sub.setdefault(str(claims.get("sub") or ""), {})[str(sid)] = client.client_id
+    logins = {login: c for group in by_sub.values() for login, c in group.items()}
     if logins:
         async with request.state.db.acquire() as conn, conn.transaction():
             for login in logins:
                 await tokens.revoke_family(conn, request.state.redis, pool, login)
-            if sub:
-                await rp_logout.notify_logins(conn, pool.id, str(sub), logins)
+            for sub, group in by_sub.items():
+                if sub:
+                    await rp_logout.notify_logins(conn, pool.id, sub, group)
     known = {c: await request.state.clients.get(pool.id, c) for c in set(logins.values())}
     frames = rp_logout.frontchannel_urls(issuer(request), logins, known)
     response: Response
