@@ -163,6 +163,7 @@ class _ShardLink:
         self._conn = None
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task | None = None
+        self._closing: asyncio.Future | None = None
         self.closed = False
 
     async def open(self) -> None:
@@ -226,10 +227,19 @@ class _ShardLink:
             return
         self.closed = True
         if self._conn is not None:
-            task = asyncio.ensure_future(self._conn.disconnect(nowait=True))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._closing = asyncio.ensure_future(self._conn.disconnect(nowait=True))
+            self._closing.add_done_callback(lambda t: t.cancelled() or t.exception())
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
+
+    @property
+    def done(self) -> bool:
+        return all(t is None or t.done() for t in (self._task, self._closing))
+
+    async def wait_closed(self) -> None:
+        self.close()
+        pending = [t for t in (self._task, self._closing) if t is not None]
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 class ShardedEventHub:
@@ -249,6 +259,7 @@ class ShardedEventHub:
         self._heard: set[str] = set()  # confirmed subscriptions
         self._ever: set[str] = set()  # channels confirmed at least once
         self._links: dict[str, _ShardLink] = {}
+        self._retired: list[_ShardLink] = []  # closed, their connections still closing
         self._dirty = asyncio.Event()
         self._stale_map = False  # read the slot map again before placing channels
         self._task: asyncio.Task | None = None
@@ -294,9 +305,9 @@ class ShardedEventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for link in list(self._links.values()):
-            link.close()
-        self._links.clear()
+        links, self._links = [*self._links.values(), *self._retired], {}
+        self._retired = []
+        await asyncio.gather(*(link.wait_closed() for link in links), return_exceptions=True)
 
     async def _run(self) -> None:
         delay = 0.1
@@ -338,6 +349,8 @@ class ShardedEventHub:
             self._heard.discard(channel)
             link = self._links.get(node.name)
             if link is None or link.closed:
+                if link is not None:
+                    self._retired.append(link)
                 link = _ShardLink(self, node)
                 await link.open()
                 self._links[node.name] = link
@@ -347,7 +360,8 @@ class ShardedEventHub:
             if not link.channels and not link.closed:
                 link.close()
             if link.closed:
-                del self._links[name]
+                self._retired.append(self._links.pop(name))
+        self._retired = [old for old in self._retired if not old.done]
 
     def _reply(self, link: _ShardLink, kind: str, channel: str, data: Any) -> None:
         if kind == "smessage":

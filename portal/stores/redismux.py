@@ -349,7 +349,6 @@ class ClusterMultiplexer:
     ) -> None:
         self._cluster = cluster
         self._nodes = cluster.nodes_manager
-        self._encoder = cluster.encoder
         self._timeout = timeout
         self._wait_replicas = wait_replicas
         self._wait_ms = wait_ms
@@ -363,8 +362,12 @@ class ClusterMultiplexer:
     def writes(self) -> int:
         return sum(m.writes for m in self._muxes.values())
 
-    def slot(self, key: object) -> int:
-        return key_slot(self._encoder.encode(key))
+    @staticmethod
+    def slot(key: object) -> int:
+        # Not redis-py's Encoder: its checks cost more than the hash itself.
+        if isinstance(key, str):
+            return key_slot(key.encode())
+        return key_slot(key if isinstance(key, bytes) else str(key).encode())
 
     async def execute(self, *args: object) -> Any:
         """A command whose key is its first argument (GET, SET, EXISTS...)."""
@@ -377,10 +380,10 @@ class ClusterMultiplexer:
         self, script, keys: Sequence[object], args: Sequence[object], *, durable: bool = False
     ) -> Any:
         durable = durable or script.sha in self._durable
-        slots = {self.slot(k) for k in keys}
-        if len(slots) != 1:  # a programming error: give the keys one hash tag
+        slot = self.slot(keys[0])
+        if len(keys) > 1 and any(self.slot(k) != slot for k in keys[1:]):
+            # A programming error: give the keys one hash tag.
             raise ValueError(f"the keys of a script must share a hash slot: {list(keys)}")
-        slot = slots.pop()
         try:
             return await self._run(
                 slot, ("EVALSHA", script.sha, len(keys), *keys, *args), durable=durable
@@ -410,7 +413,7 @@ class ClusterMultiplexer:
     async def _run(self, slot: int, args: Sequence[object], *, durable: bool = False) -> Any:
         asking: ClusterNode | None = None
         if not self._nodes.slots_cache:  # a client nobody has used yet: read the map first
-            await self.refresh()
+            await self._cluster.initialize()
         for _ in range(5):
             node = asking or self._node(slot)
             mux = self._mux(node)
