@@ -229,6 +229,16 @@ async def test_retries_end_after_a_day_and_a_failing_endpoint_is_disabled(
         )
         == 0
     )
+    # The receiver is fixed: a replay (the admin's explicit try) goes out even while
+    # the endpoint is disabled; the endpoint stays disabled until enabled.
+    receiver.fail_next = 0
+    first = (await store.list_deliveries(wh_db, acme, endpoint["id"]))[-1]
+    async with wh_db.acquire() as conn:
+        await store.replay(conn, acme, first["id"])
+    await run_worker(settings)
+    assert receiver.received[-1][0]["webhook-id"] == first["event_id"]
+    assert (await store.get_delivery(wh_db, acme, first["id"]))["status"] == "succeeded"
+    assert not (await store.get_endpoint(wh_db, acme, endpoint["id"]))["enabled"]
     async with wh_db.acquire() as conn:  # enabled again, it is no longer failing
         again = await store.update_endpoint(conn, settings, acme, endpoint["id"], enabled=True)
     assert again["enabled"] and again["failing_since"] is None

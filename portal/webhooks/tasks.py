@@ -151,7 +151,7 @@ async def deliver(context: JobContext, *, delivery_id: int, replay: bool = False
     if row["status"] != "pending":  # done already (a rerun after a worker stopped)
         return
     last_try = context.job.attempts + 1 >= RETRY.max_attempts
-    if not row["enabled"]:
+    if not row["enabled"] and not replay:  # a replay is an admin's explicit try
         await res.db.execute(
             "UPDATE webhook_deliveries SET status = 'failed' WHERE id = $1", delivery_id
         )
