@@ -291,14 +291,13 @@ async def app_link(request: Request) -> Response:
     """``POST /api/qrcode/{ticket}/applink`` ``{"secret", "kind"?}``: a link that opens
     the mini program's confirm page for this ticket on the phone itself (issue 20)."""
     ticket = request.path_params["ticket"]
-    data = await read_json(request, optional=True)
+    data = await read_json(request)
+    secret = required_str(data, "secret", max_len=100)
     kind = optional_str(data, "kind", max_len=16) or "scheme"
     if kind not in applink.KINDS:
         raise ValidationError("kind must be scheme or url_link.")
     state = await _state_of_pool(request, ticket)
-    request.state.tickets.check_secret(
-        state, optional_str(data, "secret", max_len=100) or _secret(request)
-    )
+    request.state.tickets.check_secret(state, secret)
     url = await applink.link(request, request.state.pool, state, kind)
     return FastJSONResponse(
         {"url": url, "kind": kind, "expires_in": state.expires_in},

@@ -692,6 +692,7 @@ def _paths() -> dict[str, dict]:
                         "application/json": {
                             "schema": {
                                 "type": "object",
+                                "required": ["secret"],
                                 "properties": {
                                     "secret": {"type": "string", "maxLength": 100},
                                     "kind": {"type": "string", "enum": ["scheme", "url_link"]},
@@ -902,7 +903,11 @@ def _paths() -> dict[str, dict]:
                 {
                     "200": _json(_object({"status": {"const": "cancelled"}}), "Cancelled."),
                     **_errors(
-                        _merge(mp_ticket_errors, {403: ["not_scanner"], 410: ["ticket_expired"]})
+                        _merge(
+                            mp_ticket_errors,
+                            JSON_BODY,
+                            {403: ["not_scanner"], 410: ["ticket_expired"]},
+                        )
                     ),
                 },
                 description="Only the WeChat user who scanned the ticket may cancel it: a "
