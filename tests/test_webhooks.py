@@ -18,7 +18,7 @@ import pytest
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 from portal import jobs, worker
@@ -409,3 +409,33 @@ async def test_a_stopped_worker_finishes_the_delivery_it_is_making(
     assert len(receiver.received) == 1
     assert await wh_db.fetchval("SELECT status FROM webhook_deliveries") == "succeeded"
     assert await wh_db.fetchval("SELECT count(*) FROM procrastinate_workers") == 0
+
+
+async def test_a_receiver_dripping_its_answer_is_cut_off(wh_db, pools, settings, monkeypatch):
+    """The whole attempt has a deadline, not only each read: a receiver sending a byte
+    now and then does not hold a worker's slot (before: up to 4096 reads of 10 s)."""
+    from portal.webhooks import tasks as webhook_tasks
+
+    monkeypatch.setattr(webhook_tasks, "TIMEOUT", 1.0)
+
+    async def drip(request: Request):
+        async def body():
+            for _ in range(100):
+                yield b"."
+                await asyncio.sleep(0.2)
+
+        return StreamingResponse(body())
+
+    acme, _ = pools
+    sock = free_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+    app = Starlette(routes=[Route("/hook", drip, methods=["POST"])])
+    async with serve_asgi(app, sock, name="the drip", lifespan="off") as server:
+        endpoint, _ = await make_endpoint(wh_db, settings, acme, url)
+        await emit(wh_db, acme, "user.created", {"user_id": "u-1"})
+        await run_worker(settings)
+        server.force_exit = True
+    [delivery] = await store.list_deliveries(wh_db, acme, endpoint["id"])
+    [attempt] = (await store.get_delivery(wh_db, acme, delivery["id"]))["attempts_log"]
+    assert attempt["error"].startswith("timeout") and attempt["latency_ms"] < 3000
+    assert delivery["status"] == "pending"  # to be retried

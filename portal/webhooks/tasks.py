@@ -124,19 +124,22 @@ def signed_headers(secret: str, msg_id: str, body: bytes, now: datetime) -> dict
 
 
 async def _post(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]):
-    """(status code or None, error or None, response excerpt or None)."""
+    """(status code or None, error or None, response excerpt or None). The whole
+    attempt, answer included, has TIMEOUT seconds: a receiver dripping its answer
+    byte by byte does not hold a worker's slot longer."""
     try:
-        async with client.stream("POST", url, content=body, headers=headers) as response:
-            received = b""
-            async for chunk in response.aiter_raw():
-                received += chunk
-                if len(received) >= READ_LIMIT:
-                    break
-            excerpt = received[:READ_LIMIT].decode("utf-8", "replace")[:EXCERPT]
-            return response.status_code, None, excerpt
+        async with asyncio.timeout(TIMEOUT):
+            async with client.stream("POST", url, content=body, headers=headers) as response:
+                received = b""
+                async for chunk in response.aiter_raw():
+                    received += chunk
+                    if len(received) >= READ_LIMIT:
+                        break
+                excerpt = received[:READ_LIMIT].decode("utf-8", "replace")[:EXCERPT]
+                return response.status_code, None, excerpt
     except AddressNotAllowed:
         return None, "address not allowed: the URL is not on a public address", None
-    except httpx.TimeoutException:
+    except (httpx.TimeoutException, TimeoutError):
         return None, f"timeout: no answer within {TIMEOUT:g} s", None
     except httpx.HTTPError as exc:
         return None, f"connection failed: {type(exc).__name__}", None
