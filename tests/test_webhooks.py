@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import asyncpg
 import pytest
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
@@ -439,3 +440,30 @@ async def test_a_receiver_dripping_its_answer_is_cut_off(wh_db, pools, settings,
     [attempt] = (await store.get_delivery(wh_db, acme, delivery["id"]))["attempts_log"]
     assert attempt["error"].startswith("timeout") and attempt["latency_ms"] < 3000
     assert delivery["status"] == "pending"  # to be retried
+
+
+async def test_the_endpoint_cap_holds_under_parallel_creation(wh_db, pools, settings, stores):
+    acme, _ = pools
+    box = SecretBox(settings.secret_key)
+    # 19 exist: 30 creations at once, on 30 connections, may add one.
+    for i in range(store.MAX_ENDPOINTS_PER_POOL - 1):
+        async with wh_db.acquire() as conn:
+            await store.create_endpoint(
+                conn, settings, box, acme, url=f"https://e{i}.example.com/", events=["user.created"]
+            )
+    many = await asyncpg.create_pool(stores.database_url, min_size=30, max_size=30)
+
+    async def create(i: int):
+        async with many.acquire() as conn:
+            return await store.create_endpoint(
+                conn, settings, box, acme, url=f"https://h{i}.example.com/", events=["user.created"]
+            )
+
+    try:
+        results = await asyncio.gather(*(create(i) for i in range(30)), return_exceptions=True)
+    finally:
+        await many.close()
+    refused = [r for r in results if isinstance(r, ValidationError)]
+    assert len(refused) == 29, results
+    assert {r.error for r in refused} == {"too_many_endpoints"}
+    assert len(await store.list_endpoints(wh_db, acme)) == store.MAX_ENDPOINTS_PER_POOL
