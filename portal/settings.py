@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 
 DEFAULT_BASE_URL = "http://localhost:8000"
 DEFAULT_WECHAT_API_BASE = "https://api.weixin.qq.com"
+# ip2region's IPv4 database, shipped in the package (portal/data/README.md says where
+# it comes from and how to refresh it).
+DEFAULT_IP2REGION_XDB = str(Path(__file__).parent / "data" / "ip2region.xdb")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -72,8 +75,9 @@ class Settings:
     default_mp_appid: str = ""
     default_mp_secret: str = ""
     # An ip2region xdb file (IPv4): the province and city a login was started from,
-    # looked up offline (issue 20). Empty: every location is "unknown".
-    ip2region_xdb: str = ""
+    # looked up offline (issue 20). The packaged one by default; empty (the
+    # environment's "off"): every location is "unknown".
+    ip2region_xdb: str = DEFAULT_IP2REGION_XDB
     trusted_proxies: tuple[IPNetwork, ...] = ()
     db_pool_min: int = 1
     db_pool_max: int = 10
@@ -176,7 +180,7 @@ class Settings:
             "wechat_api_base": env.get("WECHAT_API_BASE", DEFAULT_WECHAT_API_BASE),
             "default_mp_appid": env.get("PORTAL_DEFAULT_MP_APPID", ""),
             "default_mp_secret": env.get("PORTAL_DEFAULT_MP_SECRET", ""),
-            "ip2region_xdb": env.get("PORTAL_IP2REGION_XDB", ""),
+            "ip2region_xdb": _xdb_path(env.get("PORTAL_IP2REGION_XDB", "")),
             "qr_base": env.get("PORTAL_QR_BASE", ""),
             "content_security": env.get("PORTAL_CONTENT_SECURITY", "").strip().lower()
             in ("1", "true", "yes", "on"),
@@ -222,6 +226,14 @@ class Settings:
                     raise ConfigError(str(exc)) from None
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _xdb_path(value: str) -> str:
+    """PORTAL_IP2REGION_XDB: unset means the packaged database, "off" none."""
+    value = value.strip()
+    if not value:
+        return DEFAULT_IP2REGION_XDB
+    return "" if value.lower() in ("off", "none", "0", "false") else value
 
 
 def parse_networks(text: str) -> tuple[IPNetwork, ...]:

@@ -303,3 +303,22 @@ async def test_this_was_not_me(pc, apex, db, subscribed):
         }
     ]
     assert await _suspicious(db) == [{"reason": "not_me", "scene": 1012, "scan_source": "warned"}]
+
+
+def test_the_packaged_location_database_works_as_installed():
+    """Without PORTAL_IP2REGION_XDB the portal uses ip2region's database that the
+    package ships (portal/data), so the confirm screen names a place out of the
+    box; "off" turns it off."""
+    from portal.scan import origin
+    from portal.settings import Settings
+
+    env = {"PORTAL_ENV": "dev"}
+    packaged = Settings.from_env(env).ip2region_xdb
+    assert packaged.endswith("ip2region.xdb")
+    assert origin.Locator(packaged).locate("183.14.29.1") == "广东 深圳"
+    assert origin.Locator(packaged).locate("202.96.128.86") == "广东 广州"
+    assert origin.Locator(packaged).locate("127.0.0.1") is None
+    off = Settings.from_env({**env, "PORTAL_IP2REGION_XDB": "off"})
+    assert off.ip2region_xdb == ""
+    own = Settings.from_env({**env, "PORTAL_IP2REGION_XDB": "/x.xdb"})
+    assert own.ip2region_xdb == "/x.xdb"
