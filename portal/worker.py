@@ -96,6 +96,10 @@ async def run_async(
 
 
 def run(settings: Settings, *, concurrency: int = DEFAULT_CONCURRENCY) -> int:
+    # procrastinate logs two lines per job at INFO (hundreds a second when webhooks
+    # flow): its own lines from WARNING up, unless the whole worker logs DEBUG.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("procrastinate").setLevel(logging.WARNING)
     log.info("worker starting (concurrency %d)", concurrency)
     asyncio.run(run_async(settings, concurrency=concurrency))
     return 0
