@@ -1,4 +1,4 @@
-"""The production WeChat API client (async, httpx), shared by all processes.
+"""The production WeChat API client (async, aiohttp), shared by all processes.
 
 The access token lives in Redis (``wechat:token:{appid}``), so every process
 of every machine uses the same one and only one of them refreshes it at a
@@ -15,6 +15,11 @@ never again for a token that was itself just forced (when a forced token is
 refused too, the token is not the problem: another service may be forcing
 with the same AppSecret). A refusal that may not be answered with a forced
 refresh raises :class:`WeChatUnavailable`.
+
+The calls go through one pooled keep-alive ``aiohttp.ClientSession`` per client:
+a call costs about a seventh of the instructions of ``httpx.AsyncClient``'s (httpx
+→ httpcore → anyio), a quarter of its CPU time, measured by
+bench/bench_wechat_call.py (issue 23 in bench/README.md). An ``httpx.AsyncClient`` passed as ``http`` is still used as is.
 """
 
 from __future__ import annotations
@@ -25,13 +30,18 @@ import json
 import logging
 import re
 import secrets
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
+import aiohttp
+import certifi
 import httpx
 from redis.asyncio import Redis
+from yarl import URL
 
 from portal.obs.metrics import WECHAT_CALLS, WECHAT_ERRORS
 from portal.wechat.errors import ErrCode, WeChatError, WeChatUnavailable
@@ -46,6 +56,7 @@ FORCE_DAILY = 10  # of WeChat's 20 a day: the rest is left for an operator's eme
 _BEIJING = 8 * 3600
 # Connection never established: WeChat cannot have acted on the request.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_MAX_CONNECTIONS = 100  # per process, as httpx's default pool
 _RELEASE_LOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -69,6 +80,40 @@ class _RedactQuery(logging.Filter):
 _httpx_logger = logging.getLogger("httpx")
 if not any(isinstance(f, _RedactQuery) for f in _httpx_logger.filters):
     _httpx_logger.addFilter(_RedactQuery())
+
+
+class _TransportFailure(Exception):
+    """No HTTP answer: ``name`` as httpx would call it (ConnectError, ReadTimeout...),
+    ``not_sent`` when the connection was never made, so WeChat cannot have acted."""
+
+    def __init__(self, name: str, not_sent: bool) -> None:
+        super().__init__(name)
+        self.name, self.not_sent = name, not_sent
+
+
+def _failure(exc: BaseException) -> _TransportFailure:
+    """An aiohttp (or asyncio) failure under httpx's names, which the logs and the
+    "network" error metric have always used."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return _TransportFailure("ConnectTimeout", True)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _TransportFailure("ConnectError", True)
+    if isinstance(exc, TimeoutError):  # aiohttp's SocketTimeoutError included
+        return _TransportFailure("ReadTimeout", False)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return _TransportFailure("RemoteProtocolError", False)
+    return _TransportFailure(type(exc).__name__, False)
+
+
+_ssl_context: ssl.SSLContext | None = None
+
+
+def _tls() -> ssl.SSLContext:
+    """The CA bundle httpx verified WeChat with (certifi's), built once per process."""
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = ssl.create_default_context(cafile=certifi.where())
+    return _ssl_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +165,13 @@ class WeChatClient:
     ) -> None:
         self._base = base_url.rstrip("/")
         self._redis = redis
-        self._own_http = http is None
-        self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0))
+        self._http = http  # an httpx client of the caller's, or None: our own aiohttp session
+        self._session: aiohttp.ClientSession | None = None  # made at the first call, in its loop
+        # As httpx.Timeout(timeout, connect=...): a connection (pool wait included) and
+        # each read; no overall limit, which the retries' own timeouts bound.
+        connect = min(timeout, 2.0)
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect, sock_connect=connect, sock_read=timeout
         )
         self._backoff = tuple(retry_backoff)
         self._refresh_margin = refresh_margin
@@ -131,8 +180,45 @@ class WeChatClient:
         self._release_lock = redis.register_script(_RELEASE_LOCK)
 
     async def aclose(self) -> None:
-        if self._own_http:
-            await self._http.aclose()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _aiohttp(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            session = self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=_MAX_CONNECTIONS, ssl=_tls()),
+                timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),  # WeChat sets none; never share one
+                trust_env=True,  # HTTPS_PROXY and NO_PROXY, as httpx honoured them
+            )
+        return session
+
+    async def _send(
+        self, method: str, url: str, params: dict[str, str] | None, body: bytes | None
+    ) -> tuple[int, str, bytes]:
+        """One HTTP exchange: (status, content type, body), or :class:`_TransportFailure`."""
+        if params:
+            url = f"{url}?{urlencode(params)}"
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        if self._http is not None:
+            try:
+                response = await self._http.request(method, url, content=body, headers=headers)
+            except httpx.TransportError as exc:
+                raise _TransportFailure(type(exc).__name__, isinstance(exc, _NOT_SENT)) from None
+            return response.status_code, response.headers.get("content-type", ""), response.content
+        try:
+            async with self._aiohttp().request(
+                method, URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
+            ) as response:
+                content = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _failure(exc) from None
+        if log.isEnabledFor(logging.DEBUG):
+            redacted = _RedactQuery._pattern.sub(r"\1=***", url)
+            log.debug("HTTP Request: %s %s %d", method, redacted, response.status)
+        return response.status, response.content_type, content
 
     # -- API calls -------------------------------------------------------
 
@@ -432,6 +518,10 @@ class WeChatClient:
         ``hide`` lists the request's credentials, scrubbed from any errmsg.
         """
         url = self._base + path
+        # As httpx encoded it: compact UTF-8 (WeChat reads Chinese text unescaped).
+        body = None
+        if json_body is not None:
+            body = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
         reason = ""
         maybe_spent = False  # a failed attempt may have reached WeChat and spent a code
         for attempt in range(len(self._backoff) + 1):
@@ -441,21 +531,21 @@ class WeChatClient:
                 await asyncio.sleep(pause)
             WECHAT_CALLS.labels(path).inc()
             try:
-                response = await self._http.request(method, url, params=params, json=json_body)
-            except httpx.TransportError as exc:
-                # Only the class name: str(exc) or a chained traceback may carry the URL.
-                reason = type(exc).__name__
-                maybe_spent = maybe_spent or not isinstance(exc, _NOT_SENT)
+                status, content_type, content = await self._send(method, url, params, body)
+            except _TransportFailure as exc:
+                # Only the class name: the exception or a chained traceback may carry the URL.
+                reason = exc.name
+                maybe_spent = maybe_spent or not exc.not_sent
                 WECHAT_ERRORS.labels(path, "network").inc()
                 continue
-            if response.status_code >= 500:
-                reason, maybe_spent = f"HTTP {response.status_code}", True
+            if status >= 500:
+                reason, maybe_spent = f"HTTP {status}", True
                 WECHAT_ERRORS.labels(path, "http_5xx").inc()
                 continue
-            if image and response.headers.get("content-type", "").startswith("image/"):
-                return response.content
+            if image and content_type.startswith("image/"):
+                return content
             try:
-                data = _parse(response, path)
+                data = _parse(status, content, path)
             except WeChatUnavailable:
                 WECHAT_ERRORS.labels(path, "bad_response").inc()
                 raise
@@ -478,14 +568,14 @@ def _token_fp(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
-def _parse(response: httpx.Response, path: str) -> dict[str, Any]:
+def _parse(status: int, content: bytes, path: str) -> dict[str, Any]:
     # WeChat labels some JSON answers text/plain: parse the body whatever the type.
     try:
-        data = json.loads(response.content)
+        data = json.loads(content)
     except ValueError:
         data = None
-    if response.status_code != 200 or not isinstance(data, dict):
-        raise WeChatUnavailable(f"unexpected answer (HTTP {response.status_code})", api=path)
+    if status != 200 or not isinstance(data, dict):
+        raise WeChatUnavailable(f"unexpected answer (HTTP {status})", api=path)
     return data
 
 
