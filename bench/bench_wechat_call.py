@@ -15,7 +15,9 @@ one after the other over one keep-alive connection, and parses the answer:
   without httpx's request/response models, hooks, cookies and redirects);
 - ``aiohttp``: ``aiohttp.ClientSession`` with a pooled ``TCPConnector``;
 - ``client``: :meth:`portal.wechat.client.WeChatClient.code2session` as it is now
-  (retries, redaction, metrics, error mapping included).
+  (retries, redaction, metrics, error mapping included);
+- ``client-httpx``: the same given an ``httpx.AsyncClient`` (``http=``), as the
+  client called WeChat before issue 23.
 
 CPU is ``time.process_time()`` of this process per call, the best and the median
 of ``--rounds`` rounds, the variants' order rotating each round. For instruction
@@ -42,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from portal.wechat.fake import DEMO_APPID, DEMO_SECRET  # noqa: E402
 
-VARIANTS = ("httpx", "httpcore", "aiohttp", "client")
+VARIANTS = ("httpx", "httpcore", "aiohttp", "client", "client-httpx")
 PATH = "/sns/jscode2session"
 
 
@@ -94,13 +96,17 @@ async def _variant(name: str, base: str):
                 return json.loads(await response.read())
 
         return call, session.close
-    if name == "client":
+    if name in ("client", "client-httpx"):
+        import httpx
         from redis.asyncio import Redis
 
         from portal.wechat.client import WeChatClient
 
         redis = Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-        client = WeChatClient(base, redis)
+        http = None
+        if name == "client-httpx":
+            http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
+        client = WeChatClient(base, redis, http)
 
         async def call(n: int) -> dict:
             p = _params(n)
@@ -109,6 +115,8 @@ async def _variant(name: str, base: str):
 
         async def aclose() -> None:
             await client.aclose()
+            if http is not None:
+                await http.aclose()
             await redis.aclose()
 
         return call, aclose

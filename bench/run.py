@@ -3,7 +3,7 @@
 
     python bench/run.py                 # everything (about 5 minutes)
     python bench/run.py --quick         # small sizes: a smoke run in under a minute
-    python bench/run.py --only sse      # one benchmark (sse, rps, logins, token, soak, signin, peer; comma-separated)
+    python bench/run.py --only sse      # one benchmark (sse, rps, logins, token, soak, signin, peer, wechat; comma-separated)
 
 It sets up everything itself (stores, a fresh database, migrations, the fake
 WeChat, a pool, ``portal serve`` in production mode) and tears it all down at
@@ -33,12 +33,13 @@ import bench_signin  # noqa: E402
 import bench_soak  # noqa: E402
 import bench_sse  # noqa: E402
 import bench_token  # noqa: E402
+import bench_wechat_call  # noqa: E402
 import psutil  # noqa: E402
 from common import run_async  # noqa: E402
 from metrics import wait_quiet  # noqa: E402
-from stack import Stack, raise_nofile  # noqa: E402
+from stack import LOOPBACK, Stack, raise_nofile  # noqa: E402
 
-BENCHMARKS = ("sse", "rps", "logins", "token", "soak", "signin", "peer")
+BENCHMARKS = ("sse", "rps", "logins", "token", "soak", "signin", "peer", "wechat")
 
 GOALS = {
     "sse_p50": 10.0,  # ms, confirm sent → event received
@@ -59,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         action="append",
         default=[],
-        help="run only these benchmarks: sse, rps, logins, token, soak, signin, peer (comma-separated, repeatable)",
+        help="run only these benchmarks: sse, rps, logins, token, soak, signin, peer, wechat (comma-separated, repeatable)",
     )
     p.add_argument(
         "--quick", action="store_true", help="small sizes and short runs (smoke test, < 1 minute)"
@@ -413,6 +414,15 @@ def table_rows(results: dict, args: argparse.Namespace) -> list[dict]:
                     f" / {s['peer_worker_cpu_us']:.0f} µs per request)", "", "≥ 1.2",
                     _met(s["cpu_ratio"], 1.2, at_most=False))  # fmt: skip
                 row(b, f"{endpoint}: errors", s["errors"], "", "0", s["errors"] == 0)
+    if "wechat" in results:
+        r = results["wechat"]
+        b = "9. One WeChat call (code2session), client CPU"
+        if "error" in r:
+            row(b, "error", r["error"], met=False)
+        else:
+            for variant, x in r.items():
+                row(b, variant, f"best {x['best_us']:.0f}, median {x['median_us']:.0f}",
+                    "µs per call")  # fmt: skip
     if "soak" in results:
         r = results["soak"]
         b = f"5. Soak ({r.get('seconds', args.soak_seconds):.0f} s mixed traffic)"
@@ -553,6 +563,10 @@ def run_benchmark(stack: Stack, name: str, args: argparse.Namespace) -> dict:
             seconds=args.peer_seconds,
             rounds=args.peer_rounds,
         )
+    elif name == "wechat":
+        base = f"http://{LOOPBACK}:{stack.fake_port}"
+        quick = args.quick
+        return bench_wechat_call.run(base, calls=300 if quick else 1000, rounds=2 if quick else 6)
     elif name == "token":
         return run_async(
             bench_token.run(

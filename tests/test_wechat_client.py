@@ -385,6 +385,27 @@ async def test_connection_refused(redis_client, app):
         await client.aclose()
 
 
+async def test_proxy_from_the_environment(fake_wechat, redis_client, app, monkeypatch):
+    # A deployment reaching WeChat through HTTP_PROXY/HTTPS_PROXY (here one that is
+    # down) goes through it, unless NO_PROXY names WeChat's host.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = WeChatClient(fake_wechat.url, redis_client, retry_backoff=())
+    try:
+        with pytest.raises(WeChatUnavailable) as caught:
+            await client.code2session(*app, code())
+        assert "ConnectError" in str(caught.value)
+    finally:
+        await client.aclose()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    client = WeChatClient(fake_wechat.url, redis_client, retry_backoff=())
+    try:
+        assert (await client.code2session(*app, code())).openid
+    finally:
+        await client.aclose()
+
+
 # -- secrets stay secret ----------------------------------------------------------
 
 

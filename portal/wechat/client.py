@@ -35,7 +35,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import certifi
@@ -105,6 +106,17 @@ def _failure(exc: BaseException) -> _TransportFailure:
     return _TransportFailure(type(exc).__name__, False)
 
 
+def _env_proxy(base_url: str) -> str | None:
+    """The proxy that HTTP_PROXY/HTTPS_PROXY/ALL_PROXY and NO_PROXY give for WeChat's
+    API, as httpx honoured them: read once per client (aiohttp's ``trust_env`` would
+    look them and ~/.netrc up in a thread on every request)."""
+    url = urlsplit(base_url)
+    if not url.hostname or proxy_bypass(url.hostname):
+        return None
+    proxies = getproxies()
+    return proxies.get(url.scheme) or proxies.get("all")
+
+
 _ssl_context: ssl.SSLContext | None = None
 
 
@@ -166,6 +178,7 @@ class WeChatClient:
         self._base = base_url.rstrip("/")
         self._redis = redis
         self._http = http  # an httpx client of the caller's, or None: our own aiohttp session
+        self._proxy = _env_proxy(self._base)
         self._session: aiohttp.ClientSession | None = None  # made at the first call, in its loop
         # As httpx.Timeout(timeout, connect=...): a connection (pool wait included) and
         # each read; no overall limit, which the retries' own timeouts bound.
@@ -191,7 +204,6 @@ class WeChatClient:
                 connector=aiohttp.TCPConnector(limit=_MAX_CONNECTIONS, ssl=_tls()),
                 timeout=self._timeout,
                 cookie_jar=aiohttp.DummyCookieJar(),  # WeChat sets none; never share one
-                trust_env=True,  # HTTPS_PROXY and NO_PROXY, as httpx honoured them
             )
         return session
 
@@ -210,7 +222,12 @@ class WeChatClient:
             return response.status_code, response.headers.get("content-type", ""), response.content
         try:
             async with self._aiohttp().request(
-                method, URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
+                method,
+                URL(url, encoded=True),
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                proxy=self._proxy,
             ) as response:
                 content = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
