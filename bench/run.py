@@ -421,6 +421,8 @@ def table_rows(results: dict, args: argparse.Namespace) -> list[dict]:
             row(b, "error", r["error"], met=False)
         else:
             for variant, x in r.items():
+                if not isinstance(x, dict) or "best_us" not in x:
+                    continue  # machine_before
                 row(b, variant, f"best {x['best_us']:.0f}, median {x['median_us']:.0f}",
                     "µs per call")  # fmt: skip
     if "soak" in results:
