@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from portal import jobs
 from portal.settings import Settings
 from portal.stores import postgres as dbmod
+from portal.webhooks.dispatch import Dispatcher
 
 log = logging.getLogger("portal.worker")
 
@@ -78,12 +79,22 @@ async def run_async(
                 )
                 for _ in range(fetchers)
             ]
+            # First attempts of webhooks, in batches (no procrastinate job each).
+            dispatcher = Dispatcher(settings, db, concurrency=concurrency, wait=wait)
+
+            def stop() -> None:
+                dispatcher.stop()
+                for w in workers:
+                    w.stop()
+
             loop = asyncio.get_running_loop()
             signals = (signal.SIGTERM, signal.SIGINT) if install_signal_handlers else ()
             for sig in signals:
-                loop.add_signal_handler(sig, lambda: [w.stop() for w in workers])
+                loop.add_signal_handler(sig, stop)
             try:
-                await asyncio.gather(*(w.run() for w in workers))
+                await asyncio.gather(
+                    dispatcher.run(grace=SHUTDOWN_GRACE), *(w.run() for w in workers)
+                )
             finally:
                 for sig in signals:
                     loop.remove_signal_handler(sig)

@@ -141,12 +141,18 @@ class _Exponential(BaseRetryStrategy):
     cap: float
     max_attempts: int
 
+    def wait_after(self, attempts: int) -> float:
+        """Seconds before the next try, after ``attempts + 1`` tries."""
+        return min(self.cap, self.first * self.factor**attempts)
+
     def get_retry_decision(self, *, exception: BaseException, job: procrastinate.jobs.Job):
-        attempts = job.attempts  # 0 on the first run
+        # 0 on the first run; a job taking over from tries made elsewhere (a
+        # dispatcher's first attempt) says how many in its ``prior_attempts`` argument.
+        kwargs = getattr(job, "task_kwargs", None) or {}
+        attempts = job.attempts + int(kwargs.get("prior_attempts", 0))
         if attempts + 1 >= self.max_attempts:
             return None
-        wait = min(self.cap, self.first * self.factor**attempts)
-        return procrastinate.RetryDecision(retry_in={"seconds": wait})
+        return procrastinate.RetryDecision(retry_in={"seconds": self.wait_after(attempts)})
 
 
 @dataclass

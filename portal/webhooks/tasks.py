@@ -146,14 +146,18 @@ async def _post(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[
 
 
 @tasks.task(DELIVER_TASK, retry=RETRY, queue=QUEUE, pass_context=True)
-async def deliver(context: JobContext, *, delivery_id: int, replay: bool = False) -> None:
+async def deliver(
+    context: JobContext, *, delivery_id: int, replay: bool = False, prior_attempts: int = 0
+) -> None:
+    """One attempt. ``prior_attempts``: tries made before this job (the dispatcher's
+    first attempt, portal/webhooks/dispatch.py), counted in the retry schedule."""
     res = jobs.resources()
     row = await res.db.fetchrow(_LOAD, delivery_id)
     if row is None:  # the endpoint, its pool or the log's entry is gone
         return
     if row["status"] != "pending":  # done already (a rerun after a worker stopped)
         return
-    last_try = context.job.attempts + 1 >= RETRY.max_attempts
+    last_try = context.job.attempts + prior_attempts + 1 >= RETRY.max_attempts
     if not row["enabled"] and not replay:  # a replay is an admin's explicit try
         await res.db.execute(
             "UPDATE webhook_deliveries SET status = 'failed' WHERE id = $1", delivery_id
