@@ -246,6 +246,9 @@ async def main() -> None:
     p.add_argument("--deliveries", type=int, default=5000, help="webhooks delivered (default 5000)")
     p.add_argument("--concurrency", type=int, default=50, help="worker concurrency (default 50)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument(
+        "--rate-only", action="store_true", help="only the delivery rate (part 2), no confirms"
+    )
     args = p.parse_args()
     admin_url, redis_url = os.environ["DATABASE_URL"], os.environ["REDIS_URL"]
     name = f"portal_bench_wh_{os.getpid()}_{secrets.token_hex(3)}"
@@ -275,7 +278,12 @@ async def main() -> None:
 
             db = await postgres.create_pool(settings)
             try:
-                lat = await confirm_latency(settings, db, args.logins, args.rounds)
+                if args.rate_only:
+                    async with db.acquire() as conn:
+                        await pools.create(conn, SecretBox(secret_key), slug="plain", name="plain")
+                    lat = None
+                else:
+                    lat = await confirm_latency(settings, db, args.logins, args.rounds)
                 env = {
                     **os.environ,
                     "DATABASE_URL": url,
@@ -292,6 +300,9 @@ async def main() -> None:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+    if lat is None:
+        print_rate(args, rate)
+        return
     none, two = lat["none"], lat["two"]
     print(f"confirm, no endpoint:      p50 {pct(none, .5):6.2f} ms  p99 {pct(none, .99):6.2f} ms"
           f"  (n={len(none)}, mean {statistics.mean(none):.2f})")  # fmt: skip
@@ -304,6 +315,10 @@ async def main() -> None:
     delta = pct(two, 0.5) - pct(none, 0.5)
     print(f"added to confirm p50:      {delta:+.2f} ms   (goal: <= 1 ms) "
           f"{'OK' if delta <= 1 else 'MISSED'}")  # fmt: skip
+    print_rate(args, rate)
+
+
+def print_rate(args, rate) -> None:
     print(f"worker: {rate['delivered']} webhooks in {rate['seconds']:.2f} s = "
           f"{rate['rate']:.0f}/s (attempts {rate['attempts']}, {args.workers} worker processes"
           f" x concurrency {args.concurrency})"
