@@ -133,7 +133,7 @@ def write_tool_config(issuer: str, profile: str, tool: str, client_id: str, secr
     reg = {
         "client_id": client_id,
         "client_secret": secret,
-        "redirect_uris": [f"{tool}authz_cb"],
+        "redirect_uris": [f"{tool}authz_cb", f"{tool}authz_post"],  # form_post: authz_post
         "post_logout_redirect_uris": [f"{tool}logout"],
         "backchannel_logout_uri": f"{tool}backchannel_logout",
         "frontchannel_logout_uri": f"{tool}frontchannel_logout",
@@ -268,6 +268,12 @@ async def drive(page, tool: str, test_id: str, apex: httpx.AsyncClient, log: lis
             with contextlib.suppress(Exception):
                 await page.wait_for_url(lambda u, before=url: u != before, timeout=15_000)
             continue
+        # A page that moves on by itself (the logged-out page goes to the
+        # post-logout redirect URI once its front-channel frames have loaded).
+        with contextlib.suppress(Exception):
+            await page.wait_for_url(lambda u, before=url: u != before, timeout=8_000)
+        if page.url != url:
+            continue
         body = await page.locator("body").inner_text()
         # What the person sees (the tool asks for a screenshot of such error pages).
         await page.screenshot(path=str(OUT / f"{test_id}.png"))
@@ -287,8 +293,8 @@ async def run_profile(name: str, code: str, db, box, settings_factory, tmp_path)
             pool_id = pool.pool.id if hasattr(pool, "pool") else pool.id
             client, secret = await clients.create(
                 conn, box, pool_id=pool_id, name="OIDF OP test tool",
-                redirect_uris=[f"{tool}authz_cb"], post_logout_redirect_uris=[f"{tool}logout"],
-                allow_http=True, scopes=["openid", "profile", "phone"],
+                redirect_uris=[f"{tool}authz_cb", f"{tool}authz_post"], post_logout_redirect_uris=[f"{tool}logout"],
+                allow_http=True, scopes=["openid", "profile", "phone", "offline_access"],
                 registration={
                     "response_types": ["code", "id_token", "code id_token"],
                     "backchannel_logout_uri": f"{tool}backchannel_logout",
