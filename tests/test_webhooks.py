@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -142,6 +143,49 @@ async def test_a_committed_event_reaches_the_receiver_signed(wh_db, pools, recei
     assert attempt["latency_ms"] >= 0 and attempt["error"] is None
 
 
+async def test_workers_side_by_side_send_each_delivery_once(wh_db, pools, receiver, settings):
+    """Two workers' dispatchers claim from the same deliveries: each is sent once,
+    recorded once (SKIP LOCKED and the claim's lease keep them apart)."""
+    acme, _ = pools
+    await make_endpoint(wh_db, settings, acme, receiver.url)
+    async with wh_db.acquire() as conn, conn.transaction():
+        for i in range(120):
+            await jobs.emit(conn, acme, "user.created", {"user_id": f"u-{i}"})
+    await asyncio.gather(run_worker(settings), run_worker(settings))
+    ids = [h["webhook-id"] for h, _ in receiver.received]
+    assert len(ids) == len(set(ids)) == 120
+    assert await wh_db.fetchval("SELECT count(*) FROM webhook_attempts") == 120
+    assert (
+        await wh_db.fetchval(
+            "SELECT count(*) FROM webhook_deliveries "
+            "WHERE status = 'succeeded' AND attempts = 1 AND NOT dispatch"
+        )
+        == 120
+    )
+
+
+async def test_a_failed_first_attempt_continues_the_retry_schedule(
+    wh_db, pools, receiver, settings
+):
+    """The dispatcher's failed first attempt becomes a webhooks.deliver job due 5 s
+    later that counts it: the job's own failure waits 15 s, not 5 s again."""
+    acme, _ = pools
+    await make_endpoint(wh_db, settings, acme, receiver.url)
+    receiver.fail_next = 1
+    await emit(wh_db, acme, "user.created", {"user_id": "u-1"})
+    await run_worker(settings)
+    job = await wh_db.fetchrow(
+        "SELECT args, scheduled_at - now() AS wait FROM procrastinate_jobs "
+        "WHERE task_name = 'webhooks.deliver' AND status = 'todo'"
+    )
+    assert job["args"]["prior_attempts"] == 1
+    assert 3 < job["wait"].total_seconds() <= 5
+    from portal.webhooks.tasks import RETRY
+
+    decision = RETRY.get_retry_decision(exception=Exception(), job=_Job(0, dict(job["args"])))
+    assert 10 < (decision.retry_at - datetime.now(UTC)).total_seconds() <= 15
+
+
 async def test_a_rolled_back_change_sends_nothing(wh_db, pools, receiver, settings):
     acme, _ = pools
     await make_endpoint(wh_db, settings, acme, receiver.url)
@@ -248,6 +292,7 @@ async def test_retries_end_after_a_day_and_a_failing_endpoint_is_disabled(
 @dataclass
 class _Job:
     attempts: int
+    task_kwargs: dict = field(default_factory=dict)
 
 
 async def test_replay_sends_the_same_message_again(wh_db, pools, receiver, settings):

@@ -5,8 +5,9 @@ notifies ``webhooks_dispatch`` at commit. A :class:`Dispatcher` in every ``porta
 worker`` listens, claims such deliveries in batches (``FOR UPDATE SKIP LOCKED``:
 workers never take the same one; ``claimed_at`` is a lease, so the claims of a
 worker that died are taken again after ``LEASE`` seconds), sends them concurrently
-over the worker's pooled keep-alive client (the same SSRF-checked client, signing
-and limits as ``webhooks.deliver``), and records the successes in one statement.
+over one pooled keep-alive aiohttp session (``outbound.guarded_session``: the SSRF
+check on the address connected to; the signing, TIMEOUT and READ_LIMIT of
+``webhooks.deliver``), and records the successes in one statement.
 A failed first attempt is recorded as before and handed to ``webhooks.deliver``
 (procrastinate) for the rest of the 24 h retry schedule; replays stay jobs.
 """
