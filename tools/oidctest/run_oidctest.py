@@ -78,6 +78,8 @@ def _getaddrinfo(host, *args, **kwargs):
 socket.getaddrinfo = _getaddrinfo
 """
 
+GROUPS = {"BackChannelLogout": "OP-BackChannel-", "FrontChannelLogout": "OP-FrontChannel-"}
+
 COLOURS = {
     "Green": "OK",
     "Yellow": "WARNING",
@@ -333,6 +335,14 @@ async def run_profile(name: str, code: str, db, box, settings_factory, tmp_path)
                 await page.goto(tool)
                 listing = await page.content()
                 tests = list(dict.fromkeys(re.findall(r"\((OP-[^)]+)\)", listing)))
+                # The back- and front-channel profiles: only their own group. The
+                # rest of their list is Basic's and RP-Initiated Logout's, run on
+                # their own; with a back-channel URI registered, each RP-initiated
+                # logout (and each retry of a delivery the tool answered 500) is a
+                # request the tool takes as the next step of whatever test runs.
+                group = GROUPS.get(name)
+                if group:
+                    tests = [t for t in tests if t.startswith(group)]
                 for test_id in tests:
                     try:
                         how = await drive(page, tool, test_id, apex, steps)
@@ -342,7 +352,9 @@ async def run_profile(name: str, code: str, db, box, settings_factory, tmp_path)
                 await page.goto(f"{tool}display")
                 listing = await page.content()
                 (OUT / f"{name}.display.html").write_text(listing)
-                verdicts = {tid: COLOURS.get(c, c) for c, tid in ROW.findall(listing)}
+                verdicts = {
+                    tid: COLOURS.get(c, c) for c, tid in ROW.findall(listing) if tid in tests
+                }
                 details = {
                     tid: tool_log(port, code, tid) for tid, v in verdicts.items() if v != "OK"
                 }
