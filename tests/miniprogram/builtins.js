@@ -2,7 +2,8 @@
  * miniprogram-simulate renders WeChat's built-in components (<image>, <input>,
  * <button>) as bare custom elements and drops their properties. These global stand-ins
  * keep the properties the tests and the screenshots look at as DOM attributes (an
- * image's src, an input's value and placeholder, a button's open-type and disabled);
+ * image's src, an input's value, placeholder and name, a button's open-type, form-type
+ * and disabled);
  * they do nothing else, and events still reach the page's handlers unchanged.
  */
 const simulate = require('miniprogram-simulate')
@@ -35,8 +36,8 @@ function builtin(name, properties) {
 
 function install() {
   builtin('image', { src: String, mode: String })
-  builtin('input', { value: String, placeholder: String, type: String, maxlength: Number })
-  builtin('button', { openType: String, disabled: Boolean })
+  builtin('input', { value: String, placeholder: String, type: String, maxlength: Number, name: String })
+  builtin('button', { openType: String, formType: String, disabled: Boolean })
 }
 
 module.exports = { install }

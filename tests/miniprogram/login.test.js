@@ -94,6 +94,23 @@ async function tap(page, selector, until) {
   await waitFor(until, `${selector} to take effect`)
 }
 
+// The confirm and phone buttons are form-type="submit": WeChat submits the form with
+// the nickname input's value as its own check left it (the page must not read bindinput).
+// miniprogram-simulate has no form submission, so the test sends the submit a tap makes.
+async function submit(page, action, nickname, until) {
+  const button = page.querySelector(action === 'phone' ? '#phone' : '#confirm')
+  if (!button) throw new Error(`no ${action} button on the page (state ${page.data.state})`)
+  expect(button.dom.getAttribute('form-type')).toBe('submit')
+  page.querySelector('#form').dispatchEvent('submit', {
+    detail: { value: { nickname: nickname || '' }, target: { id: action, dataset: { action } } },
+  })
+  if (until) await waitFor(until, `the ${action} submit to take effect`)
+}
+
+async function confirm(page, until, nickname = '') {
+  return submit(page, 'confirm', nickname, until)
+}
+
 async function createTicket(slug = 'acme') {
   const res = await backend.httpRequest({ url: `${POOLS[slug]}/api/qrcode`, method: 'POST', data: {} })
   expect(res.statusCode).toBe(201)
@@ -166,12 +183,11 @@ test('full scan and confirm of the ticket the PC page is waiting on', async () =
   expect(backend.state.logins).toBe(1)
   snapshot(page, 'mp-confirm')
 
-  // The optional profile: a nickname typed in the nickname input.
-  page.querySelector('#nickname').dispatchEvent('input', { detail: { value: '小程序用户 Alice' } })
+  // The optional profile: a nickname typed in the nickname input (sent with the confirm's submit).
   // chooseAvatar: a temporary file on the phone (here on disk), uploaded at once.
   page.querySelector('#avatar').dispatchEvent('chooseavatar', { detail: { avatarUrl: AVATAR_FILE } })
   await waitFor(() => page.data.avatarUrl === AVATAR_FILE, 'the chosen avatar to show') // while it uploads
-  await tap(page, '#confirm', () => page.data.state === 'success')
+  await confirm(page, () => page.data.state === 'success', '小程序用户 Alice')
   expect(text(page, '#success-title')).toBe('登录成功')
   snapshot(page, 'mp-success')
   // Every call went to the one API base, and the session was reused.
@@ -188,7 +204,7 @@ test('a mini-program code opens the page with scene = the ticket', async () => {
   const page = await open({ scene: encodeURIComponent(ticket.ticket) })
   expect(page.data.state).toBe('confirm')
   expect(has(page, '#client-name')).toBe(false) // the pool's default client: no site name
-  await tap(page, '#confirm', () => page.data.state === 'success')
+  await confirm(page, () => page.data.state === 'success')
   expect(await ticketStatus('acme', ticket)).toBe('confirmed')
 })
 
@@ -220,7 +236,7 @@ test('the session is kept, and renewed when it expires or the portal forgot it',
   expect(page.data.state).toBe('confirm')
   expect(backend.state.logins).toBe(3)
   expect(backend.state.requests.map((r) => r.status)).toEqual([401, 200, 200])
-  await tap(page, '#confirm', () => page.data.state === 'success')
+  await confirm(page, () => page.data.state === 'success')
 })
 
 test('phone required: the getPhoneNumber button, a refusal, then the phone shared', async () => {
@@ -297,18 +313,41 @@ test('privacy guide: the phone button waits for consent, and a refusal is said a
   await waitFor(() => page.data.state === 'success', 'success')
 })
 
+test('the nickname sent is the one the form submits, as WeChat left it after its check', async () => {
+  // The input is in a form; the buttons submit it; nothing reads bindinput.
+  backend.reset('erin')
+  let page = await open(linkOptions(await createTicket()))
+  expect(page.querySelector('#nickname').dom.getAttribute('name')).toBe('nickname')
+  // Typed, then cleared by WeChat's check after blur: the submit carries ''.
+  page.querySelector('#nickname').dispatchEvent('input', { detail: { value: '被清空的昵称' } })
+  await confirm(page, () => page.data.state === 'success', '')
+  let sent = backend.state.requests.filter((r) => r.url.endsWith('/confirm'))
+  expect(sent.map((r) => r.data)).toEqual([{}])
+
+  // A phone button submits too: the nickname is taken at the tap, the login goes on
+  // when WeChat answers with the phone code.
+  backend.reset('frank')
+  page = await open(linkOptions(await createTicket('phoneco')))
+  await submit(page, 'phone', '手机用户 Frank')
+  expect(page.data.state).toBe('confirm') // no login yet: WeChat has not answered
+  expect(backend.state.requests.filter((r) => r.url.endsWith('/confirm'))).toEqual([])
+  page.querySelector('#phone').dispatchEvent('getphonenumber', backend.phoneEvent('13800138001'))
+  await waitFor(() => page.data.state === 'success', 'the phone login')
+  sent = backend.state.requests.filter((r) => r.url.endsWith('/confirm'))
+  expect(sent.map((r) => r.data.nickname)).toEqual(['手机用户 Frank'])
+  expect(typeof sent[0].data.phone_code).toBe('string')
+})
+
 test('a nickname refused by content security: the field is cleared, another one logs in', async () => {
   backend.reset('nick')
   const ticket = await createTicket()
   const page = await open(linkOptions(ticket))
   // What WeChat's msgSecCheck calls risky (the fake's blocklist): nothing is written.
-  page.querySelector('#nickname').dispatchEvent('input', { detail: { value: 'a risky name' } })
-  await tap(page, '#confirm', () => page.data.state === 'confirm' && page.data.notice !== '')
+  await confirm(page, () => page.data.state === 'confirm' && page.data.notice !== '', 'a risky name')
   expect(page.data.notice).toBe(i18n.error('nickname_refused', 'zh').message)
   expect(page.data.nickname).toBe('')
   expect(await ticketStatus('acme', ticket)).toBe('scanned')
-  page.querySelector('#nickname').dispatchEvent('input', { detail: { value: '安全的昵称' } })
-  await tap(page, '#confirm', () => page.data.state === 'success')
+  await confirm(page, () => page.data.state === 'success', '安全的昵称')
   const confirms = backend.state.requests.filter((r) => r.url.endsWith('/confirm')).map((r) => r.status)
   expect(confirms).toEqual([400, 200])
 })
@@ -319,7 +358,7 @@ test('phone_required from confirm switches to the phone button', async () => {
   const page = await open(linkOptions(ticket))
   // An older page state (the pool began to require the phone after the scan).
   page.setData({ phoneRequired: false, notice: '' })
-  await tap(page, '#confirm', () => page.data.state === 'confirm' && page.data.phoneRequired)
+  await confirm(page, () => page.data.state === 'confirm' && page.data.phoneRequired)
   expect(text(page, '#notice')).toBe(i18n.texts('zh').phoneNeeded)
   expect(has(page, '#phone')).toBe(true)
 })
@@ -366,7 +405,7 @@ test('a blocked user', async () => {
   const ticket = await createTicket()
   const page = await open(linkOptions(ticket))
   expect(page.data.state).toBe('confirm')
-  await tap(page, '#confirm', () => page.data.state === 'error')
+  await confirm(page, () => page.data.state === 'error')
   expectError(page, 'user_blocked')
   expect(has(page, '#scan-again') || has(page, '#retry')).toBe(false) // only "close" helps
   snapshot(page, 'mp-blocked')
@@ -564,12 +603,12 @@ test('number matching: the right number logs in', async () => {
   expect(page.data.numbers).toContain(shown)
   // Confirm before picking: asked to pick, nothing sent.
   const sent = backend.state.requests.length
-  await tap(page, '#confirm', () => page.data.notice === i18n.texts('zh').pickNumber)
+  await confirm(page, () => page.data.notice === i18n.texts('zh').pickNumber)
   expect(backend.state.requests.length).toBe(sent)
   page.querySelector(`#number-${shown}`).dispatchEvent('tap')
   await waitFor(() => page.data.picked === shown, 'the pick')
   snapshot(page, 'mp-number-matching')
-  await tap(page, '#confirm', () => page.data.state === 'success')
+  await confirm(page, () => page.data.state === 'success')
   expect(await ticketStatus('guard', ticket)).toBe('confirmed')
 })
 
@@ -580,7 +619,7 @@ test('number matching: a wrong number cancels the login', async () => {
   const wrong = page.data.numbers.find((n) => n !== shown)
   page.querySelector(`#number-${wrong}`).dispatchEvent('tap')
   await waitFor(() => page.data.picked === wrong, 'the pick')
-  await tap(page, '#confirm', () => page.data.state === 'error')
+  await confirm(page, () => page.data.state === 'error')
   expectError(page, 'number_mismatch')
   expect(has(page, '#scan-again') || has(page, '#retry')).toBe(false)
   expect(await ticketStatus('guard', ticket)).toBe('cancelled')
@@ -595,7 +634,7 @@ test('number matching: the QR code expires while the person looks', async () => 
   await redisCommand('EVAL', expire, '0', `ticket:*${ticket.ticket.slice(8)}`)
   page.querySelector(`#number-${shown}`).dispatchEvent('tap')
   await waitFor(() => page.data.picked === shown, 'the pick')
-  await tap(page, '#confirm', () => page.data.state === 'error')
+  await confirm(page, () => page.data.state === 'error')
   expectError(page, 'ticket_expired')
   expect(await ticketStatus('guard', ticket)).toBe('expired')
 })

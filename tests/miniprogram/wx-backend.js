@@ -153,7 +153,7 @@ function install(wx) {
     const method = (options.method || 'GET').toUpperCase()
     httpRequest({ url: options.url, method, data: options.data, header: options.header }).then(
       (res) => {
-        state.requests.push({ method, url: options.url, status: res.statusCode })
+        state.requests.push({ method, url: options.url, status: res.statusCode, data: options.data })
         complete(options, true, { ...res, errMsg: 'request:ok' })
       },
       (err) => {

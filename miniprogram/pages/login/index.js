@@ -134,7 +134,17 @@ Component({
         )
     },
 
-    onConfirm: function () {
+    // The confirm and phone buttons submit the form: its value is the nickname as
+    // WeChat left it after its check (cleared if it failed), not what was typed.
+    // The confirm button's submit logs in; a phone button's only takes the nickname,
+    // and its login goes on in onPhone once WeChat answers.
+    onSubmit: function (e) {
+      var detail = (e && e.detail) || {}
+      var nickname = (detail.value && detail.value.nickname) || ''
+      this.setData({ nickname: String(nickname).slice(0, 32) })
+      var target = detail.target || {}
+      var action = target.dataset && target.dataset.action
+      if (action === 'phone') return Promise.resolve()
       return this.confirm({})
     },
 
@@ -216,11 +226,6 @@ Component({
         return '' // an avatar that could not be uploaded is left out, not an error
       })
       return this._avatarUpload
-    },
-
-    onNickname: function (e) {
-      var value = (e && e.detail && e.detail.value) || ''
-      this.setData({ nickname: value.slice(0, 32) })
     },
 
     onRetry: function () {
