@@ -8,7 +8,7 @@
    WeChat user logs in again and again (create ticket, scan: untimed; ``POST
    .../confirm``: timed). Rounds alternate between the pool having no endpoint
    and two endpoints subscribed to ``login.succeeded`` (so each confirm writes
-   the event, two deliveries and two jobs in its one login statement). Reported:
+   the event and two deliveries in its one login statement). Reported:
    p50/p99 of each, and the p50 difference. Goal: at most 1 ms.
 2. **How fast a worker delivers.** N events fanned out to one endpoint on a
    local receiver (uvicorn + httptools in its own process, answering 200), then
