@@ -343,6 +343,16 @@ async def test_no_delivery_to_a_non_public_address(wh_db, pools, receiver, setti
     detail = await store.get_delivery(wh_db, acme, delivery["id"])
     [attempt] = detail["attempts_log"]
     assert attempt["status_code"] is None and attempt["error"].startswith("address not allowed")
+    # Retries and replays (webhooks.deliver, over httpx) are held to the same check.
+    async with wh_db.acquire() as conn:
+        await store.replay(conn, acme, delivery["id"])
+    await run_worker(prod)
+    assert receiver.received == []
+    detail = await store.get_delivery(wh_db, acme, delivery["id"])
+    assert [(a["replay"], a["error"][:19]) for a in detail["attempts_log"]] == [
+        (False, "address not allowed"),
+        (True, "address not allowed"),
+    ]
 
 
 async def test_endpoints_are_the_pools_own(wh_db, pools, receiver, settings):
