@@ -529,9 +529,10 @@ def _paths() -> dict[str, dict]:
                                 "type": "object",
                                 "properties": {
                                     "client_id": {
-                                        "type": "string",
+                                        "type": ["string", "null"],
                                         "maxLength": 64,
-                                        "description": "default: the pool's default client",
+                                        "description": "absent, null or empty: the pool's "
+                                        "default client",
                                     }
                                 },
                             }

@@ -173,10 +173,11 @@ async def test_add_a_client(dev_portal, db, box, page, console, doc_screenshot):
     await form.get_by_role("button", name="添加").click()
     # Refused, with the reason and nothing lost.
     await expect(page.get_by_text("地址无效：ftp://shop.example/cb")).to_be_visible()
-    await expect(page.get_by_label("名称")).to_have_value("Acme Shop")
-    await expect(page.get_by_label("允许的网页来源")).to_have_value("https://shop.example")
-    await page.get_by_label("回调地址").fill("https://shop.example/cb\nhttps://shop.example/cb2")
-    await page.get_by_role("button", name="添加").click()
+    form = page.get_by_role("region", name="添加应用")  # the page beside the management client's
+    await expect(form.get_by_label("名称")).to_have_value("Acme Shop")
+    await expect(form.get_by_label("允许的网页来源")).to_have_value("https://shop.example")
+    await form.get_by_label("回调地址").fill("https://shop.example/cb\nhttps://shop.example/cb2")
+    await form.get_by_role("button", name="添加").click()
     await expect(page.get_by_role("heading", name="Acme Shop")).to_be_visible()
     secret = await page.get_by_label("client_secret").input_value()
     client_id = await page.locator("#client-id").inner_text()

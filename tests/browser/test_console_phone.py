@@ -11,6 +11,7 @@ console-logins.png in docs/screenshots/."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from playwright.async_api import Page, expect
@@ -193,7 +194,7 @@ async def test_a_day_with_one_login_reaches_the_line_labelled_1(
     page = await new_page()
     await sign_in(page, dev_portal)
     await page.goto(dev_portal.url("/console/pools/acme/logins"))
-    chart = page.locator("svg.chart")
+    chart = page.get_by_role("img", name=re.compile("每日登录次数"))
     await expect(chart).to_be_visible()
     ticks = await chart.evaluate(
         """svg => [...svg.querySelectorAll("line.chart-grid")].map((line, i) => ({
