@@ -515,10 +515,8 @@ async def delete_client(request: Request) -> Response:
 # --- login events -----------------------------------------------------------------
 
 
-async def list_logins(request: Request) -> Response:
-    await caller(request, "logins:read")
-    _single(request)
-    params = request.query_params
+def _days(params) -> dict[str, Any]:
+    """``since`` and ``until`` (whole UTC days, as the console's filters) that were given."""
     days = {}
     for name in ("since", "until"):
         if name in params:
@@ -526,6 +524,14 @@ async def list_logins(request: Request) -> Response:
             if day is None:
                 raise ValidationError(f"{name} must be a day, YYYY-MM-DD (UTC).")
             days[name] = day
+    return days
+
+
+async def list_logins(request: Request) -> Response:
+    await caller(request, "logins:read")
+    _single(request)
+    params = request.query_params
+    days = _days(params)
     user_id = None
     if "user_id" in params:
         user_id = store.parse_uuid(params["user_id"])
@@ -883,13 +889,7 @@ async def list_audit(request: Request) -> Response:
     await caller(request, "settings:write")
     _single(request)
     params = request.query_params
-    days = {}
-    for name in ("since", "until"):
-        if name in params:
-            day = store.parse_day(params[name][:20])
-            if day is None:
-                raise ValidationError(f"{name} must be a day, YYYY-MM-DD (UTC).")
-            days[name] = day
+    days = _days(params)
     flt = audit.AuditFilter(
         actor=_query(request, "actor", 200),
         action=_query(request, "action", 100),
