@@ -409,8 +409,12 @@ async def test_log_lines_are_json_with_the_request_id_and_no_secrets(pc, apex, p
             line["logger"] == "uvicorn.access" and path in line["msg"] for line in by_id[rid]
         ), (path, by_id.get(rid))
     assert any(line["logger"] == "uvicorn.access" for line in by_id[created_id])
-    # The WeChat calls made while serving /api/mp/session are logged under its id.
-    assert any(line["logger"] == "httpx" for line in by_id[login.headers["x-request-id"]])
+    # The WeChat calls made while serving /api/mp/session are logged under its id (the
+    # client's own redacted DEBUG line: it calls WeChat through aiohttp, issue 23).
+    assert any(
+        line["logger"] == "portal.wechat.client" and line["msg"].startswith("HTTP Request:")
+        for line in by_id[login.headers["x-request-id"]]
+    ), by_id[login.headers["x-request-id"]]
     assert by_id[None][-1]["msg"] == "outside any request: secret=***"
 
     # No credential of the flow, and no full phone number, in any line.
