@@ -627,13 +627,19 @@ def cmd_fake_wechat(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _production_settings() -> tuple[dict[str, str], Settings]:
+    """The environment (PORTAL_ENV defaulting to prod) and its settings, for the
+    commands that run the portal as deployed (serve, worker)."""
     env = dict(os.environ)
     env.setdefault("PORTAL_ENV", "prod")
     try:
-        settings = Settings.from_env(env)
+        return env, Settings.from_env(env)
     except ConfigError as exc:
         raise CommandError(str(exc), error="invalid_config") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    env, settings = _production_settings()
     if not settings.database_url or not settings.redis_url:
         raise CommandError(
             "portal serve needs DATABASE_URL and REDIS_URL (use `portal dev` locally)",
@@ -657,12 +663,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import logging.config
 
-    env = dict(os.environ)
-    env.setdefault("PORTAL_ENV", "prod")
-    try:
-        settings = Settings.from_env(env)
-    except ConfigError as exc:
-        raise CommandError(str(exc), error="invalid_config") from None
+    env, settings = _production_settings()
     if not settings.database_url:
         raise CommandError(
             "portal worker needs DATABASE_URL (`portal dev` runs a worker itself)",
