@@ -21,12 +21,14 @@ carry the same hash tag; on a single server the braces are just characters.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 
 TAG_LEN = 4  # characters of base64url: 24 bits, one of 16.7 M tags for 16384 slots
 TICKETS_SHARD_PREFIX = "portal:tickets:"
 
 
+@functools.lru_cache(maxsize=65536)  # every ticket made computes it (twice)
 def pool_tag(pool_id: int) -> str:
     """The hash tag of a pool's tickets: four base64url characters, stable."""
     digest = hashlib.sha256(f"portal-pool:{pool_id}".encode()).digest()
