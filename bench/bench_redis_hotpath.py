@@ -9,8 +9,8 @@ redis-server, ``ClusterMultiplexer`` on a cluster of three masters with a
 replica each — and the operations per second. Each round creates ``n``
 tickets (``Tickets.create``: the creation script with its rate limits), reads
 each once from Redis (``Tickets.state``: the status script), and runs ``n/8``
-whole confirmations (scan, claim, confirm, exchange: on the cluster the claim,
-the confirm and the exchange wait for a replica, ``WAIT 1``), ``concurrency``
+whole confirmations (scan, claim, confirm, exchange: on the cluster the confirm
+and the exchange wait for a replica, ``WAIT 1``), ``concurrency``
 at a time. Rounds alternate between the two; the medians are compared. CPU is
 this process's own (``time.process_time``), so other processes' load changes
 it little; the operations per second also include Redis's own time.

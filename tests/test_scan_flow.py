@@ -481,6 +481,32 @@ async def test_a_confirmation_is_claimed_before_the_user_is_written(portal, pc, 
     assert await db.fetchval("SELECT count(*) FROM users") == 0
 
 
+async def test_a_claim_lost_with_its_master_only_fails_its_own_confirm(portal, pc, apex, db):
+    """On a cluster a claim is not waited for on a replica (only the confirm and the
+    exchange are): if its master is lost before the replica has it, the promoted
+    replica holds the ticket scanned and unclaimed. Shown here by removing the
+    claim as that replica would lack it: the confirm with the lost claim's token is
+    refused, nothing is confirmed, and the scanner's next claim confirms once."""
+    tickets = portal.state["tickets"]
+    redis = portal.state["redis"]
+    t = await new_ticket(pc)
+    phone = Phone(apex, "lostclaim")
+    assert (await phone.scan(t["ticket"])).status_code == 200
+    appid, openid = await redis.hmget(ticket_key(t["ticket"]), "appid", "openid")
+    lost, _ = await tickets.claim(t["ticket"], appid, openid)
+    await redis.hdel(ticket_key(t["ticket"]), "claim", "claimexp")  # the replica's copy
+    with pytest.raises(Exception) as refused:
+        await tickets.confirm(t["ticket"], appid, openid, claim=lost, user_id="u",
+                              auth_time=0, nickname="", avatar_url="")  # fmt: skip
+    assert getattr(refused.value, "error", None) == "ticket_expired"
+    assert (await tickets.state(t["ticket"])).status == "scanned"
+    r = await phone.confirm(t["ticket"], nickname="Again")
+    assert r.status_code == 200, r.text
+    r = await pc.post(f"/api/qrcode/{t['ticket']}/exchange", json={"secret": t["secret"]})
+    assert r.status_code == 200 and r.json()["user"]["nickname"] == "Again"
+    assert await db.fetchval("SELECT count(*) FROM login_events") == 1
+
+
 async def test_a_ticket_awaited_through_another_process(acme, portal, settings_factory):
     async with run_portal(portal.settings) as other:
         async with (

@@ -405,7 +405,10 @@ class Tickets:
         self._exchange = script(_EXCHANGE)
         # On a cluster these answer once a replica has them: a master lost right
         # after takes no confirmed login along, and cannot let one be used twice.
-        mux.make_durable(self._claim, self._confirm, self._exchange)
+        # Not the claim: a claim lost with its master only makes its confirm fail
+        # ("expired": the confirm checks the claim's token, on the replica that
+        # has no claim), so a replica's copy of it adds a wait and protects nothing.
+        mux.make_durable(self._confirm, self._exchange)
         # The event hub hears the changes of tickets this process holds (a cluster's
         # hub subscribes to their pool's shard channel; EventHub hears them all).
         self.follow: Callable[[str], None] = _hear_all
