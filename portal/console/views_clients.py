@@ -9,7 +9,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from portal import audit
 from portal.console import store
 from portal.console.common import Ctx, done, lines, page, pool_path
 from portal.console.trail import audited
@@ -375,8 +374,9 @@ def _parse_management(request: Request, form) -> tuple[str, list[str], dict, dic
     return name, scopes, entered, errors
 
 
-def _mgmt_audit(client: clients.Client) -> dict:
-    return {"name": client.name, "type": "management", "scopes": list(client.management_scopes)}
+def _mgmt_audit(name: str, scopes) -> dict:
+    """A management client as the audit trail records it."""
+    return {"name": name, "type": "management", "scopes": list(scopes)}
 
 
 async def create_management_post(request: Request, ctx: Ctx) -> Response:
@@ -390,13 +390,12 @@ async def create_management_post(request: Request, ctx: Ctx) -> Response:
         client, secret = await clients.create_management(
             conn, request.state.box, pool_id=ctx.pool.id, name=name, scopes=scopes
         )
-        await audit.record(
+        await audited(
             conn,
-            pool_id=ctx.pool.id,
-            actor=audit.Actor.admin(ctx.admin, request),
-            action="client.create",
-            target=client.client_id,
-            after=_mgmt_audit(client),
+            ctx,
+            "client.create",
+            client.client_id,
+            after=_mgmt_audit(client.name, client.management_scopes),
         )
     await pools.announce_change(request.state.hub, ctx.pool.slug)
     _store_secret(ctx, client.client_id, secret)
@@ -425,14 +424,13 @@ async def _edit_management(request: Request, ctx: Ctx, client: clients.Client) -
             web_origins=[],
             management_scopes=scopes,
         )
-        await audit.record(
+        await audited(
             conn,
-            pool_id=ctx.pool.id,
-            actor=audit.Actor.admin(ctx.admin, request),
-            action="client.update",
-            target=client.client_id,
-            before=_mgmt_audit(client),
-            after={"name": name, "type": "management", "scopes": scopes},
+            ctx,
+            "client.update",
+            client.client_id,
+            before=_mgmt_audit(client.name, client.management_scopes),
+            after=_mgmt_audit(name, scopes),
         )
     await pools.announce_change(request.state.hub, ctx.pool.slug)
     return await done(

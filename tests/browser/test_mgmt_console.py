@@ -71,14 +71,18 @@ async def test_add_a_management_client_and_use_it(dev_portal, db, page, console,
     await page.get_by_role("link", name="← 应用").click()
     row = page.get_by_role("row", name="后台同步")
     await expect(row).to_contain_text("管理客户端（管理 API）: logins:read")
-    # The audit trail has both changes, by this admin.
-    actions = [
-        r["action"]
-        for r in await db.fetch(
-            "SELECT action FROM audit_log WHERE target = $1 ORDER BY id", client_id
-        )
-    ]
-    assert actions == ["client.create", "client.update"]
+    # The audit trail has both changes, by this admin, with the scopes changed.
+    rows = await db.fetch(
+        "SELECT action, actor_type, before, after FROM audit_log WHERE target = $1 ORDER BY id",
+        client_id,
+    )
+    assert [r["action"] for r in rows] == ["client.create", "client.update"]
+    assert {r["actor_type"] for r in rows} == {"admin"}
+    created, updated = ({k: r[k] for k in ("before", "after")} for r in rows)
+    assert created["before"] is None and created["after"]["type"] == "management"
+    assert "users:read" in created["after"]["scopes"]
+    assert updated["after"]["scopes"] == ["logins:read"]
+    assert "users:read" in updated["before"]["scopes"]
     console.assert_clean("management client")
 
 
