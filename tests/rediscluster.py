@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from tests.support import free_port
+from tests.support import RedisProcess
 
 MISSING = (
     "Redis Cluster tests need redis-server and redis-cli (Redis 7) on PATH"
@@ -26,31 +26,27 @@ MISSING = (
 )
 
 
-class ClusterNodeProcess:
-    def __init__(self, workdir: Path, index: int, node_timeout_ms: int) -> None:
-        self.port = free_port()
-        self.dir = workdir / f"node{index}"
-        self.dir.mkdir(parents=True)
-        self._argv = [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-            "--logfile", str(self.dir / "log"), "--cluster-enabled", "yes",
-            "--cluster-config-file", str(self.dir / "nodes.conf"),
-            "--cluster-node-timeout", str(node_timeout_ms),
-            # Failover follows the one replica however far it lags (tests kill masters).
-            "--cluster-replica-validity-factor", "0",
-        ]  # fmt: skip
-        self.proc: subprocess.Popen | None = None
-        self.start()
+class ClusterNodeProcess(RedisProcess):
+    """One node: the machine's redis-server (Redis 7: sharded pub/sub), in its own
+    session (a test's signals do not reach it), killed without a goodbye on demand."""
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
+    def __init__(self, workdir: Path, index: int, node_timeout_ms: int) -> None:
+        node = workdir / f"node{index}"
+        args = ["--appendonly", "no", "--cluster-enabled", "yes"]
+        args += ["--cluster-config-file", str(node / "nodes.conf")]
+        args += ["--cluster-node-timeout", str(node_timeout_ms)]
+        # Failover follows the one replica however far it lags (tests kill masters).
+        args += ["--cluster-replica-validity-factor", "0"]
+        super().__init__(workdir, f"node{index}", args, executable="redis-server")
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen(
             self._argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
         )
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc.poll() is None
 
     def kill(self) -> None:
         """SIGKILL: a master lost without a goodbye."""
@@ -60,24 +56,7 @@ class ClusterNodeProcess:
 
     def stop(self) -> None:
         if self.alive:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            except OSError:
-                if not self.alive or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start: {self.dir / 'log'}") from None
-                await asyncio.sleep(0.05)
+            super().stop()
 
 
 class Cluster:

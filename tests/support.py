@@ -225,13 +225,21 @@ class RedisProcess:
     """A redis-server of the test's own (the embedded stores' binary), on a TCP
     port of its own: to stop, restart or fail over without touching the suite's."""
 
-    def __init__(self, workdir: Path, name: str, args: list[str], config: str | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        args: list[str],
+        config: str | None = None,
+        *,
+        executable: str | None = None,
+    ):
         from portal.stores.embedded import _redis_executable
 
         self.port = free_port()
         self.dir = workdir / name
-        self.dir.mkdir()
-        self._argv = [_redis_executable()]
+        self.dir.mkdir(parents=True)
+        self._argv = [executable or _redis_executable()]
         if config is not None:  # a sentinel: its configuration must be a writable file
             conf = self.dir / "sentinel.conf"
             conf.write_text(config)
