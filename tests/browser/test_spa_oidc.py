@@ -104,7 +104,19 @@ class Spa:
         return f"{self.origin}/app"
 
 
-def spa_app(issuer: str, client_id: str) -> Starlette:
+SPA_BODY = (
+    '<a id="login" hidden>Log in</a><button id="logout" hidden>Sign out</button>'
+    '<dl><dt>issuer</dt><dd id="issuer"></dd><dt>keys</dt><dd id="keys"></dd>'
+    '<dt>name</dt><dd id="name"></dd><dt>challenge</dt><dd id="challenge"></dd></dl>'
+    '<p id="result" role="status"></p>'
+)
+
+
+def spa_app(
+    issuer: str, client_id: str, script: str = SPA_SCRIPT, body: str = SPA_BODY
+) -> Starlette:
+    """The app's one page, ``/app``: its configuration (issuer, client id) as JSON,
+    ``body``, then ``script``."""
     config = json.dumps({"issuer": issuer, "client_id": client_id}).replace("<", "\\u003c")
 
     async def page(request: Request) -> HTMLResponse:
@@ -112,10 +124,7 @@ def spa_app(issuer: str, client_id: str) -> Starlette:
             '<!doctype html><html lang="en"><head><meta charset="utf-8">'
             '<link rel="icon" href="data:,"><title>SPA</title></head><body>'
             f'<script type="application/json" id="config">{config}</script>'
-            '<a id="login" hidden>Log in</a><button id="logout" hidden>Sign out</button>'
-            '<dl><dt>issuer</dt><dd id="issuer"></dd><dt>keys</dt><dd id="keys"></dd>'
-            '<dt>name</dt><dd id="name"></dd><dt>challenge</dt><dd id="challenge"></dd></dl>'
-            f'<p id="result" role="status"></p><script>{SPA_SCRIPT}</script></body></html>',
+            f"{body}<script>{script}</script></body></html>",
             headers={"cache-control": "no-store"},
         )
 

@@ -26,13 +26,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from playwright.async_api import expect
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse
-from starlette.routing import Route
 
 from portal.app import create_app
 from portal.tenants import clients, pools
+from tests.browser.test_spa_oidc import spa_app
 from tests.phone import Phone
 from tests.support import free_socket, serve_asgi
 
@@ -111,21 +108,10 @@ SPA_SCRIPT = """
 """
 
 
-def spa_app(issuer: str, client_id: str) -> Starlette:
-    config = json.dumps({"issuer": issuer, "client_id": client_id}).replace("<", "\\u003c")
-
-    async def page(request: Request) -> HTMLResponse:
-        return HTMLResponse(
-            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            '<link rel="icon" href="data:,"><title>SPA</title></head><body>'
-            f'<script type="application/json" id="config">{config}</script>'
-            '<a id="login" hidden>Log in</a><button id="renew" hidden>Renew</button>'
-            '<p id="result" role="status"></p><p id="silent"></p>'
-            f"<script>{SPA_SCRIPT}</script></body></html>",
-            headers={"cache-control": "no-store"},
-        )
-
-    return Starlette(routes=[Route("/app", page)])
+SPA_BODY = (
+    '<a id="login" hidden>Log in</a><button id="renew" hidden>Renew</button>'
+    '<p id="result" role="status"></p><p id="silent"></p>'
+)
 
 
 def local_certificate(directory: Path) -> tuple[Path, Path]:
@@ -242,7 +228,7 @@ async def test_a_single_page_app_renews_silently_in_an_iframe(https_portal, db, 
             conn, box, pool_id=pool_id, name="SPA", redirect_uris=[f"{origin}/app"],
             web_origins=[origin], public=True,
         )  # fmt: skip
-    async with serve_asgi(spa_app(https_portal.issuer, client.client_id), sock, name="the SPA",
+    async with serve_asgi(spa_app(https_portal.issuer, client.client_id, SPA_SCRIPT, SPA_BODY), sock, name="the SPA",
                           lifespan="off"):  # fmt: skip
         page = normal_window.pages[0] if normal_window.pages else await normal_window.new_page()
         await page.goto(f"{origin}/app")
