@@ -78,7 +78,7 @@ async def caller(request: Request, scope: str) -> Caller:
     try:
         claims = await tokens.verify_access_token(
             await state.keys.public_set(pool.id),
-            state.redis,
+            state.mux,
             issuer=issuer,
             token=token,
             audience=tokens.api_audience(issuer),

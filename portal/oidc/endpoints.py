@@ -368,7 +368,7 @@ async def _access_claims(request: Request, token: str, *, management: bool = Fal
     iss = issuer(request)
     audience = tokens.api_audience(iss) if management else None
     return await tokens.verify_access_token(
-        key_set, request.state.redis, issuer=iss, token=token, audience=audience
+        key_set, request.state.mux, issuer=iss, token=token, audience=audience
     )
 
 

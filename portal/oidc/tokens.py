@@ -513,11 +513,13 @@ class InvalidToken(Exception):
 
 
 async def verify_access_token(
-    key_set, redis, *, issuer: str, token: str, audience: str | None = None
+    key_set, mux, *, issuer: str, token: str, audience: str | None = None
 ) -> dict[str, Any]:
     """Claims of a valid, unexpired, unrevoked access token of this issuer.
     ``audience`` None: an OpenID Connect access token (its audience is a client,
-    never the management API); else exactly that audience."""
+    never the management API); else exactly that audience. ``mux``: the shared
+    Redis connection (``portal.stores.redismux``), where the revocation marks are
+    looked up, one key per command (on a cluster the two may live on two masters)."""
     from joserfc.errors import JoseError
 
     try:
@@ -537,9 +539,8 @@ async def verify_access_token(
     api = api_audience(issuer)
     if (claims.get("aud") != audience) if audience else (claims.get("aud") == api):
         raise InvalidToken("wrong audience")
-    revoked = await redis.exists(
-        _revoked_jti_key(str(claims.get("jti"))), _revoked_family_key(str(claims.get("sid")))
-    )
-    if revoked:
+    if await mux.execute("EXISTS", _revoked_jti_key(str(claims.get("jti")))) or await mux.execute(
+        "EXISTS", _revoked_family_key(str(claims.get("sid")))
+    ):
         raise InvalidToken("revoked")
     return claims
