@@ -134,9 +134,9 @@ class Site(BaseRoute):
 
 
 class FastLane:
-    """The requests of every login (``qrapi.Direct`` routes: ticket creation,
+    """The requests of every login (``Direct`` routes: ticket creation,
     status reads, the exchange, the mini program's session, scan and confirm;
-    and the SSE stream, ``qrapi.Events``), found and called here, the
+    and the SSE stream, ``qrapi.Events``) and userinfo, found and called here, the
     innermost middleware, instead of through Starlette's exception middleware,
     router, site router and per-route wrappers: each of those layers costs
     every request a few microseconds (these come by the thousand per second),

@@ -613,7 +613,7 @@ def routes() -> list[Route]:
         Route("/.well-known/oauth-authorization-server", discovery, methods=["GET"]),
         Route("/oidc/jwks", jwks, methods=["GET"]),
         Route("/oidc/token", token, methods=["POST"]),
-        Route("/oidc/userinfo", userinfo, methods=["GET", "POST"]),
+        Route("/oidc/userinfo", jsonapi.Direct(userinfo), methods=["GET", "POST"]),
         Route("/oidc/revoke", revoke, methods=["POST"]),
         Route("/oidc/introspect", introspect, methods=["POST"]),
         Route("/oidc/logout", logout, methods=["GET", "POST"]),

@@ -22,7 +22,13 @@ from portal.scan.waiters import Waiter
 from portal.tenants import linkrules
 from portal.tenants.pools import Pool
 from portal.web import cors
-from portal.web.jsonapi import FastJSONResponse, optional_str, read_json, required_str
+from portal.web.jsonapi import (
+    Direct,
+    FastJSONResponse,
+    optional_str,
+    read_json,
+    required_str,
+)
 
 TICKET_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 MAX_WAIT = 30
@@ -303,23 +309,6 @@ async def app_link(request: Request) -> Response:
         {"url": url, "kind": kind, "expires_in": state.expires_in},
         headers={"cache-control": "no-store"},
     )
-
-
-class Direct:
-    """An endpoint served as a plain ASGI app. Starlette wraps each function
-    endpoint in two layers of its own (a per-request exception-handling
-    closure and the request/response adapter) that every await inside the
-    endpoint resumes through; the exception middleware outside handles the
-    same errors with the same handlers. Used for the JSON requests of every
-    login: ticket creation, status reads, the exchange, and the mini
-    program's session, scan and confirm."""
-
-    def __init__(self, endpoint) -> None:
-        self.endpoint = endpoint
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.endpoint(Request(scope, receive))
-        await response(scope, receive, send)
 
 
 def routes() -> list[Route]:

@@ -19,7 +19,7 @@ import orjson
 from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
-from starlette.types import Message
+from starlette.types import Message, Receive, Scope, Send
 
 from portal.errors import PortalError, ValidationError
 from portal.web.protocol import BODY_DONE
@@ -250,3 +250,21 @@ def required_str(data: dict[str, Any], name: str, *, max_len: int = 200) -> str:
     if value is None:
         raise ValidationError(f"{name} is required.")
     return value
+
+
+class Direct:
+    """An endpoint served as a plain ASGI app. Starlette wraps each function
+    endpoint in two layers of its own (a per-request exception-handling
+    closure and the request/response adapter) that every await inside the
+    endpoint resumes through; the exception middleware outside handles the
+    same errors with the same handlers. Used for the JSON requests of every
+    login (ticket creation, status reads, the exchange, and the mini
+    program's session, scan and confirm) and for userinfo; the app's fast
+    lane (``portal.app.FastLane``) calls these without the router."""
+
+    def __init__(self, endpoint) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
