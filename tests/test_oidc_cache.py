@@ -234,3 +234,65 @@ async def test_a_logout_while_a_refresh_holds_the_token_leaves_no_live_successor
     )
     assert live == 0, r.text
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+
+
+async def test_a_verified_access_token_is_checked_once_and_forgotten_with_its_key(
+    setup,  # noqa: F811
+    browser,  # noqa: F811
+    apex,
+    portal,
+    db,
+    box,
+    monkeypatch,
+):
+    """userinfo with the same token again does not verify its RS256 signature again;
+    everything else is still checked each time: a revoked token is refused, and a
+    key withdrawn at once (a compromise) takes its tokens along on every process."""
+    code, verifier = await code_for(setup, browser, apex, setup["rp"], scope="openid profile")
+    auth = rp_auth(setup)
+    issued = (await token_request(browser, setup, code_grant(code, verifier), auth)).json()
+    userinfo = f"{setup['issuer']}/oidc/userinfo"
+    verifications = 0
+    decode = tokens.jwt.decode
+
+    def counted(*args, **kwargs):
+        nonlocal verifications
+        verifications += 1
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(tokens.jwt, "decode", counted)
+
+    async def ask(token: str) -> int:
+        r = await browser.get(userinfo, headers={"authorization": f"Bearer {token}"})
+        return r.status_code
+
+    assert [await ask(issued["access_token"]) for _ in range(5)] == [200] * 5
+    assert verifications == 1
+    # A token changed by one character is verified (and refused), never taken from the cache.
+    forged = issued["access_token"][:-2] + ("A" if issued["access_token"][-2] != "A" else "B")
+    assert await ask(forged + issued["access_token"][-1]) == 401
+
+    # Revoked: refused though its signature is remembered.
+    r = await browser.post(
+        f"{setup['issuer']}/oidc/revoke", data={"token": issued["access_token"]}, auth=auth
+    )
+    assert r.status_code == 200
+    assert await ask(issued["access_token"]) == 401
+
+    # Another token, then its key withdrawn at once (rotation, the old key no longer
+    # published) and announced: refused at the next call.
+    code, verifier = await code_for(setup, browser, apex, setup["rp"], scope="openid profile")
+    second = (await token_request(browser, setup, code_grant(code, verifier), auth)).json()
+    assert await ask(second["access_token"]) == 200
+    async with db.acquire() as conn:
+        await keys.rotate(conn, box, setup["acme"].pool.id)
+        await conn.execute(
+            "UPDATE signing_keys SET publish_until = now() WHERE pool_id = $1 AND NOT active",
+            setup["acme"].pool.id,
+        )
+    await pools.announce_change(portal.state["hub"], "acme")
+
+    async def refused() -> bool:
+        return await ask(second["access_token"]) == 401
+
+    assert await wait_for(refused)

@@ -77,7 +77,8 @@ async def caller(request: Request, scope: str) -> Caller:
         raise InvalidToken(issuer, "A bearer access token is required.")
     try:
         claims = await tokens.verify_access_token(
-            await state.keys.public_set(pool.id),
+            state.keys,
+            pool.id,
             state.mux,
             issuer=issuer,
             token=token,

@@ -364,11 +364,11 @@ def _invalid_token(request: Request, description: str) -> Response:
 
 async def _access_claims(request: Request, token: str, *, management: bool = False) -> dict:
     """``management``: a management API token (audience the pool's API) instead."""
-    key_set = await request.state.keys.public_set(request.state.pool.id)
     iss = issuer(request)
     audience = tokens.api_audience(iss) if management else None
+    state = request.state
     return await tokens.verify_access_token(
-        key_set, request.state.mux, issuer=iss, token=token, audience=audience
+        state.keys, state.pool.id, state.mux, issuer=iss, token=token, audience=audience
     )
 
 

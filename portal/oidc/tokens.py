@@ -56,6 +56,9 @@ _PUBLISHED = """SELECT public_jwk, CASE WHEN active THEN NULL ELSE extract(epoch
     ORDER BY active DESC, created_at DESC"""
 
 
+_VERIFIED_MAX = 4096  # tokens remembered per process (KeyCache.verified)
+
+
 class KeyCache:
     """A pool's keys and public documents (JWKS, discovery), per process.
 
@@ -72,6 +75,10 @@ class KeyCache:
         self._loading: dict[int, asyncio.Future[tuple[KeySet, Encoded]]] = {}
         self._generation = 0  # bumped by clear: a load begun before it is not kept
         self.loads = 0  # public key set queries (tests, benchmarks)
+        # (pool id, token) -> (header, claims, good until): tokens whose signature
+        # was checked, so that a client calling userinfo or the API with the same
+        # token again costs no RSA verification (about a tenth of userinfo).
+        self._tokens: dict[tuple[int, str], tuple[dict, dict, float]] = {}
 
     async def get(self, pool_id: int, conn: asyncpg.Connection | None = None) -> keys.SigningKey:
         """The active key; ``conn`` is the caller's connection if it holds one (taking
@@ -132,6 +139,33 @@ class KeyCache:
         """The pool's JWKS document, encoded."""
         return (await self._published(pool_id))[1]
 
+    async def verified(self, pool_id: int, token: str) -> tuple[dict, dict]:
+        """A JWT's header and claims, its signature checked against the pool's
+        published keys (``JoseError``, ``ValueError`` or ``TypeError`` if it does
+        not verify). A verified token is remembered until it expires, a key of
+        the pool changes (``clear``) or a retired key's publication ends, so
+        nothing a fresh check would refuse is accepted; the caller still checks
+        everything else (type, issuer, expiry, audience, revocation) every time."""
+        now = time.time()
+        hit = self._tokens.get((pool_id, token))
+        if hit is not None and hit[2] > now:
+            return hit[0], hit[1]
+        generation = self._generation
+        key_set, published = await self._published(pool_id)
+        decoded = jwt.decode(token, key_set)
+        exp = decoded.claims.get("exp")
+        if generation == self._generation and isinstance(exp, int) and exp > now:
+            if len(self._tokens) >= _VERIFIED_MAX:
+                self._tokens = {k: v for k, v in self._tokens.items() if v[2] > now}
+                if len(self._tokens) >= _VERIFIED_MAX // 2:
+                    self._tokens.clear()
+            self._tokens[(pool_id, token)] = (
+                decoded.header,
+                decoded.claims,
+                min(float(exp), published.until),
+            )
+        return decoded.header, decoded.claims
+
     def document(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Encoded:
         """A public document that changes only with its pool (discovery), encoded
         once per ``key`` (which names what it is built from)."""
@@ -145,6 +179,7 @@ class KeyCache:
         self._keys.clear()
         self._public.clear()
         self._documents.clear()
+        self._tokens.clear()
 
 
 def _half_hash(value: str) -> str:
@@ -513,7 +548,13 @@ class InvalidToken(Exception):
 
 
 async def verify_access_token(
-    key_set, mux, *, issuer: str, token: str, audience: str | None = None
+    key_cache: KeyCache,
+    pool_id: int,
+    mux,
+    *,
+    issuer: str,
+    token: str,
+    audience: str | None = None,
 ) -> dict[str, Any]:
     """Claims of a valid, unexpired, unrevoked access token of this issuer.
     ``audience`` None: an OpenID Connect access token (its audience is a client,
@@ -523,12 +564,12 @@ async def verify_access_token(
     from joserfc.errors import JoseError
 
     try:
-        decoded = jwt.decode(token, key_set)
+        header, claims = await key_cache.verified(pool_id, token)
     except (JoseError, ValueError, TypeError):
         raise InvalidToken("malformed or badly signed") from None
-    if decoded.header.get("typ") != "at+jwt":
+    if header.get("typ") != "at+jwt":
         raise InvalidToken("not an access token")
-    claims = decoded.claims
+    claims = dict(claims)  # the cached copy stays as verified
     now = int(time.time())
     if (
         claims.get("iss") != issuer
