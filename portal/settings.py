@@ -101,6 +101,9 @@ class Settings:
     waiters_per_ip: int = DEFAULT_WAITERS_PER_IP  # 0: no cap
     # Seconds a request body may take to arrive at a route that reads one; then 408.
     body_timeout: float = 30.0
+    # Seconds RP-initiated logout waits for the first attempt of its back-channel
+    # logout tokens before it redirects (0: not at all; portal/oidc/logout.py).
+    backchannel_logout_wait: float = 1.5
     # The default mini program's one link rule is {qr_base}/q/ (issue 17); empty: the apex.
     qr_base: str = ""
     # Content security (issue 17): nicknames through msgSecCheck, avatars through
@@ -204,8 +207,18 @@ class Settings:
                 raise ValueError(f"{var} must be a number of seconds (0 < s <= 3600)")
             return value
 
+        def wait_seconds(text: str, var: str) -> float:
+            try:
+                value = float(text)
+            except ValueError:
+                value = -1.0
+            if not 0 <= value <= 10:
+                raise ValueError(f"{var} must be a number of seconds (0 <= s <= 10)")
+            return value
+
         for name, var, parse in (
             ("body_timeout", "PORTAL_BODY_TIMEOUT", seconds),
+            ("backchannel_logout_wait", "PORTAL_BACKCHANNEL_LOGOUT_WAIT", wait_seconds),
             ("db_pool_min", "PORTAL_DB_POOL_MIN", integer),
             ("db_pool_max", "PORTAL_DB_POOL_MAX", integer),
             ("redis_pool_max", "PORTAL_REDIS_POOL_MAX", integer),

@@ -6,8 +6,11 @@ Front-Channel Logout 1.0 frames on the logout page."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
 import re
+import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,8 +40,13 @@ class Receiver:
     def __init__(self) -> None:
         self.got: dict[str, list[str]] = {"a": [], "b": []}
         self.fail_next = 0
+        self.hang = 0.0  # seconds each call waits before it answers (a slow client)
+        self.calls = 0
 
     async def endpoint(self, request: Request) -> Response:
+        self.calls += 1
+        if self.hang:
+            await asyncio.sleep(self.hang)
         if self.fail_next:
             self.fail_next -= 1
             return Response(status_code=503)
@@ -180,6 +188,73 @@ async def test_logging_out_at_one_site_reaches_every_site_of_the_session(
     assert page.status_code == 200 and "data-ticket" in page.text
 
 
+@contextlib.asynccontextmanager
+async def worker_running(setup):
+    """``portal worker`` running beside the test, as in production."""
+    task = asyncio.create_task(
+        worker.run_async(setup["worker_settings"], concurrency=2, install_signal_handlers=False)
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def logout_at_a(setup, browser, at_a) -> tuple[httpx.Response, float]:
+    """RP-initiated logout from site A (with its hint and post-logout URI); the
+    answer and how long it took."""
+    began = time.monotonic()
+    r = await browser.get(f"{setup['issuer']}/oidc/logout", params={
+        "id_token_hint": at_a["id_token"], "post_logout_redirect_uri": f"{SITE_A}/bye"})  # fmt: skip
+    return r, time.monotonic() - began
+
+
+async def test_rp_initiated_logout_sends_the_person_on_after_the_back_channel(
+    setup, browser, apex, receiver
+):
+    """With the worker running, each site's logout token has arrived by the time the
+    logout page answers (and so before the browser reaches the post-logout URI):
+    the order the OpenID Foundation's OP-BackChannel-RpInitLogout test expects."""
+    at_a = await login(setup, browser, apex, "a", scan=True)
+    await login(setup, browser, apex, "b", scan=False)
+    key_set = await keys(browser, setup)
+    async with worker_running(setup):
+        r, took = await logout_at_a(setup, browser, at_a)
+        assert r.status_code == 200 and f'data-next="{SITE_A}/bye"' in r.text
+        # Already there when the page came back.
+        assert [len(receiver.got[n]) for n in ("a", "b")] == [1, 1], took
+    check_logout_token(receiver.got["a"][0], key_set, setup, "a")
+    assert took < 5
+
+
+async def test_a_slow_client_delays_the_logout_at_most_the_wait(
+    setup, browser, apex, receiver, portal, db, monkeypatch
+):
+    """A client whose back channel hangs holds the person up at most
+    PORTAL_BACKCHANNEL_LOGOUT_WAIT; its delivery goes on in the worker."""
+    settings = portal.state["settings"]
+    monkeypatch.setitem(portal.state, "settings", settings.replace(backchannel_logout_wait=0.6))
+    at_a = await login(setup, browser, apex, "a", scan=True)
+    receiver.hang = 3  # longer than the wait, shorter than the job's own timeout (5 s)
+    async with worker_running(setup):
+        r, took = await logout_at_a(setup, browser, at_a)
+        assert r.status_code in (200, 303), r.text
+        assert 0.6 <= took < 1.6, took
+        assert receiver.calls == 1 and receiver.got["a"] == []  # still waiting on the client
+        status = await db.fetchval(
+            "SELECT status::text FROM procrastinate_jobs WHERE task_name = 'oidc.backchannel_logout'"
+        )
+        assert status == "doing"  # the attempt goes on in the worker
+
+    # Without a wait, the answer does not wait for the worker at all.
+    monkeypatch.setitem(portal.state, "settings", settings.replace(backchannel_logout_wait=0))
+    at_a = await login(setup, browser, apex, "a", scan=True)
+    r, took = await logout_at_a(setup, browser, at_a)
+    assert r.status_code in (200, 303) and took < 0.5, took
+
+
 async def test_blocking_a_person_reaches_every_site(setup, browser, apex, receiver, portal):
     at_a = await login(setup, browser, apex, "a", scan=True)
     await login(setup, browser, apex, "b", scan=False)
@@ -278,3 +353,16 @@ async def test_discovery_advertises_both(setup, browser):
     assert meta["backchannel_logout_session_supported"] is True
     assert meta["frontchannel_logout_supported"] is True
     assert meta["frontchannel_logout_session_supported"] is True
+
+
+def test_the_backchannel_wait_setting():
+    from portal.settings import ConfigError, Settings
+
+    env = {"PORTAL_ENV": "dev", "PORTAL_SECRET_KEY": "x" * 40}
+    assert Settings.from_env(env).backchannel_logout_wait == 1.5
+    for text, value in (("0", 0.0), ("0.25", 0.25), ("10", 10.0)):
+        wait = Settings.from_env({**env, "PORTAL_BACKCHANNEL_LOGOUT_WAIT": text})
+        assert wait.backchannel_logout_wait == value
+    for bad in ("-1", "abc", "11", "nan", "inf"):
+        with pytest.raises(ConfigError, match="PORTAL_BACKCHANNEL_LOGOUT_WAIT"):
+            Settings.from_env({**env, "PORTAL_BACKCHANNEL_LOGOUT_WAIT": bad})

@@ -569,13 +569,19 @@ async def logout(request: Request) -> Response:
     if sid and client is not None and str(sid) not in session_logins:
         by_sub.setdefault(str(claims.get("sub") or ""), {})[str(sid)] = client.client_id
     logins = {login: c for group in by_sub.values() for login, c in group.items()}
+    queued: list[int] = []
     if logins:
         async with request.state.db.acquire() as conn, conn.transaction():
             for login in logins:
                 await tokens.revoke_family(conn, request.state.redis, pool, login)
             for sub, group in by_sub.items():
                 if sub:
-                    await rp_logout.notify_logins(conn, pool.id, sub, group)
+                    queued += await rp_logout.notify_logins(conn, pool.id, sub, group)
+    # The clients told by back channel hear it before the person is sent on (at
+    # most PORTAL_BACKCHANNEL_LOGOUT_WAIT seconds; the worker keeps retrying).
+    await rp_logout.wait_first_attempts(
+        request.state.db, queued, request.state.settings.backchannel_logout_wait
+    )
     known = {c: await request.state.clients.get(pool.id, c) for c in set(logins.values())}
     frames = rp_logout.frontchannel_urls(issuer(request), logins, known)
     response: Response

@@ -11,9 +11,16 @@ client), ``iat``, ``exp``, ``jti``, the back-channel ``events`` claim, and
 
 Sending is background work (``oidc.backchannel_logout`` in ``portal.oidc.tasks``),
 queued in the transaction that ends the login (``portal.jobs.defer``) and
-retried with backoff by ``portal worker``: a slow or dead client never delays
-the person, and a notice is not lost when a process stops. The POST goes
-through ``portal.web.outbound``'s guarded client (public addresses only).
+retried with backoff by ``portal worker``: a notice is not lost when a process
+stops. The POST goes through ``portal.web.outbound``'s guarded client (public
+addresses only). RP-initiated logout then waits, at most
+``PORTAL_BACKCHANNEL_LOGOUT_WAIT`` seconds (1.5), for each token's first
+attempt before it sends the person on (``wait_first_attempts``): a client that
+answers at once has ended its session before the person's browser comes back
+to it (the order the OpenID Foundation's test of RP-initiated back-channel
+logout expects), and a slow or dead one delays the person no longer than that
+(its retries go on). A console block and a refresh-token reuse do not wait:
+nobody is being sent on.
 
 Front-channel logout is the logout page's job: it frames each
 ``frontchannel_logout_uri`` of the clients the browser's session logged in,
@@ -22,6 +29,7 @@ with ``iss`` and ``sid`` (``frontchannel_urls``).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from typing import Any
@@ -61,24 +69,53 @@ def logout_token(
 
 async def notify(
     conn: asyncpg.Connection, pool_id: int, client_id: str, *, sub: str | None, sid: str | None
-) -> None:
+) -> int | None:
     """Queue a logout token for one client (if it registered a back-channel URI),
-    in the caller's transaction."""
+    in the caller's transaction; the job's id, or None."""
     uri = await conn.fetchval(
         "SELECT backchannel_logout_uri FROM clients WHERE pool_id = $1 AND client_id = $2",
         pool_id,
         client_id,
     )
-    if uri:
-        await jobs.defer(conn, TASK, pool_id=pool_id, client_id=client_id, sub=sub, sid=sid)
+    if not uri:
+        return None
+    return await jobs.defer(conn, TASK, pool_id=pool_id, client_id=client_id, sub=sub, sid=sid)
 
 
 async def notify_logins(
     conn: asyncpg.Connection, pool_id: int, sub: str, logins: dict[str, str]
-) -> None:
-    """Queue logout tokens for each login (``sid`` → client id) of one session."""
+) -> list[int]:
+    """Queue logout tokens for each login (``sid`` → client id) of one session;
+    the jobs' ids."""
+    queued = []
     for sid, client_id in logins.items():
-        await notify(conn, pool_id, client_id, sub=sub, sid=sid)
+        job = await notify(conn, pool_id, client_id, sub=sub, sid=sid)
+        if job is not None:
+            queued.append(job)
+    return queued
+
+
+_UNTRIED = """
+SELECT count(*) FROM procrastinate_jobs
+ WHERE id = ANY($1::bigint[]) AND status IN ('todo', 'doing') AND attempts = 0
+"""
+_POLL_S = 0.05
+
+
+async def wait_first_attempts(db: asyncpg.Pool, job_ids: list[int], timeout: float) -> bool:
+    """Wait (at most ``timeout`` seconds) until every job in ``job_ids`` has been
+    tried once (delivered, failed for good, or failed once and due for a retry).
+    True when all were; False when the time ran out first (they go on anyway)."""
+    if not job_ids or timeout <= 0:
+        return not job_ids
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await db.fetchval(_UNTRIED, job_ids):
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(_POLL_S, left))
+    return True
 
 
 async def notify_user(conn: asyncpg.Connection, pool_id: int, user_id: str) -> int:
