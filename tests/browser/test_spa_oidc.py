@@ -8,18 +8,14 @@ cross-origin ``fetch`` in Chromium, so each needs the pool's CORS answers
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 from playwright.async_api import expect
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse
-from starlette.routing import Route
 
 from portal.tenants import clients
+from tests.browser.spa import spa_app
 from tests.phone import Phone
 from tests.support import free_socket, serve_asgi
 
@@ -112,25 +108,6 @@ SPA_BODY = (
 )
 
 
-def spa_app(
-    issuer: str, client_id: str, script: str = SPA_SCRIPT, body: str = SPA_BODY
-) -> Starlette:
-    """The app's one page, ``/app``: its configuration (issuer, client id) as JSON,
-    ``body``, then ``script``."""
-    config = json.dumps({"issuer": issuer, "client_id": client_id}).replace("<", "\\u003c")
-
-    async def page(request: Request) -> HTMLResponse:
-        return HTMLResponse(
-            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            '<link rel="icon" href="data:,"><title>SPA</title></head><body>'
-            f'<script type="application/json" id="config">{config}</script>'
-            f"{body}<script>{script}</script></body></html>",
-            headers={"cache-control": "no-store"},
-        )
-
-    return Starlette(routes=[Route("/app", page)])
-
-
 @pytest.fixture
 async def spa(dev_portal, db, box) -> AsyncIterator[Spa]:
     """The single-page app on its own port, a public client of the pool at its origin."""
@@ -141,7 +118,7 @@ async def spa(dev_portal, db, box) -> AsyncIterator[Spa]:
             conn, box, pool_id=dev_portal.pool.pool.id, name="SPA",
             redirect_uris=[f"{origin}/app"], web_origins=[origin], public=True, allow_http=True,
         )  # fmt: skip
-    app = spa_app(dev_portal.pool_url("").rstrip("/"), client.client_id)
+    app = spa_app(dev_portal.pool_url("").rstrip("/"), client.client_id, SPA_SCRIPT, SPA_BODY)
     async with serve_asgi(app, sock, name="the SPA", lifespan="off"):
         yield Spa(origin, client)
 

@@ -29,7 +29,7 @@ from playwright.async_api import expect
 
 from portal.app import create_app
 from portal.tenants import clients, pools
-from tests.browser.test_spa_oidc import spa_app
+from tests.browser.spa import spa_app
 from tests.phone import Phone
 from tests.support import free_socket, serve_asgi
 
