@@ -140,12 +140,16 @@ async def test_logins_across_two_processes_on_the_cluster(on_cluster, redis_clus
                     assert await r.hget(ticketsmod.key(done["ticket"]), "status") == "confirmed"
             again = await pc.post(f"/api/qrcode/{a['ticket']}/exchange", json={"secret": "x" * 43})
             assert again.status_code in (400, 403)
-        # Bounded connections: one shared connection and one subscriber per master at most.
+        # Bounded connections: per master at most one shared connection, one for the
+        # writes that wait for a replica (confirm, exchange) and one subscriber.
         masters = len(await redis_cluster.masters())
         for process in (running, other):
             hub, mux = process.state["hub"], process.state["mux"]
             assert 1 <= hub.connections <= masters
-            assert 1 <= len(mux._muxes) <= masters
+            shared = [node for node, durable in mux._muxes if not durable]
+            durable = [node for node, durable in mux._muxes if durable]
+            assert 1 <= len(set(shared)) == len(shared) <= masters
+            assert len(set(durable)) == len(durable) <= masters
             assert hub.channels == 3  # portal:pools and the two pools' ticket channels
 
 

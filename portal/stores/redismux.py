@@ -29,7 +29,8 @@ master that cannot be reached, are the same ``ConnectionError`` (503) while the
 slot map is refreshed in the background, so the next request finds the
 promoted replica. ``durable=True`` writes are followed by ``WAIT 1`` on the
 same connection: they return once a replica has them, so a master lost right
-after cannot take them along.
+after cannot take them along. They go on a second connection to their master,
+so that the WAIT holds up only them, not the reads queued behind it.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import hiredis
-from hiredis import pack_command as _pack_command
 import redis.asyncio as aioredis
+from hiredis import pack_command as _pack_command
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
@@ -349,7 +350,11 @@ class ClusterMultiplexer:
         self._timeout = timeout
         self._wait_replicas = wait_replicas
         self._wait_ms = wait_ms
-        self._muxes: dict[str, Multiplexer] = {}
+        # (node name, durable) -> its connection. Durable writes have a connection of
+        # their own per master: the WAIT after them holds up every command behind it
+        # on its connection, and the status reads that wake the waiting pages (and
+        # everything else) must not queue behind a replica's acknowledgement.
+        self._muxes: dict[tuple[str, bool], Multiplexer] = {}
         self._durable: set[str] = set()
         self._refreshing: asyncio.Task | None = None
         self._refreshed_at = 0.0
@@ -410,12 +415,12 @@ class ClusterMultiplexer:
             self.refresh_soon()
             raise RedisConnectionError(f"No Redis Cluster node serves slot {slot} now") from None
 
-    def _mux(self, node: ClusterNode) -> Multiplexer:
-        mux = self._muxes.get(node.name)
+    def _mux(self, node: ClusterNode, durable: bool = False) -> Multiplexer:
+        mux = self._muxes.get((node.name, durable))
         if mux is None:
             if self._closed:
                 raise RedisConnectionError("The Redis multiplexer is closed")
-            mux = self._muxes[node.name] = Multiplexer(
+            mux = self._muxes[(node.name, durable)] = Multiplexer(
                 None, timeout=self._timeout, pool=_NodePool(node)
             )
         return mux
@@ -426,7 +431,7 @@ class ClusterMultiplexer:
             await self._cluster.initialize()
         for _ in range(5):
             node = asking or self._node(slot)
-            mux = self._mux(node)
+            mux = self._mux(node, durable and asking is None)
             try:
                 if asking is not None:
                     return await mux.execute_after(("ASKING",), *args)
@@ -483,8 +488,8 @@ class ClusterMultiplexer:
             self._refreshing = None
         # Connections to nodes that left the map are closed.
         live = {n.name for n in self._nodes.nodes_cache.values()}
-        for name in [n for n in self._muxes if n not in live]:
-            await self._muxes.pop(name).aclose()
+        for gone in [k for k in self._muxes if k[0] not in live]:
+            await self._muxes.pop(gone).aclose()
 
     async def aclose(self) -> None:
         self._closed = True
